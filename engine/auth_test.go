@@ -1,0 +1,371 @@
+package engine_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+func TestRefreshStorm_OneRefreshForAThousandRequests(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]map[string]int{} // request id -> token -> times
+	srv := newAuthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"ok":true}`))
+	})
+	inner := srv.Config.Handler
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.URL.Query().Get("id"); id != "" {
+			mu.Lock()
+			if seen[id] == nil {
+				seen[id] = map[string]int{}
+			}
+			seen[id][r.Header.Get("Authorization")]++
+			mu.Unlock()
+		}
+		inner.ServeHTTP(w, r)
+	})
+	cfg := authConfig(srv)
+	cfg.Workers = 32
+	e := newEngine(t, cfg)
+
+	ctx := ctxTimeout(t, 20*time.Second)
+	futures := make([]*engine.Future, 1000)
+	for i := range futures {
+		futures[i] = e.Submit(ctx, requests.New("GET", "/items", requests.WithQuery("id", itoa(i))))
+	}
+	for i, f := range futures {
+		resp, err := f.Await(ctx)
+		require.NoError(t, err, "request %d", i)
+		assert.Equal(t, 200, resp.Status)
+	}
+	assert.EqualValues(t, 1, srv.refreshCalls.Load(), "refresh calls")
+	assert.EqualValues(t, 1, e.Stats().Refreshes)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, seen, 1000)
+	for id, byToken := range seen {
+		assert.LessOrEqual(t, byToken["Bearer stale"], 1, "request %s sent with the stale token more than once", id)
+		assert.Equal(t, 1, byToken["Bearer access-2"], "request %s with the new token", id)
+	}
+}
+
+func TestStale401AfterRefreshIsReplayedWithoutSecondRefresh(t *testing.T) {
+	slowEntered := make(chan struct{})
+	releaseSlow := make(chan struct{})
+	var slowCalls atomic.Int64
+	srv := newAuthServer(t, nil)
+	inner := srv.Config.Handler
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" && slowCalls.Add(1) == 1 {
+			// First attempt: carries the stale token; answer 401 only
+			// after another request has caused the refresh.
+			close(slowEntered)
+			<-releaseSlow
+			http.Error(w, "expired", http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	e := newEngine(t, authConfig(srv))
+	ctx := ctxTimeout(t, 10*time.Second)
+
+	slow := e.Submit(ctx, requests.New("GET", "/slow"))
+	<-slowEntered
+	_, err := e.Get(ctx, "/fast")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, srv.refreshCalls.Load())
+
+	close(releaseSlow)
+	resp, err := slow.Await(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 2, resp.Attempts)
+	assert.EqualValues(t, 1, srv.refreshCalls.Load(), "the stale 401 must not cause a second refresh")
+	assert.EqualValues(t, 2, slowCalls.Load())
+}
+
+func Test401AfterReplayIsReturnedNotLooped(t *testing.T) {
+	var calls atomic.Int64
+	srv := newAuthServer(t, nil)
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/refresh" {
+			srv.serveRefresh(w, r)
+			return
+		}
+		calls.Add(1)
+		http.Error(w, "no", http.StatusUnauthorized) // rejects every token
+	})
+	e := newEngine(t, authConfig(srv))
+	_, err := e.Get(ctxTimeout(t, 5*time.Second), "/always-401")
+	var he *errors.HTTPError
+	require.ErrorAs(t, err, &he)
+	assert.Equal(t, 401, he.Status)
+	assert.EqualValues(t, 1, srv.refreshCalls.Load())
+	assert.EqualValues(t, 2, calls.Load(), "one attempt and one replay")
+}
+
+func TestRefreshRefusedExpiresSession(t *testing.T) {
+	clock := newFakeClock()
+	hangEntered := make(chan string, 2)
+	srv := newAuthServer(t, nil)
+	srv.refreshGate = make(chan struct{})
+	srv.refreshStatus = func(int64) int { return http.StatusBadRequest }
+	inner := srv.Config.Handler
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hang1", "/hang2":
+			hangEntered <- r.URL.Path
+			<-r.Context().Done()
+			return
+		case "/flaky":
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		case "/need-auth":
+			http.Error(w, "expired", http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	var expiredCalls atomic.Int64
+	cfg := authConfig(srv)
+	cfg.Workers = 2
+	cfg.Clock = clock
+	cfg.Auth.AccessToken = "access-1"
+	cfg.Auth.OnSessionExpired = func() { expiredCalls.Add(1) }
+	var onError atomic.Int64
+	cfg.OnError = func(*requests.Request, error) { onError.Add(1) }
+	e := newEngine(t, cfg)
+	ctx := ctxTimeout(t, 10*time.Second)
+
+	var futures []*engine.Future
+	futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang1")))
+	assert.Equal(t, "/hang1", <-hangEntered)
+	futures = append(futures, e.Submit(ctx, requests.New("GET", "/flaky")))
+	require.True(t, clock.BlockUntil(1, 5*time.Second), "the 503 should be backing off")
+	futures = append(futures, e.Submit(ctx, requests.New("GET", "/need-auth")))
+	waitFor(t, "the refresh call", func() bool { return srv.refreshCalls.Load() == 1 })
+	futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang2")))
+	assert.Equal(t, "/hang2", <-hangEntered)
+	for _, p := range []string{"/q1", "/q2", "/q3"} {
+		futures = append(futures, e.Submit(ctx, requests.New("GET", p)))
+	}
+	waitFor(t, "three queued", func() bool { return e.Stats().Queued == 3 })
+
+	close(srv.refreshGate) // the refresh now answers 400
+	for i, f := range futures {
+		_, err := f.Await(ctx)
+		assert.ErrorIs(t, err, errors.ErrSessionExpired, "future %d", i)
+	}
+	waitFor(t, "OnSessionExpired", func() bool { return expiredCalls.Load() == 1 })
+	waitFor(t, "OnError for each", func() bool { return onError.Load() == 7 })
+
+	_, err := e.Get(ctx, "/after")
+	assert.ErrorIs(t, err, errors.ErrSessionExpired, "submissions fail fast while expired")
+	assert.EqualValues(t, 1, expiredCalls.Load())
+
+	e.SetTokens(engine.Tokens{AccessToken: "access-1", RefreshToken: "refresh-1"})
+	resp, err := e.Get(ctx, "/after")
+	require.NoError(t, err)
+	assert.Equal(t, 200, resp.Status)
+}
+
+func TestRefreshTransientFailureRecovers(t *testing.T) {
+	srv := newAuthServer(t, nil)
+	srv.refreshStatus = func(n int64) int {
+		if n == 1 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	}
+	e := newEngine(t, authConfig(srv))
+	ctx := ctxTimeout(t, 5*time.Second)
+	futures := make([]*engine.Future, 20)
+	for i := range futures {
+		futures[i] = e.Submit(ctx, requests.New("GET", "/r", requests.WithQuery("i", itoa(i))))
+	}
+	for _, f := range futures {
+		_, err := f.Await(ctx)
+		require.NoError(t, err)
+	}
+	assert.EqualValues(t, 2, srv.refreshCalls.Load(), "one failed call and one that worked")
+}
+
+func TestRefreshKeepsFailingGivesErrRefreshFailedButKeepsSession(t *testing.T) {
+	srv := newAuthServer(t, nil)
+	srv.refreshStatus = func(n int64) int { return http.StatusBadGateway }
+	var expired atomic.Int64
+	cfg := authConfig(srv)
+	cfg.Auth.OnSessionExpired = func() { expired.Add(1) }
+	e := newEngine(t, cfg)
+	ctx := ctxTimeout(t, 5*time.Second)
+	_, err := e.Get(ctx, "/x")
+	require.ErrorIs(t, err, errors.ErrRefreshFailed)
+	assert.NotErrorIs(t, err, errors.ErrSessionExpired)
+	assert.EqualValues(t, engine.DefaultRefreshAttempts, srv.refreshCalls.Load())
+
+	srv.refreshStatus = nil
+	resp, err := e.Get(ctx, "/x")
+	require.NoError(t, err, "the session goes on and the next 401 refreshes again")
+	assert.Equal(t, 200, resp.Status)
+	assert.Zero(t, expired.Load())
+}
+
+func TestRotatedRefreshTokenIsNeverSentAgain(t *testing.T) {
+	srv := newAuthServer(t, nil)
+	var persisted []engine.Tokens
+	var mu sync.Mutex
+	cfg := authConfig(srv)
+	cfg.Auth.OnTokenRefreshed = func(tk engine.Tokens) { mu.Lock(); persisted = append(persisted, tk); mu.Unlock() }
+	e := newEngine(t, cfg)
+	ctx := ctxTimeout(t, 5*time.Second)
+	for range 3 {
+		_, err := e.Get(ctx, "/x", requests.WithoutDedup())
+		require.NoError(t, err)
+		srv.expire()
+	}
+	srv.mu.Lock()
+	assert.Equal(t, []string{"refresh-1", "refresh-2", "refresh-3"}, srv.seenRefresh)
+	srv.mu.Unlock()
+	waitFor(t, "OnTokenRefreshed", func() bool { mu.Lock(); defer mu.Unlock(); return len(persisted) == 3 })
+	mu.Lock()
+	assert.Equal(t, "refresh-4", persisted[2].RefreshToken)
+	assert.Equal(t, "access-4", persisted[2].AccessToken)
+	mu.Unlock()
+}
+
+func TestOAuthFormRefreshWithBasicClientAuth(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			require.NoError(t, r.ParseForm())
+			got <- r
+			w.Write([]byte(`{"access_token":"new","expires_in":-5}`))
+			return
+		}
+		if r.Header.Get("Authorization") != "Bearer new" {
+			w.WriteHeader(401)
+			return
+		}
+		w.WriteHeader(204)
+	}))
+	defer srv.Close()
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Auth: engine.Auth{
+		AccessToken: "old", RefreshToken: "rt-1",
+		Refresh: &engine.RefreshConfig{Path: "/token", Form: true, ClientID: "app id", ClientSecret: "s3cr:t",
+			Body: map[string]any{"scope": "read"}},
+	}})
+	resp, err := e.Get(ctxTimeout(t, 5*time.Second), "/x")
+	require.NoError(t, err)
+	assert.Equal(t, 204, resp.Status)
+	r := <-got
+	assert.Equal(t, "refresh_token", r.PostForm.Get("grant_type"))
+	assert.Equal(t, "rt-1", r.PostForm.Get("refresh_token"))
+	assert.Equal(t, "read", r.PostForm.Get("scope"))
+	assert.Empty(t, r.PostForm.Get("client_secret"), "basic client auth keeps the secret out of the form")
+	id, secret, ok := r.BasicAuth()
+	require.True(t, ok)
+	assert.Equal(t, "app+id", id)
+	assert.Equal(t, "s3cr%3At", secret)
+}
+
+func TestNoAuthorizationOnRedirectToAnotherOrigin(t *testing.T) {
+	other := make(chan string, 1)
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		other <- r.Header.Get("Authorization")
+	}))
+	defer elsewhere.Close()
+	same := make(chan string, 1)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/away":
+			// Same host, another port: another origin, though net/http
+			// alone would forward the header.
+			http.Redirect(w, r, elsewhere.URL+"/land", http.StatusFound)
+		case "/home":
+			http.Redirect(w, r, "/land", http.StatusFound)
+		case "/land":
+			same <- r.Header.Get("Authorization")
+		}
+	}))
+	defer api.Close()
+	e := newEngine(t, engine.Config{BaseURL: api.URL, Auth: engine.Auth{AccessToken: "secret-token"}})
+	ctx := ctxTimeout(t, 5*time.Second)
+
+	_, err := e.Get(ctx, "/away")
+	require.NoError(t, err)
+	assert.Empty(t, <-other, "the token must not reach another origin")
+
+	_, err = e.Get(ctx, "/home")
+	require.NoError(t, err)
+	assert.Equal(t, "Bearer secret-token", <-same, "a same-origin redirect keeps the token")
+
+	_, err = e.Get(ctx, elsewhere.URL+"/direct")
+	require.NoError(t, err)
+	assert.Empty(t, <-other, "an absolute URL to another origin gets no token")
+}
+
+func TestProactiveRefreshBeforeKnownExpiry(t *testing.T) {
+	clock := newFakeClock()
+	srv := newAuthServer(t, nil)
+	cfg := authConfig(srv)
+	cfg.Clock = clock
+	cfg.Auth.AccessToken = "access-1"
+	cfg.Auth.Expiry = clock.Now().Add(10 * time.Minute)
+	e := newEngine(t, cfg)
+	require.True(t, clock.BlockUntil(1, 5*time.Second))
+	assert.Equal(t, []time.Duration{10*time.Minute - 30*time.Second}, clock.Pending())
+	clock.Advance(10*time.Minute - 30*time.Second)
+	waitFor(t, "the proactive refresh", func() bool { return e.Stats().Refreshes == 1 })
+	srv.mu.Lock()
+	srv.access = "access-2" // the old token is dead now; only the new one works
+	srv.mu.Unlock()
+	var unauthorized atomic.Int64
+	inner := srv.Config.Handler
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer access-2" {
+			unauthorized.Add(1)
+		}
+		inner.ServeHTTP(w, r)
+	})
+	_, err := e.Get(ctxTimeout(t, 5*time.Second), "/x")
+	require.NoError(t, err)
+	assert.Zero(t, unauthorized.Load(), "the request went out with the refreshed token")
+	assert.EqualValues(t, 1, srv.refreshCalls.Load())
+}
+
+func TestTerminateSessionCancelsAndPauses(t *testing.T) {
+	entered := make(chan struct{})
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hang" {
+			close(entered)
+			<-r.Context().Done()
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer api.Close()
+	var expired atomic.Int64
+	e := newEngine(t, engine.Config{BaseURL: api.URL, Auth: engine.Auth{AccessToken: "t", OnSessionExpired: func() { expired.Add(1) }}})
+	ctx := ctxTimeout(t, 5*time.Second)
+	f := e.Submit(ctx, requests.New("GET", "/hang"))
+	<-entered
+	e.TerminateSession()
+	_, err := f.Await(ctx)
+	assert.ErrorIs(t, err, errors.ErrSessionExpired)
+	_, err = e.Get(ctx, "/x")
+	assert.ErrorIs(t, err, errors.ErrSessionExpired)
+	e.SetTokens(engine.Tokens{AccessToken: "t2"})
+	_, err = e.Get(ctx, "/x")
+	assert.NoError(t, err)
+	waitFor(t, "OnSessionExpired", func() bool { return expired.Load() == 1 })
+}

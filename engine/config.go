@@ -1,0 +1,475 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/courier-go/courier/requests"
+)
+
+// Defaults applied to zero fields of [Config].
+const (
+	DefaultWorkers          = 16
+	DefaultQueueSize        = 1024
+	DefaultTimeout          = 30 * time.Second
+	DefaultMaxResponseBytes = 64 << 20
+	DefaultMaxAttempts      = 3
+	DefaultBaseDelay        = 100 * time.Millisecond
+	DefaultMaxDelay         = 10 * time.Second
+	DefaultMaxRetryAfter    = 60 * time.Second
+	DefaultBudgetRatio      = 0.2
+	DefaultBudgetFloor      = 10
+	DefaultRefreshAttempts  = 3
+)
+
+// Config configures an [Engine]. Every zero field means its documented
+// default, so Config{BaseURL: u} is a working configuration.
+type Config struct {
+	// BaseURL is the API's absolute http or https URL. Request paths are
+	// resolved against it, and its origin is the only one that receives the
+	// token. Required.
+	BaseURL string
+
+	// HTTPClient sends every attempt and every refresh. If nil, the engine
+	// uses a client whose transport keeps at least Workers idle connections
+	// per host. The engine uses a copy whose CheckRedirect also strips the
+	// token on redirects to another origin; the caller's client is not
+	// changed. Its Timeout, if any, applies on top of Config.Timeout.
+	HTTPClient *http.Client
+
+	// Workers is how many attempts run at once. If zero, DefaultWorkers.
+	Workers int
+
+	// QueueSize bounds how many admitted requests may wait for a worker. If
+	// zero, DefaultQueueSize. When the queue is full, Submit waits for room
+	// and TrySubmit fails with ErrQueueFull. Retries and replays of requests
+	// already admitted always re-enter the queue.
+	QueueSize int
+
+	// Headers are sent with every request; a request's own headers win.
+	Headers http.Header
+
+	// Timeout bounds each attempt, reading the body included. If zero,
+	// DefaultTimeout. A request's own Timeout wins.
+	Timeout time.Duration
+
+	// Auth attaches tokens and refreshes them. The zero value sends no token.
+	Auth Auth
+
+	// Retry decides what is retried and how long to wait.
+	Retry Retry
+
+	// RateLimit paces attempts. The zero value does not limit.
+	RateLimit RateLimit
+
+	// Dedup merges identical in-flight requests.
+	Dedup Dedup
+
+	// MaxResponseBytes bounds the body read into memory. If zero,
+	// DefaultMaxResponseBytes; longer bodies fail with ErrResponseTooLarge.
+	MaxResponseBytes int64
+
+	// Middleware wraps the transport for every attempt, first element
+	// outermost. Refresh calls bypass it.
+	Middleware []Middleware
+
+	// OnError, if set, sees every failed request once, after all its
+	// attempts. It is called from one goroutine, in order of failure, and
+	// may run after the future has resolved.
+	OnError func(req *requests.Request, err error)
+
+	// Logger receives structured logs. If nil, nothing is logged. Tokens
+	// and query strings are never logged.
+	Logger *zerolog.Logger
+
+	// Clock is the source of time for backoff, Retry-After, rate limiting
+	// and proactive refresh. If nil, SystemClock.
+	Clock Clock
+}
+
+// Middleware wraps the transport that sends one attempt. It sees the request
+// with the token attached and may change it or the response. A panic in a
+// middleware fails only the request it happened in.
+type Middleware func(next http.RoundTripper) http.RoundTripper
+
+// RoundTripperFunc is shorthand for an [http.RoundTripper] written as a
+// function.
+type RoundTripperFunc func(*http.Request) (*http.Response, error)
+
+// RoundTrip calls f(r).
+func (f RoundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Tokens is a session's credentials.
+type Tokens struct {
+	AccessToken  string
+	RefreshToken string
+	// Expiry is when the access token stops working; zero when unknown.
+	Expiry time.Time
+	// ExpiresIn is the token's lifetime from when it was issued, used when
+	// Expiry is zero (token parsers report lifetimes, not instants).
+	ExpiresIn time.Duration
+}
+
+// Refresher obtains new tokens from a refresh token, for APIs whose refresh
+// does not fit [RefreshConfig]. An error that matches ErrSessionExpired ends
+// the session; any other error is treated as transient and retried.
+type Refresher func(ctx context.Context, refreshToken string) (Tokens, error)
+
+// TokenParser reads a refresh endpoint's 2xx answer. An error ends the
+// session: an answer that cannot be parsed will not parse on retry either.
+type TokenParser func(body []byte) (Tokens, error)
+
+// AuthFailedFunc reports whether an answer means the token was rejected and
+// a refresh should be tried.
+type AuthFailedFunc func(status int, header http.Header) bool
+
+// DefaultAuthFailed treats 401 as a rejected token. 403 means the token is
+// valid but not allowed, so it does not trigger a refresh.
+func DefaultAuthFailed(status int, _ http.Header) bool { return status == http.StatusUnauthorized }
+
+// Auth configures how tokens are attached and refreshed.
+type Auth struct {
+	// AccessToken and RefreshToken start the first session. Both may be
+	// empty and set later with SetTokens.
+	AccessToken  string
+	RefreshToken string
+	// Expiry of the first access token, when known; it enables a proactive
+	// refresh shortly before.
+	Expiry time.Time
+
+	// Header carries the token. If empty, "Authorization".
+	Header string
+	// Scheme precedes the token. If empty, "Bearer" when Header is
+	// Authorization and nothing otherwise (X-API-Key: <token>).
+	Scheme string
+
+	// Refresh configures an HTTP refresh endpoint. Refresher replaces it
+	// with a function. Set at most one; with neither, a 401 is final.
+	Refresh   *RefreshConfig
+	Refresher Refresher
+
+	// AuthFailed decides which answers trigger a refresh. If nil,
+	// DefaultAuthFailed.
+	AuthFailed AuthFailedFunc
+
+	// RefreshBefore is how long before a known expiry the token is refreshed
+	// proactively. If zero, a tenth of the token's lifetime, at most 30s.
+	RefreshBefore time.Duration
+
+	// OnSessionExpired is called once each time a session ends, whether the
+	// refresh token was refused or TerminateSession was called.
+	OnSessionExpired func()
+	// OnTokenRefreshed is called after each refresh with the new tokens, so
+	// they can be persisted. It runs on the engine's hook goroutine.
+	OnTokenRefreshed func(Tokens)
+}
+
+// ClientAuth says how OAuth 2.0 client credentials are sent with a refresh.
+type ClientAuth int
+
+const (
+	// ClientAuthBasic sends client credentials as HTTP Basic auth.
+	ClientAuthBasic ClientAuth = iota
+	// ClientAuthPost sends them as client_id and client_secret form fields.
+	ClientAuthPost
+)
+
+// RefreshConfig describes a refresh endpoint.
+type RefreshConfig struct {
+	// Path of the refresh endpoint, resolved against BaseURL. Required.
+	Path string
+	// Method; if empty, POST.
+	Method string
+	// Body holds extra fields sent with the refresh token, as JSON fields,
+	// or as form fields when Form is set.
+	Body map[string]any
+	// Headers sent with the refresh call.
+	Headers http.Header
+	// Form sends the refresh as RFC 6749 section 6 does:
+	// grant_type=refresh_token&refresh_token=... form-encoded. Otherwise a
+	// JSON object with the Body fields and RefreshTokenField is sent.
+	Form bool
+	// ClientID and ClientSecret, when set, are sent as ClientAuth says.
+	ClientID     string
+	ClientSecret string
+	ClientAuth   ClientAuth
+	// AccessTokenField and RefreshTokenField name the JSON fields of the
+	// answer (and RefreshTokenField the request field). If empty,
+	// "access_token" and "refresh_token".
+	AccessTokenField  string
+	RefreshTokenField string
+	// Parser reads the answer. If nil, a parser for RFC 6749 section 5.1
+	// answers using the two field names above.
+	Parser TokenParser
+	// MaxAttempts bounds tries on transient failures (network errors, 5xx,
+	// 429). If zero, DefaultRefreshAttempts.
+	MaxAttempts int
+}
+
+// Retry configures retries. Policy and Backoff are replaceable one at a time.
+type Retry struct {
+	// MaxAttempts counts every attempt, the first included. If zero,
+	// DefaultMaxAttempts; 1 disables retries.
+	MaxAttempts int
+	// Policy decides whether a failed attempt is retried. If nil,
+	// DefaultRetryPolicy.
+	Policy RetryPolicy
+	// Backoff computes the wait before a retry when the server asked for
+	// none. If nil, DefaultBackoff.
+	Backoff Backoff
+	// BaseDelay and MaxDelay feed Backoff. If zero, DefaultBaseDelay and
+	// DefaultMaxDelay.
+	BaseDelay time.Duration
+	MaxDelay  time.Duration
+	// MaxRetryAfter caps the wait a Retry-After header may ask for. If zero,
+	// DefaultMaxRetryAfter.
+	MaxRetryAfter time.Duration
+	// Budget limits retries to a share of recent traffic.
+	Budget Budget
+}
+
+// Budget limits retries so that a failing server is not hit by a storm:
+// each request earns Ratio retries, and Floor retries per second are always
+// allowed. A retry the budget refuses fails with ErrRetryBudgetExhausted.
+type Budget struct {
+	// Ratio of retries to requests. If zero, DefaultBudgetRatio.
+	Ratio float64
+	// Floor is the retries per second allowed whatever the ratio. If zero,
+	// DefaultBudgetFloor.
+	Floor int
+	// Disabled turns the budget off.
+	Disabled bool
+}
+
+// RateLimit paces attempts with a token bucket (golang.org/x/time/rate).
+type RateLimit struct {
+	// PerSecond is the sustained rate of attempts; 0 means unlimited.
+	PerSecond float64
+	// Burst is how many attempts may go at once. If zero, the rate rounded
+	// up, at least 1.
+	Burst int
+}
+
+// Dedup configures in-flight merging of identical requests.
+type Dedup struct {
+	// Disabled sends every request on its own.
+	Disabled bool
+}
+
+// settings is a validated Config with every default applied.
+type settings struct {
+	Config
+	base       *url.URL
+	origin     string
+	authHeader string
+	authPrefix string // scheme plus space, or ""
+}
+
+func (c Config) validate() (*settings, error) {
+	s := &settings{Config: c}
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	u, err := url.Parse(c.BaseURL)
+	switch {
+	case c.BaseURL == "":
+		bad("BaseURL is empty")
+	case err != nil:
+		bad("BaseURL %q: %v", c.BaseURL, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		bad("BaseURL %q: scheme must be http or https", c.BaseURL)
+	case u.Host == "":
+		bad("BaseURL %q: no host", c.BaseURL)
+	default:
+		s.base = u
+		s.origin = origin(u)
+	}
+	nonNeg := func(name string, v int64) {
+		if v < 0 {
+			bad("%s is negative (%d)", name, v)
+		}
+	}
+	nonNeg("Workers", int64(c.Workers))
+	nonNeg("QueueSize", int64(c.QueueSize))
+	nonNeg("Timeout", int64(c.Timeout))
+	nonNeg("MaxResponseBytes", c.MaxResponseBytes)
+	nonNeg("Retry.MaxAttempts", int64(c.Retry.MaxAttempts))
+	nonNeg("Retry.BaseDelay", int64(c.Retry.BaseDelay))
+	nonNeg("Retry.MaxDelay", int64(c.Retry.MaxDelay))
+	nonNeg("Retry.MaxRetryAfter", int64(c.Retry.MaxRetryAfter))
+	nonNeg("Retry.Budget.Floor", int64(c.Retry.Budget.Floor))
+	nonNeg("RateLimit.Burst", int64(c.RateLimit.Burst))
+	nonNeg("Auth.RefreshBefore", int64(c.Auth.RefreshBefore))
+	if c.Retry.Budget.Ratio < 0 {
+		bad("Retry.Budget.Ratio is negative (%g)", c.Retry.Budget.Ratio)
+	}
+	if c.RateLimit.PerSecond < 0 {
+		bad("RateLimit.PerSecond is negative (%g)", c.RateLimit.PerSecond)
+	}
+	if c.Retry.BaseDelay > 0 && c.Retry.MaxDelay > 0 && c.Retry.BaseDelay > c.Retry.MaxDelay {
+		bad("Retry.BaseDelay (%s) is above Retry.MaxDelay (%s)", c.Retry.BaseDelay, c.Retry.MaxDelay)
+	}
+	for i, m := range c.Middleware {
+		if m == nil {
+			bad("Middleware[%d] is nil", i)
+		}
+	}
+	for k, vs := range c.Headers {
+		if !validHeaderName(k) {
+			bad("Headers: invalid header name %q", k)
+		}
+		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n") {
+				bad("Headers: value of %q contains a line break", k)
+			}
+		}
+	}
+
+	a := c.Auth
+	if a.Header != "" && !validHeaderName(a.Header) {
+		bad("Auth.Header %q is not a valid header name", a.Header)
+	}
+	if strings.ContainsAny(a.AccessToken+a.Scheme, "\r\n") {
+		bad("Auth.AccessToken or Auth.Scheme contains a line break")
+	}
+	if a.Refresh != nil && a.Refresher != nil {
+		bad("Auth.Refresh and Auth.Refresher are both set; choose one")
+	}
+	if r := a.Refresh; r != nil {
+		switch {
+		case r.Path == "":
+			bad("Auth.Refresh.Path is empty")
+		default:
+			if _, err := url.Parse(r.Path); err != nil {
+				bad("Auth.Refresh.Path %q: %v", r.Path, err)
+			}
+		}
+		if r.Method != "" && !validHeaderName(r.Method) {
+			bad("Auth.Refresh.Method %q is not an HTTP method", r.Method)
+		}
+		if r.ClientAuth != ClientAuthBasic && r.ClientAuth != ClientAuthPost {
+			bad("Auth.Refresh.ClientAuth %d is unknown", r.ClientAuth)
+		}
+		if r.ClientAuth == ClientAuthPost && !r.Form && r.ClientID != "" {
+			bad("Auth.Refresh.ClientAuth is ClientAuthPost but Form is off: client credentials go in the form")
+		}
+		nonNeg("Auth.Refresh.MaxAttempts", int64(r.MaxAttempts))
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("courier: invalid config: %s", strings.Join(problems, "; "))
+	}
+
+	if s.Workers == 0 {
+		s.Workers = DefaultWorkers
+	}
+	if s.QueueSize == 0 {
+		s.QueueSize = DefaultQueueSize
+	}
+	if s.Timeout == 0 {
+		s.Timeout = DefaultTimeout
+	}
+	if s.MaxResponseBytes == 0 {
+		s.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	r := &s.Retry
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = DefaultMaxAttempts
+	}
+	if r.Policy == nil {
+		r.Policy = DefaultRetryPolicy
+	}
+	if r.Backoff == nil {
+		r.Backoff = DefaultBackoff
+	}
+	if r.BaseDelay == 0 {
+		r.BaseDelay = DefaultBaseDelay
+	}
+	if r.MaxDelay == 0 {
+		r.MaxDelay = max(DefaultMaxDelay, r.BaseDelay)
+	}
+	if r.MaxRetryAfter == 0 {
+		r.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if r.Budget.Ratio == 0 {
+		r.Budget.Ratio = DefaultBudgetRatio
+	}
+	if r.Budget.Floor == 0 {
+		r.Budget.Floor = DefaultBudgetFloor
+	}
+	if s.Clock == nil {
+		s.Clock = SystemClock
+	}
+	if s.Logger == nil {
+		nop := zerolog.Nop()
+		s.Logger = &nop
+	}
+	if s.Auth.AuthFailed == nil {
+		s.Auth.AuthFailed = DefaultAuthFailed
+	}
+	s.authHeader = http.CanonicalHeaderKey(a.Header)
+	if s.authHeader == "" {
+		s.authHeader = "Authorization"
+	}
+	scheme := a.Scheme
+	if scheme == "" && s.authHeader == "Authorization" {
+		scheme = "Bearer"
+	}
+	if scheme != "" {
+		s.authPrefix = scheme + " "
+	}
+	if rc := a.Refresh; rc != nil {
+		cp := *rc
+		if cp.Method == "" {
+			cp.Method = http.MethodPost
+		}
+		if cp.AccessTokenField == "" {
+			cp.AccessTokenField = "access_token"
+		}
+		if cp.RefreshTokenField == "" {
+			cp.RefreshTokenField = "refresh_token"
+		}
+		if cp.Parser == nil {
+			cp.Parser = FieldTokenParser(cp.AccessTokenField, cp.RefreshTokenField)
+		}
+		if cp.MaxAttempts == 0 {
+			cp.MaxAttempts = DefaultRefreshAttempts
+		}
+		s.Auth.Refresh = &cp
+	}
+	return s, nil
+}
+
+// canRefresh reports whether a rejected token can be refreshed at all.
+func (s *settings) canRefresh() bool { return s.Auth.Refresh != nil || s.Auth.Refresher != nil }
+
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range k {
+		if c <= ' ' || c >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", c) {
+			return false
+		}
+	}
+	return true
+}
+
+func origin(u *url.URL) string {
+	host := strings.ToLower(u.Hostname())
+	port := u.Port()
+	if port == "" {
+		switch strings.ToLower(u.Scheme) {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return strings.ToLower(u.Scheme) + "://" + host + ":" + port
+}

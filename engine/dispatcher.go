@@ -1,0 +1,476 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+type callState uint8
+
+const (
+	stateQueued  callState = iota // in the queue
+	stateRunning                  // handed to a worker
+	stateBackoff                  // waiting on a retry timer
+	stateParked                   // waiting on a token refresh
+	stateDone                     // resolved; late news about it is ignored
+)
+
+// call is one upstream request and every future waiting on it (the first
+// submitter and its dedup followers). Apart from the fields marked
+// immutable, a call is owned by the dispatcher goroutine; a worker reads
+// only the immutable fields and the job it was handed.
+type call struct {
+	req    *requests.Request  // immutable
+	url    *url.URL           // immutable; absolute
+	key    string             // immutable; dedup key, "" when not shared
+	ctx    context.Context    // immutable; cancelled when every waiter left
+	cancel context.CancelFunc // immutable
+
+	waiters  []*Future
+	state    callState
+	attempts int // attempts sent so far
+	retries  int // attempts that were retries
+	// replayAttempt is the number of the attempt that replays the call
+	// after a refresh, 0 when none: a 401 on that attempt is final, so a
+	// token the server keeps rejecting never loops through refreshes.
+	replayAttempt int
+	gen           uint64 // token generation of the latest attempt
+	timer         Timer  // backoff timer while in stateBackoff
+	admitted      time.Time
+}
+
+// job is what a worker gets: a call and the attempt number to run.
+type job struct {
+	c       *call
+	attempt int
+}
+
+// outcome is a worker's report of one attempt.
+type outcome struct {
+	c    *call
+	resp *requests.Response // the answer, when one came
+	err  error              // final error for this attempt, if any
+	gen  uint64             // token generation the attempt carried
+
+	retry      bool          // the retry policy asked for another try
+	authFailed bool          // the answer rejected the token
+	retryAfter time.Duration // what Retry-After asked for, capped
+	hasAfter   bool
+}
+
+// Messages to the dispatcher's inbox.
+type (
+	trySubmitMsg struct {
+		f     *Future
+		reply chan error
+	}
+	leaveMsg      struct{ f *Future }
+	retryReadyMsg struct{ c *call }
+	shutdownMsg   struct{}
+	terminateMsg  struct{ done chan struct{} }
+	resumeMsg     struct{ done chan struct{} }
+)
+
+// Events from the token actor.
+type (
+	refreshedEvent     struct{ gen uint64 }
+	refreshFailedEvent struct {
+		gen uint64
+		err error
+	}
+	expiredEvent struct{ err error }
+)
+
+// dispatcher is the goroutine that owns the queue, the dedup table, the
+// parked set and the pause state. It never does I/O and never blocks: every
+// send it makes is a case of its one select.
+type dispatcher struct {
+	e *Engine
+
+	admit    chan *Future // read only while the queue has room
+	inbox    chan any
+	outcomes chan *outcome
+	events   chan any // from the token actor
+	work     chan job // to workers; closed when the dispatcher exits
+	kill     chan struct{}
+	stopped  chan struct{} // closed when the dispatcher has exited
+
+	// Owned by the dispatcher goroutine.
+	queue         *queue
+	live          map[*call]struct{} // every call not yet resolved
+	dedup         map[string]*call
+	parked        map[*call]struct{}
+	running       int
+	paused        bool // session expired: fail new submissions
+	closing       bool // Shutdown called: refuse new submissions, drain
+	demandPending bool
+	demandGen     uint64
+	budget        *budget
+}
+
+func newDispatcher(e *Engine) *dispatcher {
+	return &dispatcher{
+		e:        e,
+		admit:    make(chan *Future),
+		inbox:    make(chan any),
+		outcomes: make(chan *outcome),
+		events:   make(chan any),
+		work:     make(chan job),
+		kill:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+		queue:    newQueue(e.s.QueueSize),
+		live:     make(map[*call]struct{}),
+		dedup:    make(map[string]*call),
+		parked:   make(map[*call]struct{}),
+		budget:   newBudget(e.s.Retry.Budget),
+	}
+}
+
+// post delivers m to the inbox unless the dispatcher has stopped, and
+// reports whether it was delivered. Used by timers, context watchers and
+// the engine's methods, never by the dispatcher itself.
+func (d *dispatcher) post(m any) bool {
+	select {
+	case d.inbox <- m:
+		return true
+	case <-d.stopped:
+		return false
+	}
+}
+
+func (d *dispatcher) run() {
+	defer close(d.stopped)
+	defer close(d.work)
+	for {
+		if d.closing && len(d.live) == 0 && d.running == 0 {
+			return
+		}
+		var (
+			work   chan job
+			next   *call
+			admit  chan *Future
+			demand chan uint64
+		)
+		if c := d.queue.peek(); c != nil {
+			work, next = d.work, c
+		}
+		var nextJob job
+		if next != nil {
+			nextJob = job{c: next, attempt: next.attempts + 1}
+		}
+		if !d.queue.full() || d.paused || d.closing {
+			admit = d.admit
+		}
+		if d.demandPending {
+			demand = d.e.actor.demands
+		}
+		select {
+		case f := <-admit:
+			d.onSubmit(f)
+		case work <- nextJob:
+			d.queue.popFront()
+			next.state = stateRunning
+			next.attempts++
+			d.running++
+			d.e.stats.queued.Add(-1)
+			d.e.stats.inFlight.Add(1)
+		case o := <-d.outcomes:
+			d.running--
+			d.e.stats.inFlight.Add(-1)
+			d.onOutcome(o)
+		case m := <-d.inbox:
+			d.onMessage(m)
+		case ev := <-d.events:
+			d.onEvent(ev)
+		case demand <- d.demandGen:
+			d.demandPending = false
+		case <-d.kill:
+			d.failAll(errors.ErrClosed)
+			d.drainRunning()
+			return
+		}
+	}
+}
+
+// drainRunning waits for the workers' reports on attempts already running,
+// so none of them is left blocked on a send after Close.
+func (d *dispatcher) drainRunning() {
+	for d.running > 0 {
+		<-d.outcomes
+		d.running--
+		d.e.stats.inFlight.Add(-1)
+	}
+}
+
+func (d *dispatcher) onMessage(m any) {
+	switch m := m.(type) {
+	case trySubmitMsg:
+		if !d.paused && !d.closing && d.queue.full() {
+			if _, shared := d.dedup[m.f.key]; m.f.key == "" || !shared {
+				m.reply <- errors.ErrQueueFull
+				return
+			}
+		}
+		m.reply <- nil
+		d.onSubmit(m.f)
+	case leaveMsg:
+		d.onLeave(m.f)
+	case retryReadyMsg:
+		if m.c.state == stateBackoff {
+			m.c.state = stateQueued
+			m.c.timer = nil
+			d.queue.pushBack(m.c)
+			d.e.stats.queued.Add(1)
+		}
+	case shutdownMsg:
+		d.closing = true
+	case terminateMsg:
+		d.expire(nil)
+		close(m.done)
+	case resumeMsg:
+		d.paused = false
+		close(m.done)
+	default:
+		panic(fmt.Sprintf("courier: dispatcher got unknown message %T", m))
+	}
+}
+
+func (d *dispatcher) onSubmit(f *Future) {
+	switch {
+	case d.closing:
+		d.e.failEarly(f, errors.ErrClosed)
+		return
+	case d.paused:
+		d.e.failEarly(f, errors.ErrSessionExpired)
+		return
+	case f.ctx.Err() != nil:
+		d.e.failEarly(f, f.ctx.Err())
+		return
+	}
+	if f.key != "" {
+		if c, ok := d.dedup[f.key]; ok {
+			c.waiters = append(c.waiters, f)
+			f.call = c
+			d.watch(f)
+			d.e.stats.dedupHits.Add(1)
+			return
+		}
+	}
+	c := &call{req: f.req, url: f.url, key: f.key, waiters: []*Future{f}, admitted: d.e.s.Clock.Now()}
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(f.ctx))
+	f.call = c
+	d.live[c] = struct{}{}
+	if c.key != "" {
+		d.dedup[c.key] = c
+	}
+	d.budget.deposit()
+	d.queue.pushBack(c)
+	d.e.stats.queued.Add(1)
+	d.watch(f)
+}
+
+// watch makes f leave its call when its context ends.
+func (d *dispatcher) watch(f *Future) {
+	f.stopWatch = context.AfterFunc(f.ctx, func() { d.post(leaveMsg{f}) })
+}
+
+func (d *dispatcher) onLeave(f *Future) {
+	c := f.call
+	if c == nil || f.resolved.Load() {
+		return
+	}
+	for i, w := range c.waiters {
+		if w == f {
+			c.waiters = append(c.waiters[:i], c.waiters[i+1:]...)
+			break
+		}
+	}
+	d.e.settle(f, nil, f.ctx.Err())
+	if len(c.waiters) == 0 {
+		d.abandon(c)
+	}
+}
+
+// abandon drops a call nobody waits for any more, cancelling its attempt.
+func (d *dispatcher) abandon(c *call) {
+	switch c.state {
+	case stateQueued:
+		d.queue.discard()
+		d.e.stats.queued.Add(-1)
+	case stateBackoff:
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+	case stateParked:
+		delete(d.parked, c)
+	}
+	c.state = stateDone
+	c.cancel()
+	delete(d.live, c)
+	if c.key != "" && d.dedup[c.key] == c {
+		delete(d.dedup, c.key)
+	}
+}
+
+// finish resolves every waiter of c with the same result.
+func (d *dispatcher) finish(c *call, resp *requests.Response, err error) {
+	waiters := c.waiters
+	c.waiters = nil
+	d.abandon(c)
+	for _, f := range waiters {
+		r := resp
+		if resp != nil && len(waiters) > 1 {
+			cp := *resp
+			cp.Request = f.req
+			r = &cp
+		}
+		if r != nil {
+			r.Duration = d.e.s.Clock.Now().Sub(c.admitted)
+		}
+		d.e.settle(f, r, err)
+	}
+}
+
+// failAll fails every call not yet resolved.
+func (d *dispatcher) failAll(err error) {
+	for c := range d.live {
+		d.finish(c, nil, err)
+	}
+	d.queue.drain()
+}
+
+func (d *dispatcher) expire(cause error) {
+	err := errors.ErrSessionExpired
+	if cause != nil {
+		err = fmt.Errorf("%w: %w", errors.ErrSessionExpired, cause)
+	}
+	d.failAll(err)
+	if !d.paused {
+		d.paused = true
+		if fn := d.e.s.Auth.OnSessionExpired; fn != nil {
+			d.e.hooks.push("OnSessionExpired", fn)
+		}
+		d.e.log.Warn().Err(cause).Msg("session expired")
+	}
+}
+
+func (d *dispatcher) onEvent(ev any) {
+	switch ev := ev.(type) {
+	case refreshedEvent:
+		for c := range d.parked {
+			if c.gen < ev.gen {
+				d.replay(c)
+			}
+		}
+	case refreshFailedEvent:
+		for c := range d.parked {
+			if c.gen <= ev.gen {
+				d.finish(c, nil, fmt.Errorf("%w: %w", errors.ErrRefreshFailed, ev.err))
+			}
+		}
+	case expiredEvent:
+		d.expire(ev.err)
+	default:
+		panic(fmt.Sprintf("courier: dispatcher got unknown event %T", ev))
+	}
+}
+
+// replay sends a call again, ahead of the queue, after the token it was
+// rejected with has been replaced.
+func (d *dispatcher) replay(c *call) {
+	delete(d.parked, c)
+	c.replayAttempt = c.attempts + 1
+	c.state = stateQueued
+	d.queue.pushFront(c)
+	d.e.stats.queued.Add(1)
+}
+
+func (d *dispatcher) onOutcome(o *outcome) {
+	c := o.c
+	if c.state != stateRunning {
+		return // resolved while the attempt ran
+	}
+	c.gen = o.gen
+	s := d.e.s
+	switch {
+	case o.authFailed && !c.req.NoAuth && s.canRefresh() && c.attempts != c.replayAttempt && !d.paused:
+		if d.e.tokenGen() > o.gen {
+			d.replay(c) // someone refreshed while this attempt ran
+			return
+		}
+		c.state = stateParked
+		d.parked[c] = struct{}{}
+		d.demandPending = true
+		d.demandGen = max(d.demandGen, o.gen)
+	case o.err == nil:
+		d.finish(c, o.resp, nil)
+	case o.retry && c.retries+1 < s.Retry.MaxAttempts:
+		d.scheduleRetry(c, o)
+	default:
+		d.finish(c, o.resp, o.err)
+	}
+}
+
+func (d *dispatcher) scheduleRetry(c *call, o *outcome) {
+	s := d.e.s
+	now := s.Clock.Now()
+	var wait time.Duration
+	if o.hasAfter {
+		wait = o.retryAfter
+		// Context deadlines are wall-clock instants, so this compares against
+		// real time whatever the engine's clock.
+		if dl, ok := d.deadline(c); ok && time.Until(dl) < wait {
+			if he, isHTTP := o.err.(*errors.HTTPError); isHTTP {
+				he.Reason = fmt.Sprintf("Retry-After wait of %s does not fit the deadline (%s left)", wait, time.Until(dl).Round(time.Millisecond))
+			}
+			d.finish(c, o.resp, o.err)
+			return
+		}
+	} else {
+		wait = s.Retry.Backoff(c.retries+1, s.Retry.BaseDelay, s.Retry.MaxDelay)
+	}
+	if !d.budget.withdraw(now) {
+		d.finish(c, o.resp, fmt.Errorf("%w: %w", errors.ErrRetryBudgetExhausted, o.err))
+		return
+	}
+	c.retries++
+	d.e.stats.retries.Add(1)
+	d.e.log.Debug().Str("method", c.req.MethodOrGet()).Str("path", c.url.Path).
+		Int("attempt", c.attempts).Dur("wait", wait).AnErr("cause", o.err).Msg("retry scheduled")
+	c.state = stateBackoff
+	c.timer = s.Clock.AfterFunc(wait, func() { d.post(retryReadyMsg{c}) })
+}
+
+// deadline returns the latest deadline among c's waiters, and false when
+// any of them has none.
+func (d *dispatcher) deadline(c *call) (time.Time, bool) {
+	var latest time.Time
+	for _, f := range c.waiters {
+		dl, ok := f.ctx.Deadline()
+		if !ok {
+			return time.Time{}, false
+		}
+		if dl.After(latest) {
+			latest = dl
+		}
+	}
+	return latest, len(c.waiters) > 0
+}
+
+// statusError builds the error for a non-2xx answer.
+func statusError(c *call, attempt int, resp *requests.Response, retryAfter time.Duration) *errors.HTTPError {
+	return &errors.HTTPError{
+		Status:     resp.Status,
+		Header:     resp.Header,
+		Body:       resp.Body,
+		Method:     c.req.MethodOrGet(),
+		URL:        errors.RedactURL(c.url),
+		Attempts:   attempt,
+		RetryAfter: retryAfter,
+	}
+}

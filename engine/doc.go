@@ -1,0 +1,18 @@
+// Package engine is courier's request engine: callers submit
+// [requests.Request]s and get [Future]s, and a small set of goroutines does
+// the rest.
+//
+// The dispatcher goroutine (dispatcher.go) owns the bounded queue
+// (queue.go), the dedup table, the set of requests parked on a token
+// refresh, and the pause state of an expired session; it never does I/O and
+// never blocks. Workers (worker.go) run one attempt each: they wait on the
+// rate limiter, read the current token from an atomic snapshot, run the
+// middleware chain and the HTTP call, read the body (bounded) and report
+// back. The token actor (tokenactor.go) owns the tokens and serializes
+// refresh: however many requests get 401 with the same token, one refresh
+// call is made, and each parked request is replayed once. Every goroutine is
+// owned by the [Engine] and stopped by [Engine.Shutdown] or [Engine.Close].
+//
+// Time comes from a [Clock], so backoff, Retry-After, rate limiting and
+// proactive refresh can be driven by hand in tests.
+package engine

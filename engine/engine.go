@@ -1,0 +1,478 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"iter"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+	"github.com/sourcegraph/conc"
+	"github.com/sourcegraph/conc/stream"
+	"golang.org/x/time/rate"
+
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+// Engine sends requests through a bounded queue and a pool of workers,
+// attaching, refreshing and replaying tokens, retrying, pacing and merging
+// identical requests. Create one with [New]; stop it with [Engine.Shutdown]
+// or [Engine.Close].
+//
+// Engine is safe for concurrent use by any number of goroutines.
+type Engine struct {
+	s         *settings
+	client    *http.Client      // the caller's client, with the redirect guard
+	transport http.RoundTripper // middleware chain around client.Do
+	limiter   *rate.Limiter     // nil when unlimited
+	log       *zerolog.Logger
+	tokens    atomic.Pointer[tokenSnap] // published by the token actor
+	stats     counters
+
+	d     *dispatcher
+	actor *tokenActor
+	hooks *hooks
+
+	wg           conc.WaitGroup // owns every goroutine the engine starts
+	finished     chan struct{}  // closed when all of them have returned
+	shutdownOnce sync.Once
+	closeOnce    sync.Once
+}
+
+// New validates cfg, naming every problem it finds, and starts the engine's
+// dispatcher, token actor and workers.
+func New(cfg Config) (*Engine, error) {
+	s, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{s: s, log: s.Logger, finished: make(chan struct{})}
+	e.client = guardedClient(s)
+	var rt http.RoundTripper = RoundTripperFunc(e.client.Do)
+	for i := len(s.Middleware) - 1; i >= 0; i-- {
+		rt = s.Middleware[i](rt)
+	}
+	e.transport = rt
+	if s.RateLimit.PerSecond > 0 {
+		burst := s.RateLimit.Burst
+		if burst == 0 {
+			burst = max(1, int(s.RateLimit.PerSecond+0.999999))
+		}
+		e.limiter = rate.NewLimiter(rate.Limit(s.RateLimit.PerSecond), burst)
+	}
+	e.hooks = newHooks(e.log)
+	e.d = newDispatcher(e)
+	e.actor = newTokenActor(e)
+
+	e.wg.Go(func() {
+		defer close(e.finished)
+		var inner conc.WaitGroup
+		for range s.Workers {
+			inner.Go(e.worker)
+		}
+		inner.Go(e.actor.run)
+		inner.Go(e.hooks.run)
+		// The dispatcher returns after Shutdown has drained or Close; it
+		// closes the work channel, which stops the workers.
+		e.d.run()
+		close(e.actor.stop)
+		close(e.hooks.stop)
+		inner.Wait()
+		if s.HTTPClient == nil {
+			e.client.CloseIdleConnections() // the engine's own transport
+		}
+	})
+	return e, nil
+}
+
+// guardedClient returns a copy of the configured client (or a tuned default)
+// whose redirects never carry the token to another origin.
+func guardedClient(s *settings) *http.Client {
+	var c http.Client
+	if s.HTTPClient != nil {
+		c = *s.HTTPClient
+	} else {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = max(s.Workers, t.MaxIdleConnsPerHost)
+		t.MaxIdleConns = max(2*s.Workers, t.MaxIdleConns)
+		c.Transport = t
+	}
+	next := c.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if origin(req.URL) != s.origin {
+			req.Header.Del(s.authHeader)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return fmt.Errorf("stopped after %d redirects", len(via))
+		}
+		return nil
+	}
+	return &c
+}
+
+// Submit queues req and returns its future. When the queue is full, Submit
+// waits for room until ctx ends. ctx also bounds the request: when it ends
+// the future fails with ctx's error, and the upstream call is cancelled
+// once no other submitter shares it.
+func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
+	f, ok := e.prepare(ctx, req)
+	if !ok {
+		return f
+	}
+	select {
+	case e.d.admit <- f:
+	case <-ctx.Done():
+		e.settle(f, nil, ctx.Err())
+	case <-e.d.stopped:
+		e.settle(f, nil, errors.ErrClosed)
+	}
+	return f
+}
+
+// TrySubmit is like [Engine.Submit] but never waits for room: when the
+// queue is full it fails at once with ErrQueueFull and returns a nil
+// future. Requests that merge with one in flight need no room.
+func (e *Engine) TrySubmit(ctx context.Context, req *requests.Request) (*Future, error) {
+	f, ok := e.prepare(ctx, req)
+	if !ok {
+		_, err := f.Await(ctx)
+		return nil, err
+	}
+	reply := make(chan error, 1)
+	if !e.d.post(trySubmitMsg{f: f, reply: reply}) {
+		e.settle(f, nil, errors.ErrClosed)
+		return nil, errors.ErrClosed
+	}
+	if err := <-reply; err != nil {
+		// Refused before admission: this was never a submission.
+		e.stats.submitted.Add(-1)
+		return nil, err
+	}
+	return f, nil
+}
+
+// prepare checks req and builds its future; ok is false when the future
+// has already failed.
+func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future, ok bool) {
+	f = newFuture(ctx, req)
+	e.stats.submitted.Add(1)
+	if err := req.Err(); err != nil {
+		e.settle(f, nil, err)
+		return f, false
+	}
+	u, err := e.resolve(req)
+	if err != nil {
+		e.settle(f, nil, err)
+		return f, false
+	}
+	f.url = u
+	f.key = e.dedupKey(req, u)
+	if err := ctx.Err(); err != nil {
+		e.settle(f, nil, err)
+		return f, false
+	}
+	return f, true
+}
+
+// Do is shorthand for Submit followed by Await with the same ctx.
+func (e *Engine) Do(ctx context.Context, req *requests.Request) (*requests.Response, error) {
+	return e.Submit(ctx, req).Await(ctx)
+}
+
+// Get is shorthand for Do with a GET request for path.
+func (e *Engine) Get(ctx context.Context, path string, opts ...requests.Option) (*requests.Response, error) {
+	return e.Do(ctx, requests.New(http.MethodGet, path, opts...))
+}
+
+// Post is shorthand for Do with a POST request for path.
+func (e *Engine) Post(ctx context.Context, path string, opts ...requests.Option) (*requests.Response, error) {
+	return e.Do(ctx, requests.New(http.MethodPost, path, opts...))
+}
+
+// Put is shorthand for Do with a PUT request for path.
+func (e *Engine) Put(ctx context.Context, path string, opts ...requests.Option) (*requests.Response, error) {
+	return e.Do(ctx, requests.New(http.MethodPut, path, opts...))
+}
+
+// Patch is shorthand for Do with a PATCH request for path.
+func (e *Engine) Patch(ctx context.Context, path string, opts ...requests.Option) (*requests.Response, error) {
+	return e.Do(ctx, requests.New(http.MethodPatch, path, opts...))
+}
+
+// Delete is shorthand for Do with a DELETE request for path.
+func (e *Engine) Delete(ctx context.Context, path string, opts ...requests.Option) (*requests.Response, error) {
+	return e.Do(ctx, requests.New(http.MethodDelete, path, opts...))
+}
+
+// Result is one request's outcome from [Engine.Stream].
+type Result struct {
+	Index    int // position of the request in the input, from 0
+	Request  *requests.Request
+	Response *requests.Response
+	Err      error
+}
+
+// Stream submits every request of reqs and yields their results in
+// submission order, each as soon as it and every earlier one is done. At
+// most window requests are outstanding at once (if window <= 0, Workers
+// plus QueueSize). Breaking out of the loop cancels the requests still
+// outstanding. reqs is read on its own goroutine.
+func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], window int) iter.Seq[Result] {
+	if window <= 0 {
+		window = e.s.Workers + e.s.QueueSize
+	}
+	return func(yield func(Result) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		out := make(chan Result)
+		var wg conc.WaitGroup
+		wg.Go(func() {
+			defer close(out)
+			s := stream.New().WithMaxGoroutines(window)
+			i := 0
+			for r := range reqs {
+				if ctx.Err() != nil {
+					break
+				}
+				idx, f := i, e.Submit(ctx, r)
+				i++
+				s.Go(func() stream.Callback {
+					<-f.Done()
+					resp, err := f.resp, f.err
+					return func() {
+						select {
+						case out <- Result{Index: idx, Request: r, Response: resp, Err: err}:
+						case <-ctx.Done():
+						}
+					}
+				})
+			}
+			s.Wait()
+		})
+		defer wg.Wait()
+		for res := range out {
+			if !yield(res) {
+				cancel()
+				for range out {
+				}
+				return
+			}
+		}
+	}
+}
+
+// SetTokens starts a new session with t, or replaces the current tokens.
+// Requests parked on a refresh are replayed with the new access token, and a
+// paused engine (after the session expired) accepts requests again.
+func (e *Engine) SetTokens(t Tokens) {
+	done := make(chan struct{})
+	e.actor.call(setTokensMsg{t: t, done: done}, done)
+	done = make(chan struct{})
+	if e.d.post(resumeMsg{done: done}) {
+		<-done
+	}
+}
+
+// TerminateSession ends the session on purpose (logout): the tokens are
+// cleared, every pending request fails with ErrSessionExpired, in-flight
+// attempts are cancelled, OnSessionExpired runs, and new requests fail fast
+// until [Engine.SetTokens].
+func (e *Engine) TerminateSession() {
+	done := make(chan struct{})
+	e.actor.call(clearTokensMsg{done: done}, done)
+	done = make(chan struct{})
+	if e.d.post(terminateMsg{done: done}) {
+		<-done
+	}
+}
+
+// Stats is a snapshot of the engine's counters. Once the engine is idle,
+// Submitted equals Completed plus Failed.
+type Stats struct {
+	Submitted int64 // futures created, including those that failed at once
+	Completed int64 // futures resolved with a 2xx response
+	Failed    int64 // futures resolved with an error
+	Queued    int64 // requests waiting for a worker now
+	InFlight  int64 // attempts running now
+	Retries   int64 // retries scheduled
+	Refreshes int64 // successful token refreshes
+	DedupHits int64 // requests merged into one already in flight
+}
+
+type counters struct {
+	submitted, completed, failed, queued, inFlight, retries, refreshes, dedupHits atomic.Int64
+}
+
+// Stats returns the current counters.
+func (e *Engine) Stats() Stats {
+	c := &e.stats
+	return Stats{
+		Submitted: c.submitted.Load(), Completed: c.completed.Load(), Failed: c.failed.Load(),
+		Queued: c.queued.Load(), InFlight: c.inFlight.Load(), Retries: c.retries.Load(),
+		Refreshes: c.refreshes.Load(), DedupHits: c.dedupHits.Load(),
+	}
+}
+
+// Shutdown stops accepting requests (they fail with ErrClosed), lets queued,
+// parked and in-flight work finish, then stops every goroutine. If ctx ends
+// first it returns ctx's error and the work goes on; call Close to stop it.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.shutdownOnce.Do(func() { e.d.post(shutdownMsg{}) })
+	select {
+	case <-e.finished:
+		e.wg.Wait()
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the engine at once: every pending request fails with
+// ErrClosed and in-flight attempts are cancelled. It returns when every
+// goroutine the engine started has returned.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() { close(e.d.kill) })
+	<-e.finished
+	e.wg.Wait()
+	return nil
+}
+
+// settle resolves f and counts it; OnError sees it if it failed.
+func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
+	if f.stopWatch != nil {
+		f.stopWatch()
+	}
+	if !f.resolve(resp, err) {
+		return
+	}
+	if err != nil {
+		e.stats.failed.Add(1)
+		if fn := e.s.OnError; fn != nil {
+			req := f.req
+			e.hooks.push("OnError", func() { fn(req, err) })
+		}
+		return
+	}
+	e.stats.completed.Add(1)
+}
+
+// failEarly is settle for a future that never reached a call.
+func (e *Engine) failEarly(f *Future, err error) { e.settle(f, nil, err) }
+
+func (e *Engine) tokenGen() uint64 { return e.tokens.Load().gen }
+
+// resolve returns the request's absolute URL with its query merged.
+func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
+	ref, err := url.Parse(req.Path)
+	if err != nil {
+		return nil, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), req.Path, err)
+	}
+	var u *url.URL
+	if ref.IsAbs() {
+		u = ref
+	} else {
+		// Paths, even those starting with "/", live under the base URL's
+		// path: base https://h/api/v1 and path /users give /api/v1/users.
+		u = e.s.base.JoinPath(ref.EscapedPath())
+		u.RawQuery = ref.RawQuery
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("courier: %s %q: scheme must be http or https", req.MethodOrGet(), req.Path)
+	}
+	if len(req.Query) > 0 {
+		q := u.Query()
+		for k, vs := range req.Query {
+			for _, v := range vs {
+				q.Add(k, v)
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u, nil
+}
+
+// dedupKey returns the key under which req merges with identical in-flight
+// requests, or "" when it must go on its own. The key covers the method,
+// the URL with its query sorted, the body's digest and the request's own
+// headers; never the token.
+func (e *Engine) dedupKey(req *requests.Request, u *url.URL) string {
+	if e.s.Dedup.Disabled || req.NoDedup || req.Output != nil {
+		return ""
+	}
+	if req.DedupKey != "" {
+		return "key\x00" + req.DedupKey
+	}
+	m := req.MethodOrGet()
+	if m != http.MethodGet && m != http.MethodHead {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(m)
+	b.WriteByte(0)
+	cp := *u
+	cp.RawQuery = cp.Query().Encode()
+	b.WriteString(cp.String())
+	b.WriteByte(0)
+	if req.NoAuth {
+		b.WriteString("noauth")
+	}
+	b.WriteByte(0)
+	if req.Body != nil {
+		dg, ok := req.Body.(requests.Digester)
+		if !ok {
+			return ""
+		}
+		sum := sha256.Sum256(dg.Bytes())
+		b.WriteString(hex.EncodeToString(sum[:]))
+	}
+	keys := make([]string, 0, len(req.Header))
+	for k := range req.Header {
+		if http.CanonicalHeaderKey(k) != e.s.authHeader {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b.WriteByte(0)
+		b.WriteString(http.CanonicalHeaderKey(k))
+		b.WriteByte(':')
+		b.WriteString(strings.Join(req.Header[k], ","))
+	}
+	if req.IdempotencyKey != "" {
+		b.WriteString("\x00idem:" + req.IdempotencyKey)
+	}
+	return b.String()
+}
+
+// waitRate waits for the rate limiter on the engine's clock.
+func (e *Engine) waitRate(ctx context.Context) error {
+	if e.limiter == nil {
+		return nil
+	}
+	now := e.s.Clock.Now()
+	r := e.limiter.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	if d <= 0 {
+		return nil
+	}
+	t := e.s.Clock.NewTimer(d)
+	select {
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		t.Stop()
+		r.CancelAt(e.s.Clock.Now())
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,71 @@
+package engine
+
+import (
+	"context"
+	"net/url"
+	"sync/atomic"
+
+	"github.com/courier-go/courier/requests"
+)
+
+// Future is the pending result of a submitted request. It resolves exactly
+// once, with a response, an error, or both (a non-2xx answer gives its
+// [requests.Response] and an *errors.HTTPError). Future is safe for
+// concurrent use; any number of goroutines may await it.
+type Future struct {
+	req  *requests.Request
+	ctx  context.Context // the submitter's; its end makes this waiter leave
+	done chan struct{}
+
+	resp *requests.Response // written once before done is closed
+	err  error
+
+	url *url.URL // resolved request URL, set by Submit
+	key string   // dedup key, set by Submit
+
+	resolved  atomic.Bool
+	stopWatch func() bool // stops the ctx watcher; owned by the dispatcher
+	call      *call       // owned by the dispatcher goroutine
+}
+
+func newFuture(ctx context.Context, req *requests.Request) *Future {
+	return &Future{req: req, ctx: ctx, done: make(chan struct{})}
+}
+
+// resolve settles f and reports whether this call did it; a second resolve
+// is a bug in the engine and is refused.
+func (f *Future) resolve(resp *requests.Response, err error) bool {
+	if !f.resolved.CompareAndSwap(false, true) {
+		doubleResolves.Add(1)
+		return false
+	}
+	f.resp, f.err = resp, err
+	close(f.done)
+	return true
+}
+
+// doubleResolves counts refused second resolutions; tests assert it stays 0.
+var doubleResolves atomic.Int64
+
+// Done returns a channel that is closed when the future resolves.
+func (f *Future) Done() <-chan struct{} { return f.done }
+
+// Request returns the request this future answers.
+func (f *Future) Request() *requests.Request { return f.req }
+
+// Await waits for the result. If ctx ends first it returns ctx's error and
+// the future goes on; the request is cancelled only by the context it was
+// submitted with.
+func (f *Future) Await(ctx context.Context) (*requests.Response, error) {
+	select {
+	case <-f.done:
+		return f.resp, f.err
+	default:
+	}
+	select {
+	case <-f.done:
+		return f.resp, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

@@ -1,0 +1,146 @@
+package engine_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+func TestBackpressure(t *testing.T) {
+	g := newGatedServer(t)
+	e := newEngine(t, engine.Config{BaseURL: g.URL, Workers: 1, QueueSize: 2})
+	ctx := ctxTimeout(t, 5*time.Second)
+	running := e.Submit(ctx, requests.New("GET", "/0"))
+	waitFor(t, "the first in flight", func() bool { return g.calls.Load() == 1 })
+	q1 := e.Submit(ctx, requests.New("GET", "/1"))
+	q2 := e.Submit(ctx, requests.New("GET", "/2"))
+
+	f, err := e.TrySubmit(ctx, requests.New("GET", "/3"))
+	assert.ErrorIs(t, err, errors.ErrQueueFull)
+	assert.Nil(t, f)
+
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err = e.Submit(short, requests.New("GET", "/4")).Await(context.Background())
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "Submit waits for room only until its ctx ends")
+
+	waiting := make(chan *engine.Future)
+	go func() { waiting <- e.Submit(ctx, requests.New("GET", "/5")) }()
+	select {
+	case <-waiting:
+		t.Fatal("Submit returned while the queue was full")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(g.release)
+	late := <-waiting
+	for _, f := range []*engine.Future{running, q1, q2, late} {
+		_, err := f.Await(ctx)
+		require.NoError(t, err)
+	}
+	st := e.Stats()
+	assert.EqualValues(t, 5, st.Submitted, "the refused TrySubmit is not a submission")
+	assert.EqualValues(t, 4, st.Completed)
+	assert.EqualValues(t, 1, st.Failed)
+}
+
+func TestShutdownDrainsQueuedWork(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		time.Sleep(time.Millisecond)
+	}))
+	defer srv.Close()
+	e, err := engine.New(engine.Config{BaseURL: srv.URL, Workers: 2})
+	require.NoError(t, err)
+	ctx := context.Background()
+	futures := make([]*engine.Future, 50)
+	for i := range futures {
+		futures[i] = e.Submit(ctx, requests.New("GET", "/x", requests.WithQuery("i", itoa(i))))
+	}
+	require.NoError(t, e.Shutdown(ctxTimeout(t, 5*time.Second)))
+	for _, f := range futures {
+		_, err := f.Await(ctx)
+		assert.NoError(t, err)
+	}
+	assert.EqualValues(t, 50, calls.Load())
+	_, err = e.Get(ctx, "/after")
+	assert.ErrorIs(t, err, errors.ErrClosed)
+	_, err = e.TrySubmit(ctx, requests.New("GET", "/after"))
+	assert.ErrorIs(t, err, errors.ErrClosed)
+	require.NoError(t, e.Shutdown(ctx), "idempotent")
+	require.NoError(t, e.Close(), "Close after Shutdown")
+}
+
+func TestShutdownReturnsCtxErrThenCloseCancels(t *testing.T) {
+	g := newGatedServer(t)
+	defer close(g.release)
+	e, err := engine.New(engine.Config{BaseURL: g.URL, Workers: 1})
+	require.NoError(t, err)
+	ctx := context.Background()
+	inflight := e.Submit(ctx, requests.New("GET", "/a"))
+	queued := e.Submit(ctx, requests.New("GET", "/b"))
+	waitFor(t, "in flight", func() bool { return g.calls.Load() == 1 })
+
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, e.Shutdown(short), context.DeadlineExceeded)
+
+	require.NoError(t, e.Close())
+	require.NoError(t, e.Close(), "idempotent")
+	for _, f := range []*engine.Future{inflight, queued} {
+		_, err := f.Await(ctx)
+		assert.ErrorIs(t, err, errors.ErrClosed)
+	}
+	select {
+	case <-g.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not cancel the in-flight attempt")
+	}
+	_, err = e.Get(ctx, "/c")
+	assert.ErrorIs(t, err, errors.ErrClosed)
+}
+
+func TestConfigErrorsNameTheProblem(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  engine.Config
+		want string
+	}{
+		{engine.Config{}, "BaseURL is empty"},
+		{engine.Config{BaseURL: "ftp://x"}, "scheme must be http or https"},
+		{engine.Config{BaseURL: "http://"}, "no host"},
+		{engine.Config{BaseURL: "http://x", Workers: -1}, "Workers is negative"},
+		{engine.Config{BaseURL: "http://x", QueueSize: -3}, "QueueSize is negative"},
+		{engine.Config{BaseURL: "http://x", Auth: engine.Auth{Refresh: &engine.RefreshConfig{}}}, "Auth.Refresh.Path is empty"},
+		{engine.Config{BaseURL: "http://x", Auth: engine.Auth{Refresh: &engine.RefreshConfig{Path: "/r"},
+			Refresher: func(context.Context, string) (engine.Tokens, error) { return engine.Tokens{}, nil }}}, "both set"},
+		{engine.Config{BaseURL: "http://x", Middleware: []engine.Middleware{nil}}, "Middleware[0] is nil"},
+		{engine.Config{BaseURL: "http://x", Headers: http.Header{"Bad Name": {"v"}}}, `invalid header name "Bad Name"`},
+	} {
+		_, err := engine.New(tc.cfg)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+}
+
+func TestBadRequestsFailWithAClearError(t *testing.T) {
+	e := newEngine(t, engine.Config{BaseURL: "http://127.0.0.1:1"})
+	ctx := context.Background()
+	_, err := e.Do(ctx, requests.New("GET", ""))
+	assert.ErrorContains(t, err, "empty path")
+	_, err = e.Do(ctx, requests.New("GE T", "/x"))
+	assert.ErrorContains(t, err, `invalid method "GE T"`)
+	_, err = e.Post(ctx, "/x", requests.WithJSON(func() {}))
+	assert.ErrorContains(t, err, "POST /x")
+	assert.ErrorContains(t, err, "JSON body")
+	assert.EqualValues(t, 3, e.Stats().Failed, "nothing is silently dropped")
+}

@@ -1,0 +1,172 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/courier-go/courier/requests"
+)
+
+// Attempt describes one finished attempt, for a [RetryPolicy].
+type Attempt struct {
+	Request *requests.Request
+	// Number counts attempts from 1.
+	Number int
+	// Status and Header are the answer's; Status is 0 when none came.
+	Status int
+	Header http.Header
+	// Err is the transport error when no answer came.
+	Err error
+	// NotSent is true when the request provably never reached the server:
+	// the connection could not be made.
+	NotSent bool
+}
+
+// RetryPolicy reports whether a failed attempt should be tried again. The
+// engine calls it only for attempts that failed (no answer, or a status
+// outside 2xx that is not an auth failure), and enforces MaxAttempts and the
+// budget itself.
+type RetryPolicy func(a Attempt) bool
+
+// Backoff returns the wait before retry number attempt (1 for the first
+// retry), between zero and max.
+type Backoff func(attempt int, base, max time.Duration) time.Duration
+
+// DefaultBackoff is full-jitter exponential backoff: a uniformly random wait
+// in [0, min(max, base·2^(attempt-1))].
+func DefaultBackoff(attempt int, base, max time.Duration) time.Duration {
+	if attempt < 1 {
+		attempt = 1
+	}
+	ceil := base
+	for i := 1; i < attempt && ceil < max; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, max)
+	if ceil <= 0 {
+		return 0
+	}
+	return rand.N(ceil + 1)
+}
+
+// DefaultRetryPolicy retries connection errors, timeouts and the statuses
+// 408, 429, 500, 502, 503 and 504, for idempotent methods (GET, HEAD,
+// OPTIONS, TRACE, PUT, DELETE) and requests with an idempotency key. Other
+// methods are retried only when the request never reached the server.
+func DefaultRetryPolicy(a Attempt) bool {
+	if a.NotSent {
+		return true
+	}
+	if !Idempotent(a.Request) {
+		return false
+	}
+	if a.Status == 0 {
+		return a.Err != nil && !errors.Is(a.Err, context.Canceled)
+	}
+	return RetryableStatus(a.Status)
+}
+
+// RetryableStatus reports whether status is one that is worth another try:
+// 408, 429, 500, 502, 503 and 504.
+func RetryableStatus(status int) bool {
+	switch status {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests,
+		http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// Idempotent reports whether r may be sent twice safely: its method is
+// idempotent, or it carries an idempotency key.
+func Idempotent(r *requests.Request) bool {
+	if r.IdempotencyKey != "" || r.Header.Get("Idempotency-Key") != "" {
+		return true
+	}
+	switch r.MethodOrGet() {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace,
+		http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// notSent reports whether err shows that no byte of the request reached the
+// server: the dial failed.
+func notSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// ParseRetryAfter reads a Retry-After value, in seconds or as an HTTP-date,
+// relative to now. It reports false for a missing, malformed or negative
+// value; a date in the past is a wait of zero.
+func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		if n > int64(365*24*time.Hour/time.Second) {
+			n = int64(365 * 24 * time.Hour / time.Second)
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
+}
+
+// budget is the retry budget. Owned by the dispatcher goroutine.
+type budget struct {
+	disabled bool
+	ratio    float64
+	balance  float64
+	maxBal   float64
+	floor    *rate.Limiter
+}
+
+func newBudget(b Budget) *budget {
+	return &budget{
+		disabled: b.Disabled,
+		ratio:    b.Ratio,
+		maxBal:   max(float64(b.Floor), b.Ratio*1000),
+		floor:    rate.NewLimiter(rate.Limit(b.Floor), b.Floor),
+	}
+}
+
+// deposit credits one new request.
+func (b *budget) deposit() { b.balance = min(b.balance+b.ratio, b.maxBal) }
+
+// withdraw reports whether one retry may go, and spends it.
+func (b *budget) withdraw(now time.Time) bool {
+	if b.disabled {
+		return true
+	}
+	if b.floor.AllowN(now, 1) {
+		return true
+	}
+	if b.balance >= 1 {
+		b.balance--
+		return true
+	}
+	return false
+}

@@ -1,0 +1,217 @@
+package engine_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+// flaky answers status with the given Retry-After on the first call and
+// 200 afterwards.
+func flaky(t *testing.T, status int, retryAfter func() string) (*httptest.Server, *atomic.Int64) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", retryAfter())
+			w.WriteHeader(status)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &calls
+}
+
+func TestRetryAfterIsHonouredOnAFakeClock(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		header func(now time.Time) string
+		want   time.Duration
+	}{
+		{"503 seconds", 503, func(time.Time) string { return "7" }, 7 * time.Second},
+		{"429 seconds", 429, func(time.Time) string { return "3" }, 3 * time.Second},
+		{"503 HTTP-date", 503, func(now time.Time) string { return now.Add(12 * time.Second).UTC().Format(http.TimeFormat) }, 12 * time.Second},
+		{"429 HTTP-date", 429, func(now time.Time) string { return now.Add(4 * time.Second).UTC().Format(http.TimeFormat) }, 4 * time.Second},
+		{"capped", 503, func(time.Time) string { return "86400" }, engine.DefaultMaxRetryAfter},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			srv, calls := flaky(t, tc.status, func() string { return tc.header(clock.Now()) })
+			e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock})
+			f := e.Submit(context.Background(), requests.New("GET", "/x"))
+			require.True(t, clock.BlockUntil(1, 5*time.Second), "a retry should be scheduled")
+			assert.Equal(t, []time.Duration{tc.want}, clock.Pending())
+			select {
+			case <-f.Done():
+				t.Fatal("resolved before the wait was over")
+			default:
+			}
+			clock.Advance(tc.want)
+			resp, err := f.Await(ctxTimeout(t, 5*time.Second))
+			require.NoError(t, err)
+			assert.Equal(t, 2, resp.Attempts)
+			assert.EqualValues(t, 2, calls.Load())
+		})
+	}
+}
+
+func TestRetryAfterBeyondDeadlineFailsAtOnce(t *testing.T) {
+	srv, calls := flaky(t, 503, func() string { return "30" })
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: newFakeClock()})
+	ctx := ctxTimeout(t, 2*time.Second)
+	start := time.Now()
+	_, err := e.Get(ctx, "/x")
+	var he *errors.HTTPError
+	require.ErrorAs(t, err, &he)
+	assert.Equal(t, 503, he.Status)
+	assert.Equal(t, 30*time.Second, he.RetryAfter)
+	assert.Contains(t, err.Error(), "does not fit the deadline")
+	assert.NoError(t, ctx.Err(), "failed before the deadline, not at it (took %s)", time.Since(start))
+	assert.EqualValues(t, 1, calls.Load())
+}
+
+func TestRetryRulesByMethod(t *testing.T) {
+	// A server that answers status for every call and counts them.
+	always := func(status int) (*httptest.Server, *atomic.Int64) {
+		var calls atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			w.WriteHeader(status)
+		}))
+		t.Cleanup(srv.Close)
+		return srv, &calls
+	}
+	resetter := func() (*httptest.Server, *atomic.Int64) {
+		var calls atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			conn, _, err := w.(http.Hijacker).Hijack()
+			require.NoError(t, err)
+			conn.(*net.TCPConn).SetLinger(0) // RST, not FIN
+			conn.Close()
+		}))
+		t.Cleanup(srv.Close)
+		return srv, &calls
+	}
+	for _, tc := range []struct {
+		name   string
+		server func() (*httptest.Server, *atomic.Int64)
+		req    *requests.Request
+		calls  int64
+	}{
+		{"POST not retried on 500", func() (*httptest.Server, *atomic.Int64) { return always(500) }, requests.New("POST", "/x"), 1},
+		{"POST not retried on reset", resetter, requests.New("POST", "/x", requests.WithBytes([]byte("payload"), "text/plain")), 1},
+		{"POST with Idempotency-Key retried on 500", func() (*httptest.Server, *atomic.Int64) { return always(500) }, requests.New("POST", "/x", requests.WithIdempotencyKey("k1")), 3},
+		{"PUT retried on 503", func() (*httptest.Server, *atomic.Int64) { return always(503) }, requests.New("PUT", "/x"), 3},
+		{"GET retried on reset", resetter, requests.New("GET", "/x"), 3},
+		{"GET not retried on 404", func() (*httptest.Server, *atomic.Int64) { return always(404) }, requests.New("GET", "/x"), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, calls := tc.server()
+			e := newEngine(t, engine.Config{BaseURL: srv.URL, Retry: fastRetry()})
+			_, err := e.Do(ctxTimeout(t, 5*time.Second), tc.req)
+			require.Error(t, err)
+			assert.Equal(t, tc.calls, calls.Load(), "server-side calls")
+		})
+	}
+}
+
+func TestPOSTRetriedOnConnectionRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens here now
+	e := newEngine(t, engine.Config{BaseURL: "http://" + addr, Retry: fastRetry()})
+	_, err = e.Post(ctxTimeout(t, 5*time.Second), "/x", requests.WithJSON(map[string]int{"a": 1}))
+	var re *errors.RequestError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 3, re.Attempts, "a request that never reached the server is safe to retry")
+	assert.EqualValues(t, 2, e.Stats().Retries)
+}
+
+func TestRetryBudgetStopsStorms(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(503)
+	}))
+	defer srv.Close()
+	clock := newFakeClock() // frozen: the floor does not refill
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, Workers: 4,
+		Retry: engine.Retry{MaxAttempts: 3, Backoff: func(int, time.Duration, time.Duration) time.Duration { return 0 },
+			Budget: engine.Budget{Ratio: 0.1, Floor: 5}}})
+	ctx := ctxTimeout(t, 10*time.Second)
+	const n = 200
+	var exhausted int
+	for i := range n {
+		_, err := e.Get(ctx, "/x", requests.WithQuery("i", itoa(i)))
+		require.Error(t, err)
+		if errors.Is(err, errors.ErrRetryBudgetExhausted) {
+			var he *errors.HTTPError
+			require.ErrorAs(t, err, &he, "the last answer is kept")
+			exhausted++
+		}
+	}
+	// Without a budget: 3 calls each. With it: n + floor + ratio·n.
+	assert.LessOrEqual(t, calls.Load(), int64(n+5+n/10+1))
+	assert.Greater(t, exhausted, n/2)
+}
+
+func TestRateLimitPacesEveryAttempt(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	defer srv.Close()
+	clock := newFakeClock()
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, Workers: 4, RateLimit: engine.RateLimit{PerSecond: 2, Burst: 1}})
+	ctx := ctxTimeout(t, 5*time.Second)
+	futures := make([]*engine.Future, 4)
+	for i := range futures {
+		futures[i] = e.Submit(ctx, requests.New("GET", "/x", requests.WithQuery("i", itoa(i))))
+	}
+	waitFor(t, "the burst", func() bool { return calls.Load() == 1 })
+	require.True(t, clock.BlockUntil(3, 5*time.Second), "three attempts wait on the limiter")
+	assert.Equal(t, []time.Duration{500 * time.Millisecond, time.Second, 1500 * time.Millisecond}, clock.Pending())
+	assert.EqualValues(t, 1, calls.Load())
+	clock.Advance(500 * time.Millisecond)
+	waitFor(t, "the second", func() bool { return calls.Load() == 2 })
+	clock.Advance(time.Second)
+	for _, f := range futures {
+		_, err := f.Await(ctx)
+		require.NoError(t, err)
+	}
+	assert.EqualValues(t, 4, calls.Load())
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"0", 0, true},
+		{"120", 2 * time.Minute, true},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, true},
+		{"-5", 0, false},
+		{"soon", 0, false},
+		{"", 0, false},
+		{"1.5", 0, false},
+	} {
+		got, ok := engine.ParseRetryAfter(tc.in, now)
+		assert.Equal(t, tc.ok, ok, tc.in)
+		assert.Equal(t, tc.want, got, tc.in)
+	}
+}

@@ -1,0 +1,205 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+// drainLimit bounds how much of an unread body is drained so the connection
+// can be reused; past it the connection is closed instead.
+const drainLimit = 256 << 10
+
+// worker runs attempts handed to it by the dispatcher until the dispatcher
+// closes the work channel.
+func (e *Engine) worker() {
+	for j := range e.d.work {
+		o := e.attempt(j)
+		select {
+		case e.d.outcomes <- o:
+		case <-e.d.stopped:
+			return
+		}
+	}
+}
+
+// attempt runs one attempt of j and reports what happened. It never panics:
+// a panic in user code becomes the attempt's final error.
+func (e *Engine) attempt(j job) (o *outcome) {
+	c, req, s := j.c, j.c.req, e.s
+	o = &outcome{c: c}
+	start := s.Clock.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			pe := &errors.PanicError{Where: "request " + req.MethodOrGet() + " " + c.url.Path, Value: v, Stack: debug.Stack()}
+			e.log.Error().Str("method", req.MethodOrGet()).Str("path", c.url.Path).Interface("panic", v).Msg("panic during attempt")
+			*o = outcome{c: c, err: pe}
+		}
+	}()
+
+	if err := e.waitRate(c.ctx); err != nil {
+		o.err = e.requestError(c, j.attempt, err)
+		return o
+	}
+	timeout := s.Timeout
+	if req.Timeout > 0 {
+		timeout = req.Timeout
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
+	defer cancel()
+
+	hreq, err := e.newHTTPRequest(ctx, c)
+	if err != nil {
+		o.err = e.requestError(c, j.attempt, err)
+		return o
+	}
+	snap := e.tokens.Load()
+	o.gen = snap.gen
+	if !req.NoAuth && snap.access != "" && origin(hreq.URL) == s.origin {
+		hreq.Header.Set(s.authHeader, s.authPrefix+snap.access)
+	}
+
+	hresp, err := e.transport.RoundTrip(hreq)
+	if err != nil {
+		o.err = e.requestError(c, j.attempt, err)
+		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
+		e.logAttempt(c, j.attempt, 0, start, snap.gen, err)
+		return o
+	}
+	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
+	ok := resp.OK()
+	if ok && req.Output != nil {
+		n, err := io.Copy(req.Output, hresp.Body)
+		closeBody(hresp.Body)
+		if err != nil {
+			o.err = e.requestError(c, j.attempt, fmt.Errorf("streaming body: %w", err))
+			// Bytes already written cannot be taken back; retry only if
+			// none were.
+			o.retry = n == 0 && e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: 0, Err: err})
+			return o
+		}
+	} else {
+		body, err := readBounded(hresp.Body, s.MaxResponseBytes)
+		closeBody(hresp.Body)
+		if err != nil {
+			o.err = e.requestError(c, j.attempt, err)
+			if !errors.Is(err, errors.ErrResponseTooLarge) {
+				o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err})
+			}
+			e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, err)
+			return o
+		}
+		resp.Body = body
+	}
+	e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, nil)
+	if ok {
+		o.resp = resp
+		return o
+	}
+
+	after, hasAfter := ParseRetryAfter(hresp.Header.Get("Retry-After"), s.Clock.Now())
+	if hasAfter {
+		after = min(after, s.Retry.MaxRetryAfter)
+	}
+	o.resp = resp
+	o.err = statusError(c, j.attempt, resp, after)
+	o.retryAfter, o.hasAfter = after, hasAfter
+	o.authFailed = !req.NoAuth && e.authFailed(resp.Status, resp.Header)
+	if !o.authFailed {
+		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
+	}
+	return o
+}
+
+func (e *Engine) retryPolicy(a Attempt) bool {
+	// The cancellation of the request itself is never worth a retry.
+	if a.Err != nil && errors.Is(a.Err, context.Canceled) {
+		return false
+	}
+	return e.s.Retry.Policy(a)
+}
+
+func (e *Engine) authFailed(status int, h http.Header) bool { return e.s.Auth.AuthFailed(status, h) }
+
+func (e *Engine) requestError(c *call, attempt int, err error) error {
+	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(c.url), Attempts: attempt, Err: err}
+}
+
+func (e *Engine) logAttempt(c *call, attempt, status int, start time.Time, gen uint64, err error) {
+	ev := e.log.Debug()
+	if ev == nil {
+		return
+	}
+	ev.Str("method", c.req.MethodOrGet()).Str("path", c.url.Path).Int("status", status).
+		Int("attempt", attempt).Dur("duration", e.s.Clock.Now().Sub(start)).Uint64("token_gen", gen).
+		AnErr("error", err).Msg("attempt")
+}
+
+// newHTTPRequest builds the attempt's request, opening the body afresh.
+func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, error) {
+	req := c.req
+	var body io.Reader
+	if req.Body != nil {
+		rc, err := req.Body.Open()
+		if err != nil {
+			return nil, fmt.Errorf("opening body: %w", err)
+		}
+		body = rc
+	}
+	hreq, err := http.NewRequestWithContext(ctx, req.MethodOrGet(), c.url.String(), body)
+	if err != nil {
+		if rc, ok := body.(io.Closer); ok {
+			rc.Close()
+		}
+		return nil, err
+	}
+	if req.Body != nil {
+		if n := req.Body.Size(); n >= 0 {
+			hreq.ContentLength = n
+			if n == 0 {
+				hreq.Body.Close()
+				hreq.Body = http.NoBody
+			}
+		}
+		hreq.GetBody = req.Body.Open
+		if ct := req.Body.ContentType(); ct != "" {
+			hreq.Header.Set("Content-Type", ct)
+		}
+	}
+	for k, vs := range e.s.Headers {
+		hreq.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	for k, vs := range req.Header {
+		hreq.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	if req.IdempotencyKey != "" {
+		hreq.Header.Set("Idempotency-Key", req.IdempotencyKey)
+	}
+	return hreq, nil
+}
+
+// readBounded reads at most limit bytes of r, failing with
+// ErrResponseTooLarge when there are more.
+func readBounded(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading body: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: more than %d bytes", errors.ErrResponseTooLarge, limit)
+	}
+	return b, nil
+}
+
+// closeBody drains a little of what is left so the connection can be
+// reused, then closes it.
+func closeBody(rc io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, rc, drainLimit)
+	rc.Close()
+}

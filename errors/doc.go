@@ -1,0 +1,11 @@
+// Package errors is a drop-in for the standard library's errors package that
+// also holds courier's sentinels and error types, so code that handles
+// courier's failures needs no import alias.
+//
+// [Is], [As], [New], [Join] and [Unwrap] are the standard functions. The
+// sentinels ([ErrSessionExpired], [ErrRefreshFailed], [ErrQueueFull],
+// [ErrClosed], [ErrResponseTooLarge], [ErrRetryBudgetExhausted]) are matched
+// with [Is]; the types ([HTTPError], [RequestError], [PanicError]) are
+// extracted with [As]. Every error a courier future fails with matches at
+// least one of them, or is the context's own error when the caller gave up.
+package errors

@@ -1,0 +1,148 @@
+package errors
+
+import (
+	stderrors "errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Is is shorthand for the standard library's errors.Is.
+func Is(err, target error) bool { return stderrors.Is(err, target) }
+
+// As is shorthand for the standard library's errors.As.
+func As(err error, target any) bool { return stderrors.As(err, target) }
+
+// New is shorthand for the standard library's errors.New.
+func New(text string) error { return stderrors.New(text) }
+
+// Join is shorthand for the standard library's errors.Join.
+func Join(errs ...error) error { return stderrors.Join(errs...) }
+
+// Unwrap is shorthand for the standard library's errors.Unwrap.
+func Unwrap(err error) error { return stderrors.Unwrap(err) }
+
+// ErrUnsupported is shorthand for the standard library's errors.ErrUnsupported.
+var ErrUnsupported = stderrors.ErrUnsupported
+
+var (
+	// ErrSessionExpired fails every pending and new request once the session
+	// has ended: the refresh endpoint refused the refresh token, or the
+	// session was terminated on purpose. New tokens start a new session.
+	ErrSessionExpired = New("courier: session expired")
+
+	// ErrRefreshFailed fails the requests that waited on a token refresh that
+	// kept failing for transient reasons (network errors, 5xx). The session
+	// itself goes on; the next 401 tries again.
+	ErrRefreshFailed = New("courier: token refresh failed")
+
+	// ErrQueueFull is returned by TrySubmit when the bounded queue has no room.
+	ErrQueueFull = New("courier: queue full")
+
+	// ErrClosed fails requests submitted after Shutdown or Close, and the
+	// requests that Close cancelled.
+	ErrClosed = New("courier: engine closed")
+
+	// ErrResponseTooLarge fails a request whose response body is longer than
+	// the configured limit.
+	ErrResponseTooLarge = New("courier: response body too large")
+
+	// ErrRetryBudgetExhausted fails a request that would have been retried
+	// but for the retry budget, which stops retry storms against a failing
+	// server. The error also wraps the last attempt's failure.
+	ErrRetryBudgetExhausted = New("courier: retry budget exhausted")
+)
+
+// HTTPError is a response with a status outside 2xx, after every attempt the
+// retry policy allowed. Its fields are read-only once returned.
+type HTTPError struct {
+	Status   int         // the final attempt's status code
+	Header   http.Header // the final attempt's response headers
+	Body     []byte      // the final attempt's body, bounded like any body
+	Method   string
+	URL      string // without user info; query values are not included
+	Attempts int    // how many attempts were made in all
+	// RetryAfter is the wait the server asked for (Retry-After), capped; zero
+	// when it asked for none. When it is set and the error says the wait did
+	// not fit, the request failed at once instead of waiting past its deadline.
+	RetryAfter time.Duration
+	// Reason says why the request was not tried again when that is not
+	// obvious from the status, such as a Retry-After that does not fit the
+	// deadline. Empty otherwise.
+	Reason string
+}
+
+// Error reports the method, URL, status and attempts.
+func (e *HTTPError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "courier: %s %s: %d %s (attempts %d", e.Method, e.URL, e.Status, http.StatusText(e.Status), e.Attempts)
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, ", retry after %s", e.RetryAfter)
+	}
+	b.WriteString(")")
+	if e.Reason != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Reason)
+	}
+	return b.String()
+}
+
+// RequestError is a request that got no HTTP answer: the connection failed,
+// the attempt timed out, or the body could not be read or written.
+type RequestError struct {
+	Method   string
+	URL      string // without user info or query
+	Attempts int
+	Err      error
+}
+
+// Error reports the method, URL, attempts and the cause.
+func (e *RequestError) Error() string {
+	return fmt.Sprintf("courier: %s %s (attempts %d): %v", e.Method, e.URL, e.Attempts, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the cause was a timeout.
+func (e *RequestError) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return As(e.Err, &t) && t.Timeout()
+}
+
+// PanicError is a panic raised by user code that courier called (middleware,
+// a policy, a parser or a hook). The engine keeps running; the panic fails
+// only the request it happened in.
+type PanicError struct {
+	Where string // what courier was calling, such as "middleware"
+	Value any    // the value passed to panic
+	Stack []byte // the goroutine's stack at the panic
+}
+
+// Error reports where the panic happened and its value.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("courier: panic in %s: %v", e.Where, e.Value)
+}
+
+// Unwrap returns the panic value when it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// RedactURL returns u as a string without user info or query, for errors and
+// logs: query strings often carry API keys.
+func RedactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	c.ForceQuery = false
+	c.Fragment = ""
+	c.RawFragment = ""
+	return c.String()
+}
