@@ -215,6 +215,15 @@ func (e *Engine) Delete(ctx context.Context, path string, opts ...requests.Optio
 	return e.Do(ctx, requests.New(http.MethodDelete, path, opts...))
 }
 
+// Upload is shorthand for Do with a POST of body to path. Build body with
+// package upload; it streams, and is sent again in full on a retry or a
+// replay after a token refresh. Uploads are never deduplicated.
+func (e *Engine) Upload(ctx context.Context, path string, body requests.Body, opts ...requests.Option) (*requests.Response, error) {
+	req := requests.New(http.MethodPost, path, opts...)
+	req.Body = body
+	return e.Do(ctx, req)
+}
+
 // Result is one request's outcome from [Engine.Stream].
 type Result struct {
 	Index    int // position of the request in the input, from 0
@@ -410,6 +419,9 @@ func (e *Engine) dedupKey(req *requests.Request, u *url.URL) string {
 	if e.s.Dedup.Disabled || req.NoDedup || req.Output != nil {
 		return ""
 	}
+	if _, digestible := req.Body.(requests.Digester); req.Body != nil && !digestible {
+		return "" // a streamed body (an upload) is never shared
+	}
 	if req.DedupKey != "" {
 		return "key\x00" + req.DedupKey
 	}
@@ -428,11 +440,7 @@ func (e *Engine) dedupKey(req *requests.Request, u *url.URL) string {
 		b.WriteString("noauth")
 	}
 	b.WriteByte(0)
-	if req.Body != nil {
-		dg, ok := req.Body.(requests.Digester)
-		if !ok {
-			return ""
-		}
+	if dg, ok := req.Body.(requests.Digester); ok {
 		sum := sha256.Sum256(dg.Bytes())
 		b.WriteString(hex.EncodeToString(sum[:]))
 	}
