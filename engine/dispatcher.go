@@ -35,14 +35,22 @@ type call struct {
 	state    callState
 	attempts int // attempts sent so far
 	retries  int // attempts that were retries
-	// replayAttempt is the number of the attempt that replays the call
-	// after a refresh, 0 when none: a 401 on that attempt is final, so a
-	// token the server keeps rejecting never loops through refreshes.
+	// replays counts the times the call was replayed after its token was
+	// replaced; replayAttempt is the number of the latest replay attempt.
+	// A 401 on a replay attempt once maxReplays is reached is final, so a
+	// server that rejects every token never loops through refreshes.
+	replays       int
 	replayAttempt int
 	gen           uint64 // token generation of the latest attempt
 	timer         Timer  // backoff timer while in stateBackoff
 	admitted      time.Time
 }
+
+// maxReplays bounds how many times one request is replayed after a token
+// refresh. The usual case needs one; a second covers a fresh token that
+// expired again before the replay reached the server (tokens limited by
+// use count, or a refresh racing a revocation).
+const maxReplays = 2
 
 // job is what a worker gets: a call and the attempt number to run.
 type job struct {
@@ -384,6 +392,7 @@ func (d *dispatcher) onEvent(ev any) {
 // rejected with has been replaced.
 func (d *dispatcher) replay(c *call) {
 	delete(d.parked, c)
+	c.replays++
 	c.replayAttempt = c.attempts + 1
 	c.state = stateQueued
 	d.queue.pushFront(c)
@@ -398,7 +407,8 @@ func (d *dispatcher) onOutcome(o *outcome) {
 	c.gen = o.gen
 	s := d.e.s
 	switch {
-	case o.authFailed && !c.req.NoAuth && s.canRefresh() && c.attempts != c.replayAttempt && !d.paused:
+	case o.authFailed && !c.req.NoAuth && s.canRefresh() && !d.paused &&
+		(c.attempts != c.replayAttempt || c.replays < maxReplays):
 		if d.e.tokenGen() > o.gen {
 			d.replay(c) // someone refreshed while this attempt ran
 			return

@@ -1,0 +1,406 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+// maxLine bounds one input line; a JSON line with a large body fits.
+const maxLine = 16 << 20
+
+type fetchOptions struct {
+	baseURL, out, progress, logLevel, tokenFile         string
+	concurrency, queue, burst, maxAttempts              int
+	rate                                                float64
+	timeout                                             time.Duration
+	headers                                             []string
+	refreshPath, refreshMethod, refreshBody, clientAuth string
+	refreshForm, noDedup                                bool
+	accessField, refreshField                           string
+}
+
+func fetchFlags(o *fetchOptions) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("fetch", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVar(&o.baseURL, "base-url", "", "the API's base URL (required)")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "requests in flight at once")
+	fs.IntVar(&o.queue, "queue", 0, "requests waiting for a worker at most (0: 1024)")
+	fs.Float64Var(&o.rate, "rate", 0, "requests per second, retries included (0: unlimited)")
+	fs.IntVar(&o.burst, "burst", 0, "requests allowed at once above the rate (0: the rate, at least 1)")
+	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "attempts per request, the first included")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "time limit of each attempt, reading the body included")
+	fs.StringArrayVarP(&o.headers, "header", "H", nil, "header 'Key: Value' for every request (repeatable)")
+	fs.StringVar(&o.refreshPath, "refresh-path", "", "the token refresh endpoint; enables refresh on 401")
+	fs.StringVar(&o.refreshMethod, "refresh-method", "POST", "the refresh endpoint's method")
+	fs.StringVar(&o.refreshBody, "refresh-body", "", "JSON object sent with the refresh (the refresh token goes in as refresh_token)")
+	fs.BoolVar(&o.refreshForm, "refresh-form", false, "send the refresh as the OAuth 2.0 form (grant_type=refresh_token)")
+	fs.StringVar(&o.clientAuth, "client-auth", "basic", "how COURIER_CLIENT_ID and COURIER_CLIENT_SECRET are sent: basic or post")
+	fs.StringVar(&o.accessField, "access-token-field", "access_token", "the refresh answer's access token field")
+	fs.StringVar(&o.refreshField, "refresh-token-field", "refresh_token", "the refresh token field, in the refresh and its answer")
+	fs.StringVar(&o.tokenFile, "token-file", "", "JSON file with access_token and refresh_token; rotated tokens are written back")
+	fs.BoolVar(&o.noDedup, "no-dedup", false, "send identical requests separately")
+	fs.StringVar(&o.out, "out", "", "write results to this file instead of stdout")
+	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
+	fs.Lookup("progress").NoOptDefVal = "always"
+	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
+	return fs
+}
+
+const fetchUsage = `Usage: courier fetch --base-url URL [flags] [FILE]
+
+Reads one request per line from FILE, or stdin, and writes one JSON object
+per request, in input order. A line is /path, METHOD /path, or a JSON object:
+  {"id":1, "method":"POST", "path":"/x", "query":{"k":"v"}, "headers":{"K":"V"},
+   "json":{...}, "files":{"field":["a.png","b.png"]}, "fields":{"k":"v"}}
+Blank lines and lines starting with # are skipped (but counted).
+
+Tokens come from COURIER_TOKEN and COURIER_REFRESH_TOKEN, or --token-file;
+never from flags. Exit status: 0 all 2xx, 1 some failed, 2 usage error,
+3 session expired.
+
+Flags:
+`
+
+func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var o fetchOptions
+	fs := fetchFlags(&o)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, fetchUsage); fs.PrintDefaults() }
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "courier fetch: "+format+"\n", a...)
+		fmt.Fprintln(stderr, "Run 'courier fetch --help' for usage.")
+		return exitUsage
+	}
+	if code, done := parseFlags(fs, args, stderr); done {
+		return code
+	}
+	if o.baseURL == "" {
+		return fail("--base-url is required")
+	}
+	if fs.NArg() > 1 {
+		return fail("at most one input FILE, got %d", fs.NArg())
+	}
+	if err := validProgress(o.progress); err != nil {
+		return fail("%v", err)
+	}
+	cfg, err := o.config(stderr)
+	if err != nil {
+		return fail("%v", err)
+	}
+	in := stdin
+	if fs.NArg() == 1 && fs.Arg(0) != "-" {
+		f, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return fail("input: %v", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	out := stdout
+	if o.out != "" {
+		f, err := os.Create(o.out)
+		if err != nil {
+			return fail("--out: %v", err)
+		}
+		defer f.Close()
+		out = f
+	}
+	e, err := engine.New(cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer e.Close()
+
+	bar := newProgress(o.progress, -1, stderr, "fetching")
+	code, err := fetch(ctx, e, in, out, bar)
+	bar.done()
+	if err != nil {
+		fmt.Fprintf(stderr, "courier fetch: %v\n", err)
+		return exitFailed
+	}
+	return code
+}
+
+// parseFlags parses args; done is true when the command should exit with
+// code (help, or a usage error, which it reports).
+func parseFlags(fs *pflag.FlagSet, args []string, stderr io.Writer) (code int, done bool) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return 0, false
+	case err == pflag.ErrHelp:
+		return exitOK, true
+	default:
+		fmt.Fprintf(stderr, "courier %s: %v\nRun 'courier %s --help' for usage.\n", fs.Name(), err, fs.Name())
+		return exitUsage, true
+	}
+}
+
+// config turns the flags and the environment into an engine config.
+func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
+	cfg := engine.Config{
+		BaseURL: o.baseURL, Workers: o.concurrency, QueueSize: o.queue, Timeout: o.timeout,
+		RateLimit: engine.RateLimit{PerSecond: o.rate, Burst: o.burst},
+		Retry:     engine.Retry{MaxAttempts: o.maxAttempts},
+		Dedup:     engine.Dedup{Disabled: o.noDedup},
+		Headers:   http.Header{},
+	}
+	if o.concurrency < 1 {
+		return cfg, fmt.Errorf("--concurrency must be at least 1, got %d", o.concurrency)
+	}
+	if o.maxAttempts < 1 {
+		return cfg, fmt.Errorf("--max-attempts must be at least 1, got %d", o.maxAttempts)
+	}
+	if o.timeout <= 0 {
+		return cfg, fmt.Errorf("--timeout must be positive, got %s", o.timeout)
+	}
+	for _, h := range o.headers {
+		k, v, ok := strings.Cut(h, ":")
+		if !ok || strings.TrimSpace(k) == "" {
+			return cfg, fmt.Errorf("--header %q: want 'Key: Value'", h)
+		}
+		cfg.Headers.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	if o.logLevel != "off" {
+		lvl, err := zerolog.ParseLevel(o.logLevel)
+		if err != nil || o.logLevel == "" {
+			return cfg, fmt.Errorf("--log-level %q: want off, error, warn, info or debug", o.logLevel)
+		}
+		l := zerolog.New(stderr).Level(lvl).With().Timestamp().Logger()
+		cfg.Logger = &l
+	}
+
+	tk, err := o.tokens()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Auth.AccessToken, cfg.Auth.RefreshToken = tk.AccessToken, tk.RefreshToken
+	if o.refreshPath != "" {
+		rc := &engine.RefreshConfig{
+			Path: o.refreshPath, Method: strings.ToUpper(o.refreshMethod), Form: o.refreshForm,
+			AccessTokenField: o.accessField, RefreshTokenField: o.refreshField,
+			ClientID: os.Getenv("COURIER_CLIENT_ID"), ClientSecret: os.Getenv("COURIER_CLIENT_SECRET"),
+		}
+		switch o.clientAuth {
+		case "basic":
+			rc.ClientAuth = engine.ClientAuthBasic
+		case "post":
+			rc.ClientAuth = engine.ClientAuthPost
+		default:
+			return cfg, fmt.Errorf("--client-auth %q: want basic or post", o.clientAuth)
+		}
+		if o.refreshBody != "" {
+			if err := json.Unmarshal([]byte(o.refreshBody), &rc.Body); err != nil || rc.Body == nil {
+				return cfg, fmt.Errorf("--refresh-body: want a JSON object: %v", err)
+			}
+		}
+		cfg.Auth.Refresh = rc
+		if o.tokenFile != "" {
+			path := o.tokenFile
+			cfg.Auth.OnTokenRefreshed = func(t engine.Tokens) {
+				if err := saveTokens(path, t); err != nil {
+					fmt.Fprintf(stderr, "courier fetch: saving rotated tokens: %v\n", err)
+				}
+			}
+		}
+	}
+	return cfg, nil
+}
+
+// tokenFile is the --token-file format.
+type tokenFile struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+func (o *fetchOptions) tokens() (tokenFile, error) {
+	if o.tokenFile == "" {
+		return tokenFile{AccessToken: os.Getenv("COURIER_TOKEN"), RefreshToken: os.Getenv("COURIER_REFRESH_TOKEN")}, nil
+	}
+	b, err := os.ReadFile(o.tokenFile)
+	if err != nil {
+		return tokenFile{}, fmt.Errorf("--token-file: %v", err)
+	}
+	var t tokenFile
+	if err := json.Unmarshal(b, &t); err != nil {
+		return tokenFile{}, fmt.Errorf("--token-file %s: want JSON with access_token and refresh_token: %v", o.tokenFile, err)
+	}
+	return t, nil
+}
+
+// saveTokens replaces path atomically, readable by its owner only.
+func saveTokens(path string, t engine.Tokens) error {
+	b, err := json.Marshal(tokenFile{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken})
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".courier-tokens-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// result is one output line.
+type result struct {
+	Line       int             `json:"line"`
+	ID         json.RawMessage `json:"id"`
+	Method     string          `json:"method"`
+	Path       string          `json:"path"`
+	Status     int             `json:"status"`
+	Attempts   int             `json:"attempts"`
+	DurationMS float64         `json:"duration_ms"`
+	Body       any             `json:"body"`
+	Error      string          `json:"error,omitempty"`
+}
+
+// fifo passes each line's details from the reader to the writer; Stream
+// keeps it bounded by its window.
+type fifo struct {
+	mu    sync.Mutex // protects items
+	items []lineMeta
+}
+
+type lineMeta struct {
+	in    inputLine
+	start time.Time
+}
+
+func (q *fifo) push(m lineMeta) {
+	q.mu.Lock()
+	q.items = append(q.items, m)
+	q.mu.Unlock()
+}
+
+func (q *fifo) pop() lineMeta {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m := q.items[0]
+	q.items[0] = lineMeta{}
+	q.items = q.items[1:]
+	return m
+}
+
+// fetch runs every input line through e and writes the results in order.
+func fetch(ctx context.Context, e *engine.Engine, in io.Reader, out io.Writer, bar *progress) (int, error) {
+	var (
+		meta    fifo
+		readErr error
+	)
+	lines := func(yield func(*requests.Request) bool) {
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 64<<10), maxLine)
+		n := 0
+		for sc.Scan() {
+			n++
+			line, skip := parseLine(n, sc.Text())
+			if skip {
+				continue
+			}
+			meta.push(lineMeta{in: line, start: time.Now()})
+			if !yield(line.req) {
+				return
+			}
+		}
+		if err := sc.Err(); err != nil {
+			readErr = fmt.Errorf("reading input after line %d: %w", n, err)
+		}
+	}
+	w := bufio.NewWriter(out)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	var sum summary
+	code := exitOK
+	start := time.Now()
+	for res := range e.Stream(ctx, iter.Seq[*requests.Request](lines), 0) {
+		m := meta.pop()
+		r := describe(m, res)
+		sum.requests++
+		if r.Error == "" {
+			sum.ok++
+		} else {
+			sum.failed++
+			switch {
+			case errors.Is(res.Err, errors.ErrSessionExpired):
+				code = exitExpired
+			case code == exitOK:
+				code = exitFailed
+			}
+		}
+		if err := enc.Encode(r); err != nil {
+			return exitFailed, fmt.Errorf("writing results: %w", err)
+		}
+		// Each result goes out as soon as it and all before it are done.
+		if err := w.Flush(); err != nil {
+			return exitFailed, fmt.Errorf("writing results: %w", err)
+		}
+		bar.add()
+	}
+	sum.elapsed = time.Since(start)
+	if readErr != nil {
+		return exitFailed, readErr
+	}
+	if err := ctx.Err(); err != nil {
+		return exitFailed, fmt.Errorf("interrupted: %w", err)
+	}
+	return code, nil
+}
+
+// describe turns a result into its output line.
+func describe(m lineMeta, res engine.Result) result {
+	r := result{Line: m.in.n, ID: m.in.id, Method: m.in.method, Path: m.in.path}
+	if r.ID == nil {
+		r.ID = json.RawMessage("null")
+	}
+	resp, err := res.Response, res.Err
+	if resp != nil {
+		r.Status, r.Attempts = resp.Status, resp.Attempts
+		r.DurationMS = float64(resp.Duration.Microseconds()) / 1000
+		if len(resp.Body) > 0 {
+			if json.Valid(resp.Body) {
+				r.Body = json.RawMessage(resp.Body)
+			} else {
+				r.Body = string(resp.Body)
+			}
+		}
+	} else {
+		r.DurationMS = float64(time.Since(m.start).Microseconds()) / 1000
+	}
+	if err != nil {
+		r.Error = err.Error()
+		var he *errors.HTTPError
+		var re *errors.RequestError
+		switch {
+		case errors.As(err, &he):
+			r.Status, r.Attempts = he.Status, he.Attempts
+		case errors.As(err, &re):
+			r.Attempts = re.Attempts
+		}
+	}
+	return r
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/courier-go/courier/engine"
+)
+
+// latencies is a log-bucketed histogram: percentiles within about 2% in
+// constant memory, however many requests a run makes.
+type latencies struct {
+	counts [1024]int64
+	n      int64
+}
+
+const (
+	histMin    = 10 * time.Microsecond
+	histGrowth = 1.02
+)
+
+func (h *latencies) add(d time.Duration) {
+	i := 0
+	if d > histMin {
+		i = int(math.Log(float64(d)/float64(histMin)) / math.Log(histGrowth))
+	}
+	h.counts[min(i, len(h.counts)-1)]++
+	h.n++
+}
+
+// quantile returns the q-th quantile (0 < q <= 1), or 0 with no samples.
+func (h *latencies) quantile(q float64) time.Duration {
+	if h.n == 0 {
+		return 0
+	}
+	rank := int64(math.Ceil(q * float64(h.n)))
+	var seen int64
+	for i, c := range h.counts {
+		seen += c
+		if seen >= rank {
+			return time.Duration(float64(histMin) * math.Pow(histGrowth, float64(i)+0.5))
+		}
+	}
+	return 0
+}
+
+// summary is what a run prints at the end.
+type summary struct {
+	requests, ok, failed int64
+	elapsed              time.Duration
+	lat                  latencies
+}
+
+func (s *summary) print(w io.Writer, st engine.Stats) {
+	rate := 0.0
+	if s.elapsed > 0 {
+		rate = float64(s.requests) / s.elapsed.Seconds()
+	}
+	fmt.Fprintf(w, "requests    %d\n", s.requests)
+	fmt.Fprintf(w, "ok          %d\n", s.ok)
+	fmt.Fprintf(w, "failed      %d\n", s.failed)
+	fmt.Fprintf(w, "retries     %d\n", st.Retries)
+	fmt.Fprintf(w, "refreshes   %d\n", st.Refreshes)
+	fmt.Fprintf(w, "dedup hits  %d\n", st.DedupHits)
+	fmt.Fprintf(w, "elapsed     %s\n", s.elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "throughput  %.0f req/s\n", rate)
+	fmt.Fprintf(w, "latency     p50 %s  p90 %s  p99 %s\n",
+		round(s.lat.quantile(0.50)), round(s.lat.quantile(0.90)), round(s.lat.quantile(0.99)))
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	default:
+		return d.Round(time.Microsecond)
+	}
+}
+
+// progress is a progress bar on stderr, or nothing.
+type progress struct{ bar *progressbar.ProgressBar }
+
+// newProgress shows a bar when mode is "always", or "auto" and stderr is a
+// terminal. total is -1 when unknown (a spinner with a count).
+func newProgress(mode string, total int64, stderr io.Writer, what string) *progress {
+	on := mode == "always"
+	if mode == "auto" {
+		if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			on = true
+		}
+	}
+	if !on {
+		return &progress{}
+	}
+	return &progress{bar: progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("req"),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionSetWidth(30),
+	)}
+}
+
+func (p *progress) add() {
+	if p.bar != nil {
+		_ = p.bar.Add(1)
+	}
+}
+
+func (p *progress) done() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+	}
+}
+
+// validProgress checks a --progress value.
+func validProgress(mode string) error {
+	switch mode {
+	case "auto", "always", "never":
+		return nil
+	}
+	return fmt.Errorf("--progress %q: want auto, always or never", mode)
+}
