@@ -19,6 +19,7 @@ type Running struct {
 
 	once     sync.Once
 	serveErr error
+	conns    sync.WaitGroup // one per connection until it is closed
 }
 
 // Start serves a demo API on addr ("127.0.0.1:0" picks a free port) until
@@ -29,10 +30,21 @@ func Start(addr string, cfg Config) (*Running, error) {
 		return nil, err
 	}
 	s := New(cfg)
-	r := &Running{Server: s, URL: "http://" + ln.Addr().String(), ln: ln, err: make(chan error, 1),
-		srv: &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}}
+	r := &Running{Server: s, URL: "http://" + ln.Addr().String(), ln: ln, err: make(chan error, 1)}
+	r.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ConnState: r.track}
 	go func() { r.err <- r.srv.Serve(ln) }()
 	return r, nil
+}
+
+// track counts connections, so that Close and Shutdown return only when
+// every connection goroutine has finished.
+func (r *Running) track(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		r.conns.Add(1)
+	case http.StateHijacked, http.StateClosed:
+		r.conns.Done()
+	}
 }
 
 // Shutdown stops the server gracefully and waits for its goroutine.
@@ -41,6 +53,7 @@ func (r *Running) Shutdown(ctx context.Context) error {
 	if serr := r.wait(); !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
+	r.conns.Wait()
 	return err
 }
 
@@ -53,5 +66,6 @@ func (r *Running) wait() error {
 func (r *Running) Close() error {
 	err := r.srv.Close()
 	r.wait()
+	r.conns.Wait()
 	return err
 }
