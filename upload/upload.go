@@ -21,7 +21,6 @@ type Builder struct {
 	parts    []source
 	progress func(sent, total int64)
 	boundary string
-	err      error
 }
 
 // source is one part as the caller described it.
