@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"time"
 
@@ -128,6 +129,11 @@ func (e *Engine) retryPolicy(a Attempt) bool {
 func (e *Engine) authFailed(status int, h http.Header) bool { return e.s.Auth.AuthFailed(status, h) }
 
 func (e *Engine) requestError(c *call, attempt int, err error) error {
+	// *url.Error repeats the method and URL the RequestError already names.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
 	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(c.url), Attempts: attempt, Err: err}
 }
 

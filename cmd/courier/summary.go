@@ -104,8 +104,8 @@ func newProgress(mode string, total int64, stderr io.Writer, what string) *progr
 		progressbar.OptionSetWriter(stderr),
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("req"),
+		progressbar.OptionSetPredictTime(false), // waits on Retry-After make guesses wild
+		progressbar.OptionShowElapsedTimeOnFinish(),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 		progressbar.OptionSetWidth(30),
