@@ -25,11 +25,13 @@ const (
 // immutable, a call is owned by the dispatcher goroutine; a worker reads
 // only the immutable fields and the job it was handed.
 type call struct {
-	req    *requests.Request  // immutable
-	url    *url.URL           // immutable; absolute
-	key    string             // immutable; dedup key, "" when not shared
-	ctx    context.Context    // immutable; cancelled when every waiter left
-	cancel context.CancelFunc // immutable
+	req        *requests.Request  // immutable
+	url        *url.URL           // immutable; absolute
+	urlStr     string             // immutable; url as a string
+	sameOrigin bool               // immutable; url has the base URL's origin
+	key        string             // immutable; dedup key, "" when not shared
+	ctx        context.Context    // immutable; cancelled when every waiter left
+	cancel     context.CancelFunc // immutable
 
 	waiters  []*Future
 	state    callState
@@ -44,6 +46,13 @@ type call struct {
 	gen           uint64 // token generation of the latest attempt
 	timer         Timer  // backoff timer while in stateBackoff
 	admitted      time.Time
+
+	prev, next *call // links in the dispatcher's live list
+
+	// out is the running attempt's report, written by the worker that
+	// runs it and read by the dispatcher once the worker has sent c back.
+	// One attempt of a call runs at a time.
+	out outcome
 }
 
 // maxReplays bounds how many times one request is replayed after a token
@@ -82,6 +91,7 @@ type (
 	shutdownMsg   struct{}
 	terminateMsg  struct{ done chan struct{} }
 	resumeMsg     struct{ done chan struct{} }
+	killMsg       struct{}
 )
 
 // Events from the token actor.
@@ -100,17 +110,15 @@ type (
 type dispatcher struct {
 	e *Engine
 
-	admit    chan *Future // read only while the queue has room
-	inbox    chan any
-	outcomes chan *outcome
-	events   chan any // from the token actor
-	work     chan job // to workers; closed when the dispatcher exits
-	kill     chan struct{}
-	stopped  chan struct{} // closed when the dispatcher has exited
+	admit   chan *Future  // read only while the queue has room
+	inbox   chan any      // messages, workers' reports and the actor's events
+	work    chan job      // to workers; closed when the dispatcher exits
+	stopped chan struct{} // closed when the dispatcher has exited
 
 	// Owned by the dispatcher goroutine.
 	queue         *queue
-	live          map[*call]struct{} // every call not yet resolved
+	live          call // sentinel of the list of every call not yet resolved
+	liveN         int
 	dedup         map[string]*call
 	parked        map[*call]struct{}
 	running       int
@@ -122,21 +130,37 @@ type dispatcher struct {
 }
 
 func newDispatcher(e *Engine) *dispatcher {
-	return &dispatcher{
-		e:        e,
-		admit:    make(chan *Future),
-		inbox:    make(chan any),
-		outcomes: make(chan *outcome),
-		events:   make(chan any),
-		work:     make(chan job),
-		kill:     make(chan struct{}),
-		stopped:  make(chan struct{}),
-		queue:    newQueue(e.s.QueueSize),
-		live:     make(map[*call]struct{}),
-		dedup:    make(map[string]*call),
-		parked:   make(map[*call]struct{}),
-		budget:   newBudget(e.s.Retry.Budget),
+	d := &dispatcher{
+		e:       e,
+		admit:   make(chan *Future),
+		inbox:   make(chan any),
+		work:    make(chan job),
+		stopped: make(chan struct{}),
+		queue:   newQueue(e.s.QueueSize),
+		dedup:   make(map[string]*call),
+		parked:  make(map[*call]struct{}),
+		budget:  newBudget(e.s.Retry.Budget),
 	}
+	d.live.prev, d.live.next = &d.live, &d.live
+	return d
+}
+
+// link adds c to the live list.
+func (d *dispatcher) link(c *call) {
+	c.prev, c.next = d.live.prev, &d.live
+	d.live.prev.next = c
+	d.live.prev = c
+	d.liveN++
+}
+
+// unlink removes c from the live list, once.
+func (d *dispatcher) unlink(c *call) {
+	if c.next == nil {
+		return
+	}
+	c.prev.next, c.next.prev = c.next, c.prev
+	c.prev, c.next = nil, nil
+	d.liveN--
 }
 
 // post delivers m to the inbox unless the dispatcher has stopped, and
@@ -155,7 +179,7 @@ func (d *dispatcher) run() {
 	defer close(d.stopped)
 	defer close(d.work)
 	for {
-		if d.closing && len(d.live) == 0 && d.running == 0 {
+		if d.closing && d.liveN == 0 && d.running == 0 {
 			return
 		}
 		var (
@@ -187,36 +211,46 @@ func (d *dispatcher) run() {
 			d.running++
 			d.e.stats.queued.Add(-1)
 			d.e.stats.inFlight.Add(1)
-		case o := <-d.outcomes:
-			d.running--
-			d.e.stats.inFlight.Add(-1)
-			d.onOutcome(o)
 		case m := <-d.inbox:
+			if _, kill := m.(killMsg); kill {
+				d.failAll(errors.ErrClosed)
+				d.drainRunning()
+				return
+			}
 			d.onMessage(m)
-		case ev := <-d.events:
-			d.onEvent(ev)
 		case demand <- d.demandGen:
 			d.demandPending = false
-		case <-d.kill:
-			d.failAll(errors.ErrClosed)
-			d.drainRunning()
-			return
 		}
 	}
 }
 
 // drainRunning waits for the workers' reports on attempts already running,
-// so none of them is left blocked on a send after Close.
+// so none of them is left blocked on its send after Close. Other messages
+// are answered as a closed engine would.
 func (d *dispatcher) drainRunning() {
 	for d.running > 0 {
-		<-d.outcomes
-		d.running--
-		d.e.stats.inFlight.Add(-1)
+		switch m := (<-d.inbox).(type) {
+		case *call:
+			d.running--
+			d.e.stats.inFlight.Add(-1)
+		case trySubmitMsg:
+			m.reply <- errors.ErrClosed
+		case terminateMsg:
+			close(m.done)
+		case resumeMsg:
+			close(m.done)
+		}
 	}
 }
 
 func (d *dispatcher) onMessage(m any) {
 	switch m := m.(type) {
+	case *call: // a worker's report on its attempt
+		d.running--
+		d.e.stats.inFlight.Add(-1)
+		d.onOutcome(&m.out)
+	case refreshedEvent, refreshFailedEvent, expiredEvent:
+		d.onEvent(m)
 	case trySubmitMsg:
 		if !d.paused && !d.closing && d.queue.full() {
 			if _, shared := d.dedup[m.f.key]; m.f.key == "" || !shared {
@@ -269,10 +303,17 @@ func (d *dispatcher) onSubmit(f *Future) {
 			return
 		}
 	}
-	c := &call{req: f.req, url: f.url, key: f.key, waiters: []*Future{f}, admitted: d.e.s.Clock.Now()}
-	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(f.ctx))
+	c := &call{req: f.req, url: f.url, urlStr: f.urlStr, sameOrigin: f.sameOrigin, key: f.key,
+		waiters: []*Future{f}, admitted: d.e.s.Clock.Now()}
+	parent := f.ctx
+	if parent.Done() != nil {
+		// The call outlives any one waiter: it keeps the first one's
+		// values but not its cancellation.
+		parent = context.WithoutCancel(parent)
+	}
+	c.ctx, c.cancel = context.WithCancel(parent)
 	f.call = c
-	d.live[c] = struct{}{}
+	d.link(c)
 	if c.key != "" {
 		d.dedup[c.key] = c
 	}
@@ -284,6 +325,9 @@ func (d *dispatcher) onSubmit(f *Future) {
 
 // watch makes f leave its call when its context ends.
 func (d *dispatcher) watch(f *Future) {
+	if f.ctx.Done() == nil {
+		return // it never ends
+	}
 	f.stopWatch = context.AfterFunc(f.ctx, func() { d.post(leaveMsg{f}) })
 }
 
@@ -319,7 +363,7 @@ func (d *dispatcher) abandon(c *call) {
 	}
 	c.state = stateDone
 	c.cancel()
-	delete(d.live, c)
+	d.unlink(c)
 	if c.key != "" && d.dedup[c.key] == c {
 		delete(d.dedup, c.key)
 	}
@@ -346,8 +390,8 @@ func (d *dispatcher) finish(c *call, resp *requests.Response, err error) {
 
 // failAll fails every call not yet resolved.
 func (d *dispatcher) failAll(err error) {
-	for c := range d.live {
-		d.finish(c, nil, err)
+	for d.live.next != &d.live {
+		d.finish(d.live.next, nil, err)
 	}
 	d.queue.drain()
 }

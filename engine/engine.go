@@ -177,7 +177,9 @@ func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future,
 		return f, false
 	}
 	f.url = u
-	f.key = e.dedupKey(req, u)
+	f.urlStr = u.String()
+	f.sameOrigin = e.sameOrigin(u)
+	f.key = e.dedupKey(req, f.urlStr, u)
 	if err := ctx.Err(); err != nil {
 		e.settle(f, nil, err)
 		return f, false
@@ -351,7 +353,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 // ErrClosed and in-flight attempts are cancelled. It returns when every
 // goroutine the engine started has returned.
 func (e *Engine) Close() error {
-	e.closeOnce.Do(func() { close(e.d.kill) })
+	e.closeOnce.Do(func() { e.d.post(killMsg{}) })
 	<-e.finished
 	e.wg.Wait()
 	return nil
@@ -388,9 +390,16 @@ func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
 		return nil, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), req.Path, err)
 	}
 	var u *url.URL
-	if ref.IsAbs() {
+	switch p := ref.Path; {
+	case ref.IsAbs():
 		u = ref
-	} else {
+	case ref.RawPath == "" && e.s.base.RawPath == "" && !strings.Contains(p, "/.") && !strings.Contains(p, "//") && !strings.HasPrefix(p, "."):
+		// The common case, without JoinPath's cleaning and its allocations.
+		cp := *e.s.base
+		cp.Path = strings.TrimSuffix(cp.Path, "/") + "/" + strings.TrimPrefix(p, "/")
+		cp.RawQuery = ref.RawQuery
+		u = &cp
+	default:
 		// Paths, even those starting with "/", live under the base URL's
 		// path: base https://h/api/v1 and path /users give /api/v1/users.
 		u = e.s.base.JoinPath(ref.EscapedPath())
@@ -415,7 +424,7 @@ func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
 // requests, or "" when it must go on its own. The key covers the method,
 // the URL with its query sorted, the body's digest and the request's own
 // headers; never the token.
-func (e *Engine) dedupKey(req *requests.Request, u *url.URL) string {
+func (e *Engine) dedupKey(req *requests.Request, urlStr string, u *url.URL) string {
 	if e.s.Dedup.Disabled || req.NoDedup || req.Output != nil {
 		return ""
 	}
@@ -429,17 +438,22 @@ func (e *Engine) dedupKey(req *requests.Request, u *url.URL) string {
 	if m != http.MethodGet && m != http.MethodHead {
 		return ""
 	}
+	if req.Body == nil && len(req.Header) == 0 && !req.NoAuth && req.IdempotencyKey == "" && !strings.Contains(u.RawQuery, "&") {
+		return m + "\x00" + urlStr // the common case, in one allocation
+	}
 	var b strings.Builder
 	b.WriteString(m)
 	b.WriteByte(0)
-	cp := *u
-	cp.RawQuery = cp.Query().Encode()
-	b.WriteString(cp.String())
-	b.WriteByte(0)
-	if req.NoAuth {
-		b.WriteString("noauth")
+	if strings.Contains(u.RawQuery, "&") {
+		cp := *u
+		cp.RawQuery = cp.Query().Encode() // sorted, so order does not matter
+		b.WriteString(cp.String())
+	} else {
+		b.WriteString(urlStr)
 	}
-	b.WriteByte(0)
+	if req.NoAuth {
+		b.WriteString("\x00noauth")
+	}
 	if dg, ok := req.Body.(requests.Digester); ok {
 		sum := sha256.Sum256(dg.Bytes())
 		b.WriteString(hex.EncodeToString(sum[:]))
@@ -461,6 +475,14 @@ func (e *Engine) dedupKey(req *requests.Request, u *url.URL) string {
 		b.WriteString("\x00idem:" + req.IdempotencyKey)
 	}
 	return b.String()
+}
+
+// sameOrigin reports whether u may receive the token.
+func (e *Engine) sameOrigin(u *url.URL) bool {
+	if u.Scheme == e.s.base.Scheme && u.Host == e.s.base.Host {
+		return true
+	}
+	return origin(u) == e.s.origin
 }
 
 // waitRate waits for the rate limiter on the engine's clock.

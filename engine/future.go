@@ -20,8 +20,10 @@ type Future struct {
 	resp *requests.Response // written once before done is closed
 	err  error
 
-	url *url.URL // resolved request URL, set by Submit
-	key string   // dedup key, set by Submit
+	url        *url.URL // resolved request URL, set by Submit
+	urlStr     string   // url as a string
+	sameOrigin bool     // url has the base URL's origin: the token may go
+	key        string   // dedup key, set by Submit
 
 	resolved  atomic.Bool
 	stopWatch func() bool // stops the ctx watcher; owned by the dispatcher
@@ -57,6 +59,10 @@ func (f *Future) Request() *requests.Request { return f.req }
 // the future goes on; the request is cancelled only by the context it was
 // submitted with.
 func (f *Future) Await(ctx context.Context) (*requests.Response, error) {
+	if ctx.Done() == nil {
+		<-f.done
+		return f.resp, f.err
+	}
 	select {
 	case <-f.done:
 		return f.resp, f.err

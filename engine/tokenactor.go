@@ -19,7 +19,17 @@ import (
 // trip to the actor. It is immutable once published.
 type tokenSnap struct {
 	access string
+	header string // the auth header's value (scheme and token), "" without a token
 	gen    uint64 // bumped by every refresh, SetTokens and termination
+}
+
+// snapshot builds the published token state for access.
+func (s *settings) snapshot(access string, gen uint64) *tokenSnap {
+	t := &tokenSnap{access: access, gen: gen}
+	if access != "" {
+		t.header = s.authPrefix + access
+	}
+	return t
 }
 
 // maxExpiresIn is the longest token lifetime believed; longer ones are
@@ -78,7 +88,7 @@ func newTokenActor(e *Engine) *tokenActor {
 		cancel:  cancel,
 		refresh: e.s.Auth.RefreshToken,
 	}
-	e.tokens.Store(&tokenSnap{access: e.s.Auth.AccessToken, gen: 1})
+	e.tokens.Store(e.s.snapshot(e.s.Auth.AccessToken, 1))
 	a.expiry = e.s.Auth.Expiry
 	return a
 }
@@ -153,10 +163,7 @@ func (a *tokenActor) run() {
 
 // tell sends an event to the dispatcher, which always receives.
 func (a *tokenActor) tell(ev any) {
-	select {
-	case a.e.d.events <- ev:
-	case <-a.e.d.stopped:
-	}
+	a.e.d.post(ev)
 }
 
 func (a *tokenActor) onResult(r refreshResult) {
@@ -192,7 +199,7 @@ func (a *tokenActor) onResult(r refreshResult) {
 // publish makes t the current tokens under a new generation.
 func (a *tokenActor) publish(t Tokens) {
 	old := a.e.tokens.Load()
-	a.e.tokens.Store(&tokenSnap{access: t.AccessToken, gen: old.gen + 1})
+	a.e.tokens.Store(a.e.s.snapshot(t.AccessToken, old.gen+1))
 	a.expiry = t.Expiry
 	if a.expiry.IsZero() && t.ExpiresIn > 0 && t.ExpiresIn <= maxExpiresIn {
 		a.expiry = a.e.s.Clock.Now().Add(t.ExpiresIn)

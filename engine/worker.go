@@ -21,20 +21,19 @@ const drainLimit = 256 << 10
 // closes the work channel.
 func (e *Engine) worker() {
 	for j := range e.d.work {
-		o := e.attempt(j)
-		select {
-		case e.d.outcomes <- o:
-		case <-e.d.stopped:
-			return
-		}
+		e.attempt(j)
+		// The dispatcher reads every report before it exits (drainRunning),
+		// so this send always completes.
+		e.d.inbox <- j.c
 	}
 }
 
 // attempt runs one attempt of j and reports what happened. It never panics:
 // a panic in user code becomes the attempt's final error.
-func (e *Engine) attempt(j job) (o *outcome) {
+func (e *Engine) attempt(j job) {
 	c, req, s := j.c, j.c.req, e.s
-	o = &outcome{c: c}
+	o := &c.out
+	*o = outcome{c: c}
 	start := s.Clock.Now()
 	defer func() {
 		if v := recover(); v != nil {
@@ -46,7 +45,7 @@ func (e *Engine) attempt(j job) (o *outcome) {
 
 	if err := e.waitRate(c.ctx); err != nil {
 		o.err = e.requestError(c, j.attempt, err)
-		return o
+		return
 	}
 	timeout := s.Timeout
 	if req.Timeout > 0 {
@@ -58,12 +57,12 @@ func (e *Engine) attempt(j job) (o *outcome) {
 	hreq, err := e.newHTTPRequest(ctx, c)
 	if err != nil {
 		o.err = e.requestError(c, j.attempt, err)
-		return o
+		return
 	}
 	snap := e.tokens.Load()
 	o.gen = snap.gen
-	if !req.NoAuth && snap.access != "" && origin(hreq.URL) == s.origin {
-		hreq.Header.Set(s.authHeader, s.authPrefix+snap.access)
+	if !req.NoAuth && snap.header != "" && c.sameOrigin {
+		hreq.Header[s.authHeader] = []string{snap.header}
 	}
 
 	hresp, err := e.transport.RoundTrip(hreq)
@@ -71,7 +70,7 @@ func (e *Engine) attempt(j job) (o *outcome) {
 		o.err = e.requestError(c, j.attempt, err)
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
 		e.logAttempt(c, j.attempt, 0, start, snap.gen, err)
-		return o
+		return
 	}
 	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
 	ok := resp.OK()
@@ -83,10 +82,10 @@ func (e *Engine) attempt(j job) (o *outcome) {
 			// Bytes already written cannot be taken back; retry only if
 			// none were.
 			o.retry = n == 0 && e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: 0, Err: err})
-			return o
+			return
 		}
 	} else {
-		body, err := readBounded(hresp.Body, s.MaxResponseBytes)
+		body, err := readBody(hresp, s.MaxResponseBytes)
 		closeBody(hresp.Body)
 		if err != nil {
 			o.err = e.requestError(c, j.attempt, err)
@@ -94,14 +93,14 @@ func (e *Engine) attempt(j job) (o *outcome) {
 				o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err})
 			}
 			e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, err)
-			return o
+			return
 		}
 		resp.Body = body
 	}
 	e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, nil)
 	if ok {
 		o.resp = resp
-		return o
+		return
 	}
 
 	after, hasAfter := ParseRetryAfter(hresp.Header.Get("Retry-After"), s.Clock.Now())
@@ -115,7 +114,6 @@ func (e *Engine) attempt(j job) (o *outcome) {
 	if !o.authFailed {
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
 	}
-	return o
 }
 
 func (e *Engine) retryPolicy(a Attempt) bool {
@@ -158,7 +156,7 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 		}
 		body = rc
 	}
-	hreq, err := http.NewRequestWithContext(ctx, req.MethodOrGet(), c.url.String(), body)
+	hreq, err := http.NewRequestWithContext(ctx, req.MethodOrGet(), c.urlStr, body)
 	if err != nil {
 		if rc, ok := body.(io.Closer); ok {
 			rc.Close()
@@ -188,6 +186,20 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 		hreq.Header.Set("Idempotency-Key", req.IdempotencyKey)
 	}
 	return hreq, nil
+}
+
+// readBody reads the response body, at most limit bytes, sizing its buffer
+// from Content-Length when the server sent one.
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	n := resp.ContentLength
+	if n < 0 || n > limit || n > 1<<20 {
+		return readBounded(resp.Body, limit)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(resp.Body, b); err != nil {
+		return nil, fmt.Errorf("reading body: %w", err)
+	}
+	return b, nil
 }
 
 // readBounded reads at most limit bytes of r, failing with
