@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/courier-go/courier/errors"
@@ -25,15 +26,19 @@ const (
 // immutable, a call is owned by the dispatcher goroutine; a worker reads
 // only the immutable fields and the job it was handed.
 type call struct {
-	req        *requests.Request  // immutable
-	url        *url.URL           // immutable; absolute
-	urlStr     string             // immutable; url as a string
-	sameOrigin bool               // immutable; url has the base URL's origin
-	key        string             // immutable; dedup key, "" when not shared
-	ctx        context.Context    // immutable; cancelled when every waiter left
-	cancel     context.CancelFunc // immutable
+	req        *requests.Request // immutable
+	url        *url.URL          // immutable; absolute
+	urlStr     string            // immutable; url as a string
+	sameOrigin bool              // immutable; url has the base URL's origin
+	key        string            // immutable; dedup key, "" when not shared
+	base       context.Context   // immutable; the first waiter's values, never cancelled
+
+	mu        sync.Mutex         // protects abandoned and stop
+	abandoned bool               // nobody waits any more; attempts must stop
+	stop      context.CancelFunc // cancels the running attempt
 
 	waiters  []*Future
+	w1       [1]*Future // backing for the first waiter, saving an allocation
 	state    callState
 	attempts int // attempts sent so far
 	retries  int // attempts that were retries
@@ -60,6 +65,42 @@ type call struct {
 // expired again before the replay reached the server (tokens limited by
 // use count, or a refresh racing a revocation).
 const maxReplays = 2
+
+// abandon stops the running attempt, if any, and any attempt that would
+// start after. Safe from any goroutine.
+func (c *call) abandon() {
+	c.mu.Lock()
+	c.abandoned = true
+	stop := c.stop
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// attemptContext returns a context for the next step of an attempt, derived
+// from c.base (or from parent when set), that abandon cancels. ok is false
+// when c is already abandoned.
+func (c *call) attemptContext(parent context.Context, timeout time.Duration) (ctx context.Context, cancel context.CancelFunc, ok bool) {
+	if parent == nil {
+		parent = c.base
+	}
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(parent, timeout)
+	} else {
+		ctx, cancel = context.WithCancel(parent)
+	}
+	c.mu.Lock()
+	ok = !c.abandoned
+	if ok {
+		c.stop = cancel
+	}
+	c.mu.Unlock()
+	if !ok {
+		cancel()
+	}
+	return ctx, cancel, ok
+}
 
 // job is what a worker gets: a call and the attempt number to run.
 type job struct {
@@ -304,14 +345,14 @@ func (d *dispatcher) onSubmit(f *Future) {
 		}
 	}
 	c := &call{req: f.req, url: f.url, urlStr: f.urlStr, sameOrigin: f.sameOrigin, key: f.key,
-		waiters: []*Future{f}, admitted: d.e.s.Clock.Now()}
-	parent := f.ctx
-	if parent.Done() != nil {
+		base: f.ctx, admitted: d.e.s.Clock.Now()}
+	c.w1[0] = f
+	c.waiters = c.w1[:1]
+	if c.base.Done() != nil {
 		// The call outlives any one waiter: it keeps the first one's
 		// values but not its cancellation.
-		parent = context.WithoutCancel(parent)
+		c.base = context.WithoutCancel(c.base)
 	}
-	c.ctx, c.cancel = context.WithCancel(parent)
 	f.call = c
 	d.link(c)
 	if c.key != "" {
@@ -362,7 +403,7 @@ func (d *dispatcher) abandon(c *call) {
 		delete(d.parked, c)
 	}
 	c.state = stateDone
-	c.cancel()
+	c.abandon()
 	d.unlink(c)
 	if c.key != "" && d.dedup[c.key] == c {
 		delete(d.dedup, c.key)

@@ -385,6 +385,16 @@ func (e *Engine) tokenGen() uint64 { return e.tokens.Load().gen }
 
 // resolve returns the request's absolute URL with its query merged.
 func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
+	if p := req.Path; e.s.base.RawPath == "" && len(p) > 0 && p[0] == '/' && plainPath(p) {
+		// The common case, a clean path: no parse, no cleaning.
+		u := *e.s.base
+		u.Path = strings.TrimSuffix(u.Path, "/") + p
+		u.RawQuery = ""
+		if len(req.Query) > 0 {
+			u.RawQuery = req.Query.Encode()
+		}
+		return &u, nil
+	}
 	ref, err := url.Parse(req.Path)
 	if err != nil {
 		return nil, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), req.Path, err)
@@ -475,6 +485,20 @@ func (e *Engine) dedupKey(req *requests.Request, urlStr string, u *url.URL) stri
 		b.WriteString("\x00idem:" + req.IdempotencyKey)
 	}
 	return b.String()
+}
+
+// plainPath reports whether p needs no parsing: no query, fragment,
+// escapes, dot segments or doubled slashes.
+func plainPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '?' || c == '#' || c == '%' || c <= ' ' || c >= 0x7f:
+			return false
+		case c == '/' && i+1 < len(p) && (p[i+1] == '/' || p[i+1] == '.'):
+			return false
+		}
+	}
+	return true
 }
 
 // sameOrigin reports whether u may receive the token.

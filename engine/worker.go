@@ -43,16 +43,31 @@ func (e *Engine) attempt(j job) {
 		}
 	}()
 
-	if err := e.waitRate(c.ctx); err != nil {
-		o.err = e.requestError(c, j.attempt, err)
-		return
-	}
 	timeout := s.Timeout
 	if req.Timeout > 0 {
 		timeout = req.Timeout
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, timeout)
+	var parent context.Context
+	if e.limiter != nil {
+		// The wait for the limiter is not part of the attempt's time.
+		wctx, wcancel, ok := c.attemptContext(nil, 0)
+		defer wcancel()
+		if !ok {
+			o.err = e.requestError(c, j.attempt, context.Canceled)
+			return
+		}
+		if err := e.waitRate(wctx); err != nil {
+			o.err = e.requestError(c, j.attempt, err)
+			return
+		}
+		parent = wctx
+	}
+	ctx, cancel, ok := c.attemptContext(parent, timeout)
 	defer cancel()
+	if !ok {
+		o.err = e.requestError(c, j.attempt, context.Canceled)
+		return
+	}
 
 	hreq, err := e.newHTTPRequest(ctx, c)
 	if err != nil {
@@ -73,7 +88,7 @@ func (e *Engine) attempt(j job) {
 		return
 	}
 	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
-	ok := resp.OK()
+	ok = resp.OK()
 	if ok && req.Output != nil {
 		n, err := io.Copy(req.Output, hresp.Body)
 		closeBody(hresp.Body)
@@ -86,7 +101,11 @@ func (e *Engine) attempt(j job) {
 		}
 	} else {
 		body, err := readBody(hresp, s.MaxResponseBytes)
-		closeBody(hresp.Body)
+		if hresp.ContentLength == -2 {
+			hresp.Body.Close()
+		} else {
+			closeBody(hresp.Body)
+		}
 		if err != nil {
 			o.err = e.requestError(c, j.attempt, err)
 			if !errors.Is(err, errors.ErrResponseTooLarge) {
@@ -156,13 +175,17 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 		}
 		body = rc
 	}
-	hreq, err := http.NewRequestWithContext(ctx, req.MethodOrGet(), c.urlStr, body)
+	// An empty URL parses at no cost; the call's URL is then copied into
+	// the request's own, which middleware may change freely.
+	hreq, err := http.NewRequestWithContext(ctx, req.MethodOrGet(), "", body)
 	if err != nil {
 		if rc, ok := body.(io.Closer); ok {
 			rc.Close()
 		}
 		return nil, err
 	}
+	*hreq.URL = *c.url
+	hreq.Host = c.url.Host
 	if req.Body != nil {
 		if n := req.Body.Size(); n >= 0 {
 			hreq.ContentLength = n
@@ -199,6 +222,7 @@ func readBody(resp *http.Response, limit int64) ([]byte, error) {
 	if _, err := io.ReadFull(resp.Body, b); err != nil {
 		return nil, fmt.Errorf("reading body: %w", err)
 	}
+	resp.ContentLength = -2 // read to the end: closeBody need not drain
 	return b, nil
 }
 
