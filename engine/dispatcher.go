@@ -79,12 +79,9 @@ func (c *call) abandon() {
 }
 
 // attemptContext returns a context for the next step of an attempt, derived
-// from c.base (or from parent when set), that abandon cancels. ok is false
-// when c is already abandoned.
+// from parent (c.base or a context derived from it), that abandon cancels.
+// ok is false when c is already abandoned.
 func (c *call) attemptContext(parent context.Context, timeout time.Duration) (ctx context.Context, cancel context.CancelFunc, ok bool) {
-	if parent == nil {
-		parent = c.base
-	}
 	if timeout > 0 {
 		ctx, cancel = context.WithTimeout(parent, timeout)
 	} else {

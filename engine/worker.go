@@ -47,10 +47,10 @@ func (e *Engine) attempt(j job) {
 	if req.Timeout > 0 {
 		timeout = req.Timeout
 	}
-	var parent context.Context
+	parent := c.base
 	if e.limiter != nil {
 		// The wait for the limiter is not part of the attempt's time.
-		wctx, wcancel, ok := c.attemptContext(nil, 0)
+		wctx, wcancel, ok := c.attemptContext(c.base, 0)
 		defer wcancel()
 		if !ok {
 			o.err = e.requestError(c, j.attempt, context.Canceled)
