@@ -78,7 +78,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			sum.ok++
 		}
 		if res.Response != nil {
-			sum.lat.add(res.Response.Duration)
+			sum.lat.Add(res.Response.Duration)
 		}
 		bar.add()
 	}

@@ -32,7 +32,7 @@ type fetchOptions struct {
 	timeout                                             time.Duration
 	headers                                             []string
 	refreshPath, refreshMethod, refreshBody, clientAuth string
-	refreshForm, noDedup                                bool
+	refreshForm, noDedup, summary                       bool
 	accessField, refreshField                           string
 }
 
@@ -60,6 +60,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
 	fs.Lookup("progress").NoOptDefVal = "always"
 	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
+	fs.BoolVar(&o.summary, "summary", true, "print a summary to stderr at the end (--summary=false to keep stderr quiet)")
 	return fs
 }
 
@@ -129,11 +130,15 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	defer e.Close()
 
 	bar := newProgress(o.progress, -1, stderr, "fetching")
-	code, err := fetch(ctx, e, in, out, bar)
+	var sum summary
+	code, err := fetch(ctx, e, in, out, bar, &sum)
 	bar.done()
 	if err != nil {
 		fmt.Fprintf(stderr, "courier fetch: %v\n", err)
-		return exitFailed
+		code = exitFailed
+	}
+	if o.summary {
+		sum.print(stderr, e.Stats())
 	}
 	return code
 }
@@ -307,7 +312,8 @@ func (q *fifo) pop() lineMeta {
 }
 
 // fetch runs every input line through e and writes the results in order.
-func fetch(ctx context.Context, e *engine.Engine, in io.Reader, out io.Writer, bar *progress) (int, error) {
+// sum receives the counts and latencies.
+func fetch(ctx context.Context, e *engine.Engine, in io.Reader, out io.Writer, bar *progress, sum *summary) (int, error) {
 	var (
 		meta    fifo
 		readErr error
@@ -334,13 +340,13 @@ func fetch(ctx context.Context, e *engine.Engine, in io.Reader, out io.Writer, b
 	w := bufio.NewWriter(out)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	var sum summary
 	code := exitOK
 	start := time.Now()
 	for res := range e.Stream(ctx, iter.Seq[*requests.Request](lines), 0) {
 		m := meta.pop()
 		r := describe(m, res)
 		sum.requests++
+		sum.lat.Add(time.Duration(r.DurationMS * float64(time.Millisecond)))
 		if r.Error == "" {
 			sum.ok++
 		} else {

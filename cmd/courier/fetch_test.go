@@ -43,6 +43,8 @@ func TestFetchHappyPath(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	out := parseOutput(t, r.stdout)
 	require.Len(t, out, 5)
+	assert.Contains(t, r.stderr, "requests    5\nok          5\nfailed      0\n", "the summary goes to stderr")
+	assert.Contains(t, r.stderr, "p99")
 	assert.Equal(t, []int{1, 4, 5, 6, 7}, []int{out[0].Line, out[1].Line, out[2].Line, out[3].Line, out[4].Line}, "skipped lines still count")
 	assert.JSONEq(t, `{"id":"1","name":"item-1","price":`+priceOf(t, out[0].Body)+`}`, string(out[0].Body))
 	assert.Equal(t, "null", string(out[0].ID))

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"time"
 
@@ -11,50 +10,14 @@ import (
 	"golang.org/x/term"
 
 	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/internal/latency"
 )
-
-// latencies is a log-bucketed histogram: percentiles within about 2% in
-// constant memory, however many requests a run makes.
-type latencies struct {
-	counts [1024]int64
-	n      int64
-}
-
-const (
-	histMin    = 10 * time.Microsecond
-	histGrowth = 1.02
-)
-
-func (h *latencies) add(d time.Duration) {
-	i := 0
-	if d > histMin {
-		i = int(math.Log(float64(d)/float64(histMin)) / math.Log(histGrowth))
-	}
-	h.counts[min(i, len(h.counts)-1)]++
-	h.n++
-}
-
-// quantile returns the q-th quantile (0 < q <= 1), or 0 with no samples.
-func (h *latencies) quantile(q float64) time.Duration {
-	if h.n == 0 {
-		return 0
-	}
-	rank := int64(math.Ceil(q * float64(h.n)))
-	var seen int64
-	for i, c := range h.counts {
-		seen += c
-		if seen >= rank {
-			return time.Duration(float64(histMin) * math.Pow(histGrowth, float64(i)+0.5))
-		}
-	}
-	return 0
-}
 
 // summary is what a run prints at the end.
 type summary struct {
 	requests, ok, failed int64
 	elapsed              time.Duration
-	lat                  latencies
+	lat                  latency.Histogram
 }
 
 func (s *summary) print(w io.Writer, st engine.Stats) {
@@ -71,7 +34,7 @@ func (s *summary) print(w io.Writer, st engine.Stats) {
 	fmt.Fprintf(w, "elapsed     %s\n", s.elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "throughput  %.0f req/s\n", rate)
 	fmt.Fprintf(w, "latency     p50 %s  p90 %s  p99 %s\n",
-		round(s.lat.quantile(0.50)), round(s.lat.quantile(0.90)), round(s.lat.quantile(0.99)))
+		round(s.lat.Quantile(0.50)), round(s.lat.Quantile(0.90)), round(s.lat.Quantile(0.99)))
 }
 
 func round(d time.Duration) time.Duration {

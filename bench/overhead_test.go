@@ -1,0 +1,172 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/requests"
+)
+
+// noop answers every request at once without a network: what is measured
+// is the client's own cost.
+type noop struct{}
+
+func (noop) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: 200, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(`{"ok":true}`)),
+		ContentLength: 11, Request: r,
+	}, nil
+}
+
+// BenchmarkRawNoop is the baseline: net/http's Client over the no-op
+// transport, with the bearer token set and the body read.
+func BenchmarkRawNoop(b *testing.B) {
+	c := &http.Client{Transport: noop{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://api.test/items/1", nil)
+		req.Header.Set("Authorization", "Bearer token")
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+}
+
+func noopEngine(b *testing.B, workers int) *engine.Engine {
+	e, err := engine.New(engine.Config{
+		BaseURL:    "http://api.test",
+		HTTPClient: &http.Client{Transport: noop{}},
+		Workers:    workers,
+		Auth:       engine.Auth{AccessToken: "token"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Close() })
+	return e
+}
+
+// BenchmarkEngineNoop is one request at a time through the whole engine:
+// Submit, the dispatcher, a worker, the outcome, the future.
+func BenchmarkEngineNoop(b *testing.B) {
+	e := noopEngine(b, 1)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.Do(ctx, requests.New("GET", "/items/1")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEngineNoopParallel is many callers at once through 16 workers.
+func BenchmarkEngineNoopParallel(b *testing.B) {
+	e := noopEngine(b, 16)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := e.Do(ctx, requests.New("GET", "/items/1", requests.WithoutDedup())); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkSubmitAwait submits batches of 64 futures, then awaits them.
+func BenchmarkSubmitAwait(b *testing.B) {
+	e := noopEngine(b, 16)
+	ctx := context.Background()
+	futures := make([]*engine.Future, 64)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		futures[n] = e.Submit(ctx, requests.New("GET", "/items/1", requests.WithoutDedup()))
+		n++
+		if n == len(futures) {
+			for _, f := range futures {
+				if _, err := f.Await(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			n = 0
+		}
+	}
+	for _, f := range futures[:n] {
+		f.Await(ctx)
+	}
+}
+
+// gate holds every request until released.
+type gate struct {
+	once    sync.Once
+	release chan struct{}
+}
+
+func (g *gate) RoundTrip(r *http.Request) (*http.Response, error) {
+	select {
+	case <-g.release:
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+	return noop{}.RoundTrip(r)
+}
+
+// BenchmarkDedupJoin is the cost of a request that joins one in flight.
+func BenchmarkDedupJoin(b *testing.B) {
+	g := &gate{release: make(chan struct{})}
+	e, err := engine.New(engine.Config{BaseURL: "http://api.test", HTTPClient: &http.Client{Transport: g}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	first := e.Submit(ctx, requests.New("GET", "/items/1"))
+	futures := make([]*engine.Future, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		futures = append(futures, e.Submit(ctx, requests.New("GET", "/items/1")))
+	}
+	b.StopTimer()
+	close(g.release)
+	first.Await(ctx)
+	for _, f := range futures {
+		f.Await(ctx)
+	}
+	if hits := e.Stats().DedupHits; hits != int64(b.N) {
+		b.Fatalf("dedup hits %d, want %d", hits, b.N)
+	}
+}
+
+// BenchmarkRawNoopParallel is the parallel baseline.
+func BenchmarkRawNoopParallel(b *testing.B) {
+	c := &http.Client{Transport: noop{}}
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://api.test/items/1", nil)
+			req.Header.Set("Authorization", "Bearer token")
+			resp, err := c.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
