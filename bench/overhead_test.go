@@ -1,11 +1,10 @@
-package bench
+package main
 
 import (
 	"context"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/courier-go/courier/engine"
@@ -110,13 +109,10 @@ func BenchmarkSubmitAwait(b *testing.B) {
 	}
 }
 
-// gate holds every request until released.
-type gate struct {
-	once    sync.Once
-	release chan struct{}
-}
+// gatedNoop holds every request until released, then answers at once.
+type gatedNoop struct{ release chan struct{} }
 
-func (g *gate) RoundTrip(r *http.Request) (*http.Response, error) {
+func (g gatedNoop) RoundTrip(r *http.Request) (*http.Response, error) {
 	select {
 	case <-g.release:
 	case <-r.Context().Done():
@@ -127,7 +123,7 @@ func (g *gate) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // BenchmarkDedupJoin is the cost of a request that joins one in flight.
 func BenchmarkDedupJoin(b *testing.B) {
-	g := &gate{release: make(chan struct{})}
+	g := gatedNoop{release: make(chan struct{})}
 	e, err := engine.New(engine.Config{BaseURL: "http://api.test", HTTPClient: &http.Client{Transport: g}})
 	if err != nil {
 		b.Fatal(err)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
-	"github.com/sourcegraph/conc/stream"
 	"golang.org/x/time/rate"
 
 	"github.com/courier-go/courier/errors"
@@ -236,47 +235,48 @@ type Result struct {
 
 // Stream submits every request of reqs and yields their results in
 // submission order, each as soon as it and every earlier one is done. At
-// most window requests are outstanding at once (if window <= 0, Workers
-// plus QueueSize). Breaking out of the loop cancels the requests still
-// outstanding. reqs is read on its own goroutine.
+// most window requests are outstanding at once (if window <= 0, four times
+// Workers); reqs is read only as room frees up, so a stream of any length
+// runs in bounded memory. Breaking out of the loop, or ctx ending, cancels
+// the requests still outstanding and stops reading reqs.
+//
+// Stream starts no goroutine: it pulls reqs (iter.Pull) and waits on the
+// oldest future, while the engine's workers run the rest.
 func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], window int) iter.Seq[Result] {
 	if window <= 0 {
-		window = e.s.Workers + e.s.QueueSize
+		window = 4 * e.s.Workers
 	}
 	return func(yield func(Result) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		out := make(chan Result)
-		var wg conc.WaitGroup
-		wg.Go(func() {
-			defer close(out)
-			s := stream.New().WithMaxGoroutines(window)
-			i := 0
-			for r := range reqs {
-				if ctx.Err() != nil {
+		next, stop := iter.Pull(reqs)
+		defer stop()
+		ring := make([]Result, window) // outstanding requests, oldest at head
+		futures := make([]*Future, window)
+		head, n, idx, more := 0, 0, 0, true
+		for {
+			for more && n < window && ctx.Err() == nil {
+				r, ok := next()
+				if !ok {
+					more = false
 					break
 				}
-				idx, f := i, e.Submit(ctx, r)
-				i++
-				s.Go(func() stream.Callback {
-					<-f.Done()
-					resp, err := f.resp, f.err
-					return func() {
-						select {
-						case out <- Result{Index: idx, Request: r, Response: resp, Err: err}:
-						case <-ctx.Done():
-						}
-					}
-				})
+				i := (head + n) % window
+				ring[i] = Result{Index: idx, Request: r}
+				futures[i] = e.Submit(ctx, r)
+				n++
+				idx++
 			}
-			s.Wait()
-		})
-		defer wg.Wait()
-		for res := range out {
+			if n == 0 {
+				return
+			}
+			res, f := ring[head], futures[head]
+			ring[head], futures[head] = Result{}, nil
+			head = (head + 1) % window
+			n--
+			<-f.done
+			res.Response, res.Err = f.resp, f.err
 			if !yield(res) {
-				cancel()
-				for range out {
-				}
 				return
 			}
 		}

@@ -1,0 +1,235 @@
+// Command bench measures courier against raw net/http, resty v2 and
+// go-retryablehttp in one run, with the server in a separate process, and
+// prints markdown tables of ratios to net/http.
+//
+//	go -C bench run .            # the full run (about three minutes)
+//	go -C bench run . -quick     # a smoke run
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/courier-go/courier/internal/latency"
+)
+
+var (
+	quick    = flag.Bool("quick", false, "short measurements, for a smoke run")
+	rounds   = flag.Int("rounds", 3, "interleaved rounds per measurement; medians are reported")
+	duration = flag.Duration("duration", time.Second, "length of each closed-loop measurement")
+	only     = flag.String("only", "", "run only these sections, comma separated: throughput, openloop, scenarios, fetch")
+)
+
+func main() {
+	if os.Getenv(serveEnv) != "" {
+		serve()
+		return
+	}
+	flag.Parse()
+	if *quick {
+		*rounds, *duration = 1, 150*time.Millisecond
+	}
+	srv, err := startServer()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	defer srv.stop()
+
+	fmt.Printf("# courier bench\n\n%s\n\n", machine())
+	want := func(s string) bool { return *only == "" || strings.Contains(*only, s) }
+	if want("throughput") {
+		throughput(srv)
+	}
+	if want("openloop") {
+		openLoopTable(srv)
+	}
+	if want("scenarios") {
+		scenarios(srv)
+	}
+	if want("fetch") {
+		fetchComparison(srv)
+	}
+}
+
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("Machine: %s, %d cores (GOMAXPROCS %d) shared by client and server processes; %s, Linux %s; %s.",
+		model, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), strings.TrimSpace(string(kernel)), time.Now().UTC().Format("2006-01-02"))
+}
+
+// result of one closed-loop measurement.
+type loopResult struct {
+	rps  float64
+	lat  latency.Histogram
+	errs int64
+}
+
+// closedLoop runs conc goroutines calling do back to back for d.
+func closedLoop(c client, conc int, d time.Duration) *loopResult {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	hists := make([]latency.Histogram, conc)
+	var n, errs atomic.Int64
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for g := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := c.do(ctx); err != nil {
+					errs.Add(1)
+					continue
+				}
+				hists[g].Add(time.Since(t0))
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	r := &loopResult{rps: float64(n.Load()) / time.Since(start).Seconds(), errs: errs.Load()}
+	for i := range hists {
+		r.lat.Merge(&hists[i])
+	}
+	return r
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
+
+// throughput compares closed-loop throughput and latency at several
+// concurrency levels; the clients take turns within each round.
+func throughput(srv *child) {
+	fmt.Printf("## Closed loop: GET with a bearer token, 3 attempts configured\n\n")
+	fmt.Printf("Throughput is the median of %d interleaved rounds of %s; latency is over all rounds. Ratio: to net/http in the same round.\n\n", *rounds, *duration)
+	fmt.Println("| concurrency | client | req/s | ratio | p50 ms | p99 ms | errors |")
+	fmt.Println("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+	for _, conc := range []int{1, 16, 64, 256} {
+		cs := clients(srv.base, conc)
+		for _, c := range cs {
+			closedLoop(c, conc, *duration/4) // warm up: connections, pools
+		}
+		rps := make([][]float64, len(cs))
+		ratios := make([][]float64, len(cs))
+		hists := make([]latency.Histogram, len(cs))
+		errs := make([]int64, len(cs))
+		for range *rounds {
+			var raw float64
+			for i, c := range cs {
+				r := closedLoop(c, conc, *duration)
+				if i == 0 {
+					raw = r.rps
+				}
+				rps[i] = append(rps[i], r.rps)
+				ratios[i] = append(ratios[i], r.rps/raw)
+				hists[i].Merge(&r.lat)
+				errs[i] += r.errs
+			}
+		}
+		for i, c := range cs {
+			fmt.Printf("| %d | %s | %.0f | %.3f | %s | %s | %d |\n", conc, c.name, median(rps[i]), median(ratios[i]),
+				ms(hists[i].Quantile(0.5)), ms(hists[i].Quantile(0.99)), errs[i])
+			c.close()
+		}
+	}
+	fmt.Println()
+}
+
+// openLoop sends at a fixed rate whatever the answers do, and measures each
+// request from when it was due, so a stall is not hidden by the requests it
+// delayed (no coordinated omission).
+func openLoop(c client, rate float64, d time.Duration) (*latency.Histogram, int64) {
+	ctx := context.Background()
+	n := int(rate * d.Seconds())
+	interval := time.Duration(float64(time.Second) / rate)
+	var mu sync.Mutex
+	var h latency.Histogram
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		due := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(due); wait > 0 {
+			time.Sleep(wait)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.do(ctx)
+			lat := time.Since(due)
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			mu.Lock()
+			h.Add(lat)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return &h, errs.Load()
+}
+
+func openLoopTable(srv *child) {
+	const rate = 2000
+	d := 2 * *duration
+	fmt.Printf("## Open loop: %d req/s for %s per round, latency from the due time\n\n", rate, d)
+	fmt.Println("| client | p50 ms | p90 ms | p99 ms | p99 ratio | errors |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: |")
+	cs := clients(srv.base, 256)
+	hists := make([]latency.Histogram, len(cs))
+	errs := make([]int64, len(cs))
+	for range *rounds {
+		for i, c := range cs {
+			h, e := openLoop(c, rate, d)
+			hists[i].Merge(h)
+			errs[i] += e
+		}
+	}
+	raw := hists[0].Quantile(0.99)
+	for i, c := range cs {
+		fmt.Printf("| %s | %s | %s | %s | %.2f | %d |\n", c.name, ms(hists[i].Quantile(0.5)), ms(hists[i].Quantile(0.9)),
+			ms(hists[i].Quantile(0.99)), float64(hists[i].Quantile(0.99))/float64(raw), errs[i])
+		c.close()
+	}
+	fmt.Println()
+}
+
+// buildBinaries builds the courier command and the hand-written fetcher.
+func buildBinaries(dir string) (courier, hand string, err error) {
+	courier, hand = filepath.Join(dir, "courier"), filepath.Join(dir, "handfetch")
+	for _, b := range [][]string{{"build", "-C", "..", "-o", courier, "./cmd/courier"}, {"build", "-o", hand, "./handfetch"}} {
+		cmd := exec.Command("go", b...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			return "", "", fmt.Errorf("go %s: %w", strings.Join(b, " "), err)
+		}
+	}
+	return courier, hand, nil
+}
