@@ -14,10 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/courier-go/courier/internal/latency"
@@ -28,6 +30,7 @@ var (
 	rounds   = flag.Int("rounds", 3, "interleaved rounds per measurement; medians are reported")
 	duration = flag.Duration("duration", time.Second, "length of each closed-loop measurement")
 	only     = flag.String("only", "", "run only these sections, comma separated: throughput, openloop, scenarios, fetch")
+	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the run here")
 )
 
 func main() {
@@ -38,6 +41,15 @@ func main() {
 	flag.Parse()
 	if *quick {
 		*rounds, *duration = 1, 150*time.Millisecond
+	}
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
 	}
 	srv, err := startServer()
 	if err != nil {
@@ -79,9 +91,17 @@ func machine() string {
 
 // result of one closed-loop measurement.
 type loopResult struct {
-	rps  float64
-	lat  latency.Histogram
-	errs int64
+	rps    float64
+	cpuPer time.Duration // this process's CPU time (user and system) per request
+	lat    latency.Histogram
+	errs   int64
+}
+
+// cpuTime is this process's user plus system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // closedLoop runs conc goroutines calling do back to back for d.
@@ -91,7 +111,7 @@ func closedLoop(c client, conc int, d time.Duration) *loopResult {
 	hists := make([]latency.Histogram, conc)
 	var n, errs atomic.Int64
 	deadline := time.Now().Add(d)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for g := range conc {
 		wg.Add(1)
 		go func() {
@@ -109,6 +129,9 @@ func closedLoop(c client, conc int, d time.Duration) *loopResult {
 	}
 	wg.Wait()
 	r := &loopResult{rps: float64(n.Load()) / time.Since(start).Seconds(), errs: errs.Load()}
+	if n.Load() > 0 {
+		r.cpuPer = (cpuTime() - cpu0) / time.Duration(n.Load())
+	}
 	for i := range hists {
 		r.lat.Merge(&hists[i])
 	}
@@ -127,33 +150,37 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(
 // concurrency levels; the clients take turns within each round.
 func throughput(srv *child) {
 	fmt.Printf("## Closed loop: GET with a bearer token, 3 attempts configured\n\n")
-	fmt.Printf("Throughput is the median of %d interleaved rounds of %s; latency is over all rounds. Ratio: to net/http in the same round.\n\n", *rounds, *duration)
-	fmt.Println("| concurrency | client | req/s | ratio | p50 ms | p99 ms | errors |")
-	fmt.Println("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Printf("Throughput is the median of %d interleaved rounds of %s, each round starting with another client; latency is over all rounds. Ratio: to net/http in the same round. Client CPU counts the whole bench process per request (user and system); at concurrency 1 it includes the scheduler spinning while it waits.\n\n", *rounds, *duration)
+	fmt.Println("| concurrency | client | req/s | ratio | client CPU µs/req | p50 ms | p99 ms | errors |")
+	fmt.Println("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, conc := range []int{1, 16, 64, 256} {
 		cs := clients(srv.base, conc)
 		for _, c := range cs {
 			closedLoop(c, conc, *duration/4) // warm up: connections, pools
 		}
 		rps := make([][]float64, len(cs))
+		cpu := make([][]float64, len(cs))
 		ratios := make([][]float64, len(cs))
 		hists := make([]latency.Histogram, len(cs))
 		errs := make([]int64, len(cs))
-		for range *rounds {
-			var raw float64
-			for i, c := range cs {
-				r := closedLoop(c, conc, *duration)
-				if i == 0 {
-					raw = r.rps
-				}
+		for round := range *rounds {
+			// Each round starts with another client, so none always
+			// runs first or last.
+			got := make([]*loopResult, len(cs))
+			for k := range cs {
+				i := (round + k) % len(cs)
+				got[i] = closedLoop(cs[i], conc, *duration)
+			}
+			for i, r := range got {
 				rps[i] = append(rps[i], r.rps)
-				ratios[i] = append(ratios[i], r.rps/raw)
+				cpu[i] = append(cpu[i], float64(r.cpuPer)/float64(time.Microsecond))
+				ratios[i] = append(ratios[i], r.rps/got[0].rps)
 				hists[i].Merge(&r.lat)
 				errs[i] += r.errs
 			}
 		}
 		for i, c := range cs {
-			fmt.Printf("| %d | %s | %.0f | %.3f | %s | %s | %d |\n", conc, c.name, median(rps[i]), median(ratios[i]),
+			fmt.Printf("| %d | %s | %.0f | %.3f | %.1f | %s | %s | %d |\n", conc, c.name, median(rps[i]), median(ratios[i]), median(cpu[i]),
 				ms(hists[i].Quantile(0.5)), ms(hists[i].Quantile(0.99)), errs[i])
 			c.close()
 		}
@@ -205,9 +232,10 @@ func openLoopTable(srv *child) {
 	cs := clients(srv.base, 256)
 	hists := make([]latency.Histogram, len(cs))
 	errs := make([]int64, len(cs))
-	for range *rounds {
-		for i, c := range cs {
-			h, e := openLoop(c, rate, d)
+	for round := range *rounds {
+		for k := range cs {
+			i := (round + k) % len(cs)
+			h, e := openLoop(cs[i], rate, d)
 			hists[i].Merge(h)
 			errs[i] += e
 		}

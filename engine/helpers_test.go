@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/internal/demo"
 	"github.com/courier-go/courier/internal/fakeclock"
 )
 
@@ -160,4 +161,17 @@ func itoa(i int) string { return strconv.Itoa(i) }
 
 func newFakeClock() *fakeclock.Clock {
 	return fakeclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+}
+
+// newDemoAPI serves the demo API for the test.
+func newDemoAPI(t *testing.T) *demoAPI {
+	api := demo.New(demo.Config{})
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	return &demoAPI{Server: api, URL: srv.URL}
+}
+
+type demoAPI struct {
+	*demo.Server
+	URL string
 }
