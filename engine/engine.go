@@ -399,6 +399,11 @@ func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), req.Path, err)
 	}
+	if !ref.IsAbs() && (ref.Host != "" || ref.User != nil) {
+		// "//host/x" names another host without a scheme; resolving it
+		// against the base URL would silently drop the host.
+		return nil, fmt.Errorf("courier: %s %q: path starts with // (a host without a scheme); use a full URL or one /", req.MethodOrGet(), req.Path)
+	}
 	var u *url.URL
 	switch p := ref.Path; {
 	case ref.IsAbs():

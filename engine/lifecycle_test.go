@@ -139,8 +139,10 @@ func TestBadRequestsFailWithAClearError(t *testing.T) {
 	assert.ErrorContains(t, err, "empty path")
 	_, err = e.Do(ctx, requests.New("GE T", "/x"))
 	assert.ErrorContains(t, err, `invalid method "GE T"`)
+	_, err = e.Get(ctx, "//evil.test/x")
+	assert.ErrorContains(t, err, `"//evil.test/x": path starts with //`, "regression: FuzzDedupKey found //host paths silently resolved to the base URL")
 	_, err = e.Post(ctx, "/x", requests.WithJSON(func() {}))
 	assert.ErrorContains(t, err, "POST /x")
 	assert.ErrorContains(t, err, "JSON body")
-	assert.EqualValues(t, 3, e.Stats().Failed, "nothing is silently dropped")
+	assert.EqualValues(t, 4, e.Stats().Failed, "nothing is silently dropped")
 }
