@@ -524,7 +524,12 @@ func (d *dispatcher) scheduleRetry(c *call, o *outcome) {
 			return
 		}
 	} else {
-		wait = s.Retry.Backoff(c.retries+1, s.Retry.BaseDelay, s.Retry.MaxDelay)
+		var perr error
+		wait, perr = d.e.backoff(c.retries + 1)
+		if perr != nil {
+			d.finish(c, o.resp, perr)
+			return
+		}
 	}
 	if !d.budget.withdraw(now) {
 		d.finish(c, o.resp, fmt.Errorf("%w: %w", errors.ErrRetryBudgetExhausted, o.err))

@@ -234,49 +234,52 @@ type Result struct {
 }
 
 // Stream submits every request of reqs and yields their results in
-// submission order, each as soon as it and every earlier one is done. At
-// most window requests are outstanding at once (if window <= 0, four times
-// Workers); reqs is read only as room frees up, so a stream of any length
-// runs in bounded memory. Breaking out of the loop, or ctx ending, cancels
-// the requests still outstanding and stops reading reqs.
-//
-// Stream starts no goroutine: it pulls reqs (iter.Pull) and waits on the
-// oldest future, while the engine's workers run the rest.
+// submission order, each as soon as it and every earlier one is done. reqs
+// is read on a goroutine of its own, as the window allows, so a slow or
+// endless input never holds back results that are ready. At most about
+// window requests are outstanding (if window <= 0, four times Workers), so
+// a stream of any length runs in bounded memory. Breaking out of the loop,
+// or ctx ending, cancels the requests still outstanding and stops reading
+// reqs. A panic in reqs is raised again in the caller's goroutine.
 func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], window int) iter.Seq[Result] {
 	if window <= 0 {
 		window = 4 * e.s.Workers
 	}
 	return func(yield func(Result) bool) {
+		var reader conc.WaitGroup
+		defer reader.Wait() // last: after cancel has released the reader
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		next, stop := iter.Pull(reqs)
-		defer stop()
-		ring := make([]Result, window) // outstanding requests, oldest at head
-		futures := make([]*Future, window)
-		head, n, idx, more := 0, 0, 0, true
-		for {
-			for more && n < window && ctx.Err() == nil {
-				r, ok := next()
-				if !ok {
-					more = false
-					break
+		type outstanding struct {
+			res Result
+			f   *Future
+		}
+		// The window: a bounded FIFO of submitted requests, oldest first.
+		// When it is full the reader waits.
+		window := make(chan outstanding, window)
+		reader.Go(func() {
+			defer close(window)
+			i := 0
+			for r := range reqs {
+				if ctx.Err() != nil {
+					return
 				}
-				i := (head + n) % window
-				ring[i] = Result{Index: idx, Request: r}
-				futures[i] = e.Submit(ctx, r)
-				n++
-				idx++
+				o := outstanding{res: Result{Index: i, Request: r}, f: e.Submit(ctx, r)}
+				i++
+				select {
+				case window <- o:
+				case <-ctx.Done():
+					return // o's request was submitted with ctx: it ends by itself
+				}
 			}
-			if n == 0 {
-				return
-			}
-			res, f := ring[head], futures[head]
-			ring[head], futures[head] = Result{}, nil
-			head = (head + 1) % window
-			n--
-			<-f.done
-			res.Response, res.Err = f.resp, f.err
-			if !yield(res) {
+		})
+		for o := range window {
+			<-o.f.done
+			o.res.Response, o.res.Err = o.f.resp, o.f.err
+			if !yield(o.res) {
+				cancel()
+				for range window {
+				}
 				return
 			}
 		}

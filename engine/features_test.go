@@ -284,3 +284,23 @@ func kind(err error) string {
 		return err.Error()
 	}
 }
+
+func TestPanicInBackoffFailsTheRequestNotTheEngine(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(503)
+		}
+	}))
+	defer srv.Close()
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Retry: engine.Retry{
+		Backoff: func(int, time.Duration, time.Duration) time.Duration { panic("bad backoff") },
+	}})
+	ctx := ctxTimeout(t, 5*time.Second)
+	_, err := e.Get(ctx, "/x")
+	var pe *errors.PanicError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "Retry.Backoff", pe.Where)
+	_, err = e.Get(ctx, "/y")
+	assert.NoError(t, err, "the dispatcher survived")
+}

@@ -2,10 +2,10 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -133,6 +134,20 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	return max(t.Sub(now), 0), true
+}
+
+// backoff calls the configured Backoff for retry number n. A panic in it
+// becomes an error for the request at hand (it runs on the dispatcher or
+// the token actor, which must keep running), and a negative wait is zero.
+func (e *Engine) backoff(n int) (wait time.Duration, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &errors.PanicError{Where: "Retry.Backoff", Value: v, Stack: debug.Stack()}
+			e.log.Error().Interface("panic", v).Msg("panic in Retry.Backoff")
+		}
+	}()
+	r := e.s.Retry
+	return max(r.Backoff(n, r.BaseDelay, r.MaxDelay), 0), nil
 }
 
 // budget is the retry budget. Owned by the dispatcher goroutine.

@@ -253,7 +253,10 @@ func (a *tokenActor) refreshWithRetries(rt string) (Tokens, error) {
 		if errors.As(err, &term) || a.ctx.Err() != nil || i == attempts {
 			break
 		}
-		wait := s.Retry.Backoff(i, s.Retry.BaseDelay, s.Retry.MaxDelay)
+		wait, err := a.e.backoff(i)
+		if err != nil {
+			return Tokens{}, err
+		}
 		timer := s.Clock.NewTimer(wait)
 		select {
 		case <-timer.C():

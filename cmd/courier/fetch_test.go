@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -274,4 +278,33 @@ func TestDemoCommandPrintsASummary(t *testing.T) {
 		assert.Contains(t, r.stdout, want)
 	}
 	assert.Regexp(t, `retries\s+[1-9]`, r.stdout, "the flaky endpoints were retried")
+}
+
+// TestFetchStreamsLineByLine proves fetch reads lazily and writes each
+// result at once: every answer comes out while the input is still open, so
+// an input of any length runs in bounded memory.
+func TestFetchStreamsLineByLine(t *testing.T) {
+	api := startDemo(t, demo.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, courierBin, "fetch", "--base-url", api.URL, "--summary=false")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, tokenEnv(api.Login())...)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	out := bufio.NewReader(stdout)
+	for i := 1; i <= 3; i++ {
+		_, err := fmt.Fprintf(stdin, "/items/%d\n", i)
+		require.NoError(t, err)
+		line, err := out.ReadString('\n')
+		require.NoError(t, err, "result %d arrives while the input is still open", i)
+		var l outLine
+		require.NoError(t, json.Unmarshal([]byte(line), &l))
+		assert.Equal(t, i, l.Line)
+		assert.Nil(t, l.Error)
+	}
+	require.NoError(t, stdin.Close())
+	require.NoError(t, cmd.Wait())
 }
