@@ -29,7 +29,8 @@ const (
 )
 
 // Config configures an [Engine]. Every zero field means its documented
-// default, so Config{BaseURL: u} is a working configuration.
+// default, so Config{BaseURL: u} is a working configuration. [New] copies
+// what it needs; changing a Config afterwards has no effect on the engine.
 type Config struct {
 	// BaseURL is the API's absolute http or https URL. Request paths are
 	// resolved against it, and its origin is the only one that receives the
@@ -105,7 +106,9 @@ type RoundTripperFunc func(*http.Request) (*http.Response, error)
 // RoundTrip calls f(r).
 func (f RoundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// Tokens is a session's credentials.
+// Tokens is a session's credentials, a plain value. The zero value is no
+// session: SetTokens(Tokens{}) clears the tokens but keeps the engine
+// accepting requests.
 type Tokens struct {
 	AccessToken  string
 	RefreshToken string
@@ -133,7 +136,8 @@ type AuthFailedFunc func(status int, header http.Header) bool
 // valid but not allowed, so it does not trigger a refresh.
 func DefaultAuthFailed(status int, _ http.Header) bool { return status == http.StatusUnauthorized }
 
-// Auth configures how tokens are attached and refreshed.
+// Auth configures how tokens are attached and refreshed. The zero value
+// sends no token and treats a 401 as final.
 type Auth struct {
 	// AccessToken and RefreshToken start the first session. Both may be
 	// empty and set later with SetTokens.
@@ -180,7 +184,8 @@ const (
 	ClientAuthPost
 )
 
-// RefreshConfig describes a refresh endpoint.
+// RefreshConfig describes a refresh endpoint. Only Path is required: the
+// zero value of every other field is its documented default.
 type RefreshConfig struct {
 	// Path of the refresh endpoint, resolved against BaseURL. Required.
 	Path string
@@ -212,7 +217,9 @@ type RefreshConfig struct {
 	MaxAttempts int
 }
 
-// Retry configures retries. Policy and Backoff are replaceable one at a time.
+// Retry configures retries. Policy and Backoff are replaceable one at a
+// time. The zero value is three attempts with the default policy, backoff
+// and budget.
 type Retry struct {
 	// MaxAttempts counts every attempt, the first included. If zero,
 	// DefaultMaxAttempts; 1 disables retries.
@@ -237,6 +244,7 @@ type Retry struct {
 // Budget limits retries so that a failing server is not hit by a storm:
 // each request earns Ratio retries, and Floor retries per second are always
 // allowed. A retry the budget refuses fails with ErrRetryBudgetExhausted.
+// The zero value is the default budget, on.
 type Budget struct {
 	// Ratio of retries to requests. If zero, DefaultBudgetRatio.
 	Ratio float64
@@ -256,7 +264,8 @@ type RateLimit struct {
 	Burst int
 }
 
-// Dedup configures in-flight merging of identical requests.
+// Dedup configures in-flight merging of identical requests. The zero value
+// merges identical GET and HEAD requests and keyed requests of any method.
 type Dedup struct {
 	// Disabled sends every request on its own.
 	Disabled bool

@@ -26,7 +26,8 @@ import (
 // identical requests. Create one with [New]; stop it with [Engine.Shutdown]
 // or [Engine.Close].
 //
-// Engine is safe for concurrent use by any number of goroutines.
+// The zero value is not usable; New returns a running engine. Engine is
+// safe for concurrent use by any number of goroutines.
 type Engine struct {
 	s         *settings
 	client    *http.Client      // the caller's client, with the redirect guard
@@ -225,7 +226,8 @@ func (e *Engine) Upload(ctx context.Context, path string, body requests.Body, op
 	return e.Do(ctx, req)
 }
 
-// Result is one request's outcome from [Engine.Stream].
+// Result is one request's outcome from [Engine.Stream]. It is a plain
+// value: Response and Err are as [Future.Await] would return them.
 type Result struct {
 	Index    int // position of the request in the input, from 0
 	Request  *requests.Request
@@ -311,8 +313,8 @@ func (e *Engine) TerminateSession() {
 	}
 }
 
-// Stats is a snapshot of the engine's counters. Once the engine is idle,
-// Submitted equals Completed plus Failed.
+// Stats is a snapshot of the engine's counters, a plain value. Once the
+// engine is idle, Submitted equals Completed plus Failed.
 type Stats struct {
 	Submitted int64 // futures created, including those that failed at once
 	Completed int64 // futures resolved with a 2xx response

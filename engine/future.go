@@ -10,7 +10,8 @@ import (
 
 // Future is the pending result of a submitted request. It resolves exactly
 // once, with a response, an error, or both (a non-2xx answer gives its
-// [requests.Response] and an *errors.HTTPError). Future is safe for
+// [requests.Response] and an *errors.HTTPError). Futures come from
+// [Engine.Submit]; the zero value is not usable. Future is safe for
 // concurrent use; any number of goroutines may await it.
 type Future struct {
 	req  *requests.Request

@@ -17,7 +17,8 @@ import (
 	"github.com/courier-go/courier/requests"
 )
 
-// Attempt describes one finished attempt, for a [RetryPolicy].
+// Attempt describes one finished attempt, for a [RetryPolicy]; a plain
+// value, valid only during the call.
 type Attempt struct {
 	Request *requests.Request
 	// Number counts attempts from 1.

@@ -56,7 +56,8 @@ var (
 )
 
 // HTTPError is a response with a status outside 2xx, after every attempt the
-// retry policy allowed. Its fields are read-only once returned.
+// retry policy allowed. It is a plain value; treat its fields as read-only
+// once returned, as dedup followers share it.
 type HTTPError struct {
 	Status   int         // the final attempt's status code
 	Header   http.Header // the final attempt's response headers

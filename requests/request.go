@@ -13,7 +13,9 @@ import (
 // [Option]s, or fill the fields directly. The engine reads a Request and
 // never changes it; do not change it while it is pending.
 //
-// The zero value is not a valid request: it has no method or path.
+// The zero value is not a valid request: it has no path. A Request is a
+// plain value; it is safe to share between goroutines once built, as the
+// engine only reads it.
 type Request struct {
 	// Method is the HTTP method; "" means GET.
 	Method string

@@ -9,7 +9,8 @@ import (
 
 // Response is the answer to a request: the final attempt's status, headers
 // and body, and how many attempts it took. Deduplicated requests share one
-// Body slice: treat it as read-only.
+// Body slice: treat it as read-only. A Response is not changed by the
+// engine once returned, so any number of goroutines may read it.
 type Response struct {
 	Status   int
 	Header   http.Header
