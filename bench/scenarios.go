@@ -89,15 +89,16 @@ func dedupStorm(srv *child, n int) {
 		n, srv.stats()["dedup"], e.Stats().DedupHits, drain.Round(time.Millisecond), failed)
 }
 
-// gate holds every request until released.
+// gate holds every request until released, then answers at once.
 type gate struct{ release chan struct{} }
 
 func (g gate) RoundTrip(r *http.Request) (*http.Response, error) {
 	select {
 	case <-g.release:
+		return noop{}.RoundTrip(r)
 	case <-r.Context().Done():
+		return nil, r.Context().Err()
 	}
-	return nil, r.Context().Err()
 }
 
 func heap() uint64 {
