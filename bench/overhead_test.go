@@ -95,7 +95,6 @@ func BenchmarkSubmitAwait(b *testing.B) {
 	}
 }
 
-
 // BenchmarkDedupJoin is the cost of a request that joins one in flight.
 func BenchmarkDedupJoin(b *testing.B) {
 	g := gate{release: make(chan struct{})}
