@@ -53,6 +53,7 @@ type call struct {
 	admitted      time.Time
 
 	prev, next *call // links in the dispatcher's live list
+	slot       *slot // the worker running the call's attempt, if any
 
 	// out is the running attempt's report, written by the worker that
 	// runs it and read by the dispatcher once the worker has sent c back.
@@ -150,10 +151,11 @@ type dispatcher struct {
 
 	admit   chan *Future  // read only while the queue has room
 	inbox   chan any      // messages, workers' reports and the actor's events
-	work    chan job      // to workers; closed when the dispatcher exits
 	stopped chan struct{} // closed when the dispatcher has exited
 
 	// Owned by the dispatcher goroutine.
+	slots         []*slot // one per worker
+	idle          []*slot // workers waiting for a job, most recent last
 	queue         *queue
 	live          call // sentinel of the list of every call not yet resolved
 	liveN         int
@@ -172,7 +174,6 @@ func newDispatcher(e *Engine) *dispatcher {
 		e:       e,
 		admit:   make(chan *Future),
 		inbox:   make(chan any),
-		work:    make(chan job),
 		stopped: make(chan struct{}),
 		queue:   newQueue(e.s.QueueSize),
 		dedup:   make(map[string]*call),
@@ -180,7 +181,41 @@ func newDispatcher(e *Engine) *dispatcher {
 		budget:  newBudget(e.s.Retry.Budget),
 	}
 	d.live.prev, d.live.next = &d.live, &d.live
+	for range e.s.Workers {
+		w := &slot{jobs: make(chan job, 1)}
+		d.slots = append(d.slots, w)
+		d.idle = append(d.idle, w)
+	}
 	return d
+}
+
+// slot is one worker's mailbox. The dispatcher puts a job in it only when
+// the worker is idle, so the send never blocks; the worker reports back
+// through the inbox and is idle again once the dispatcher has read the
+// report.
+type slot struct {
+	jobs chan job // size 1; closed when the dispatcher exits
+}
+
+// assign hands queued calls to idle workers, front of the queue first, to
+// the worker that went idle last (its connection and caches are warm).
+func (d *dispatcher) assign() {
+	for len(d.idle) > 0 {
+		c := d.queue.peek()
+		if c == nil {
+			return
+		}
+		d.queue.popFront()
+		w := d.idle[len(d.idle)-1]
+		d.idle = d.idle[:len(d.idle)-1]
+		c.state = stateRunning
+		c.attempts++
+		c.slot = w
+		d.running++
+		d.e.stats.queued.Add(-1)
+		d.e.stats.inFlight.Add(1)
+		w.jobs <- job{c: c, attempt: c.attempts}
+	}
 }
 
 // link adds c to the live list.
@@ -215,24 +250,20 @@ func (d *dispatcher) post(m any) bool {
 
 func (d *dispatcher) run() {
 	defer close(d.stopped)
-	defer close(d.work)
+	defer func() {
+		for _, w := range d.slots {
+			close(w.jobs) // the workers return
+		}
+	}()
 	for {
+		d.assign()
 		if d.closing && d.liveN == 0 && d.running == 0 {
 			return
 		}
 		var (
-			work   chan job
-			next   *call
 			admit  chan *Future
 			demand chan uint64
 		)
-		if c := d.queue.peek(); c != nil {
-			work, next = d.work, c
-		}
-		var nextJob job
-		if next != nil {
-			nextJob = job{c: next, attempt: next.attempts + 1}
-		}
 		if !d.queue.full() || d.paused || d.closing {
 			admit = d.admit
 		}
@@ -242,13 +273,6 @@ func (d *dispatcher) run() {
 		select {
 		case f := <-admit:
 			d.onSubmit(f)
-		case work <- nextJob:
-			d.queue.popFront()
-			next.state = stateRunning
-			next.attempts++
-			d.running++
-			d.e.stats.queued.Add(-1)
-			d.e.stats.inFlight.Add(1)
 		case m := <-d.inbox:
 			if _, kill := m.(killMsg); kill {
 				d.failAll(errors.ErrClosed)
@@ -286,6 +310,8 @@ func (d *dispatcher) onMessage(m any) {
 	case *call: // a worker's report on its attempt
 		d.running--
 		d.e.stats.inFlight.Add(-1)
+		d.idle = append(d.idle, m.slot)
+		m.slot = nil
 		d.onOutcome(&m.out)
 	case refreshedEvent, refreshFailedEvent, expiredEvent:
 		d.onEvent(m)

@@ -75,13 +75,13 @@ func New(cfg Config) (*Engine, error) {
 	e.wg.Go(func() {
 		defer close(e.finished)
 		var inner conc.WaitGroup
-		for range s.Workers {
-			inner.Go(e.worker)
+		for _, w := range e.d.slots {
+			inner.Go(func() { e.worker(w) })
 		}
 		inner.Go(e.actor.run)
 		inner.Go(e.hooks.run)
 		// The dispatcher returns after Shutdown has drained or Close; it
-		// closes the work channel, which stops the workers.
+		// closes the workers' slots, which stops them.
 		e.d.run()
 		close(e.actor.stop)
 		close(e.hooks.stop)

@@ -17,10 +17,10 @@ import (
 // can be reused; past it the connection is closed instead.
 const drainLimit = 256 << 10
 
-// worker runs attempts handed to it by the dispatcher until the dispatcher
-// closes the work channel.
-func (e *Engine) worker() {
-	for j := range e.d.work {
+// worker runs the attempts the dispatcher puts in its slot until the
+// dispatcher closes it.
+func (e *Engine) worker(w *slot) {
+	for j := range w.jobs {
 		e.attempt(j)
 		// The dispatcher reads every report before it exits (drainRunning),
 		// so this send always completes.
