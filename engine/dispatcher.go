@@ -316,14 +316,18 @@ func (d *dispatcher) onMessage(m any) {
 	case refreshedEvent, refreshFailedEvent, expiredEvent:
 		d.onEvent(m)
 	case trySubmitMsg:
-		if !d.paused && !d.closing && d.queue.full() {
-			if _, shared := d.dedup[m.f.key]; m.f.key == "" || !shared {
-				m.reply <- errors.ErrQueueFull
-				return
-			}
+		_, shared := d.dedup[m.f.key]
+		switch {
+		case d.closing:
+			m.reply <- errors.ErrClosed
+		case d.paused:
+			m.reply <- errors.ErrSessionExpired
+		case d.queue.full() && (m.f.key == "" || !shared):
+			m.reply <- errors.ErrQueueFull
+		default:
+			m.reply <- nil
+			d.onSubmit(m.f)
 		}
-		m.reply <- nil
-		d.onSubmit(m.f)
 	case leaveMsg:
 		d.onLeave(m.f)
 	case retryReadyMsg:

@@ -142,7 +142,10 @@ func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 
 // TrySubmit is like [Engine.Submit] but never waits for room: when the
 // queue is full it fails at once with ErrQueueFull and returns a nil
-// future. Requests that merge with one in flight need no room.
+// future. Requests that merge with one in flight need no room. It also
+// fails at once, with a nil future, with ErrClosed after Shutdown or Close,
+// with ErrSessionExpired while the session is expired, and with the
+// request's own error when it cannot be sent.
 func (e *Engine) TrySubmit(ctx context.Context, req *requests.Request) (*Future, error) {
 	f, ok := e.prepare(ctx, req)
 	if !ok {
