@@ -242,13 +242,16 @@ type Result struct {
 // submission order, each as soon as it and every earlier one is done. reqs
 // is read on a goroutine of its own, as the window allows, so a slow or
 // endless input never holds back results that are ready. At most about
-// window requests are outstanding (if window <= 0, four times Workers), so
+// window requests are outstanding (if window <= 0, Workers plus QueueSize), so
 // a stream of any length runs in bounded memory. Breaking out of the loop,
 // or ctx ending, cancels the requests still outstanding and stops reading
 // reqs. A panic in reqs is raised again in the caller's goroutine.
 func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], window int) iter.Seq[Result] {
 	if window <= 0 {
-		window = 4 * e.s.Workers
+		// Room for every worker and the whole queue: a small window stalls
+		// behind any slow request at its head (one waiting out a
+		// Retry-After, say) while the workers sit idle.
+		window = e.s.Workers + e.s.QueueSize
 	}
 	return func(yield func(Result) bool) {
 		var reader conc.WaitGroup

@@ -304,3 +304,39 @@ func TestPanicInBackoffFailsTheRequestNotTheEngine(t *testing.T) {
 	_, err = e.Get(ctx, "/y")
 	assert.NoError(t, err, "the dispatcher survived")
 }
+
+// Regression: with a default window of four times the workers, courier demo
+// took 20 s instead of 3: every request waiting out a Retry-After at the
+// head of the window stalled the whole stream.
+func TestStreamDoesNotStallBehindASlowHead(t *testing.T) {
+	release := make(chan struct{})
+	var done atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+			return
+		}
+		done.Add(1)
+	}))
+	defer srv.Close()
+	defer close(release)
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Workers: 4})
+	reqs := func(yield func(*requests.Request) bool) {
+		if !yield(requests.New("GET", "/slow")) {
+			return
+		}
+		for i := range 200 {
+			if !yield(requests.New("GET", "/fast", requests.WithQuery("i", itoa(i)))) {
+				return
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	results := e.Stream(ctx, reqs, 0)
+	go func() {
+		for range results {
+		}
+	}()
+	waitFor(t, "the requests behind the slow head", func() bool { return done.Load() == 200 })
+}

@@ -215,3 +215,37 @@ func TestParseRetryAfter(t *testing.T) {
 		assert.Equal(t, tc.want, got, tc.in)
 	}
 }
+
+func TestRateLimitAppliesToRetries(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(503)
+		}
+	}))
+	defer srv.Close()
+	clock := newFakeClock()
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, RateLimit: engine.RateLimit{PerSecond: 1, Burst: 1},
+		Retry: engine.Retry{Backoff: func(int, time.Duration, time.Duration) time.Duration { return 0 }}})
+	f := e.Submit(context.Background(), requests.New("GET", "/x"))
+	require.True(t, clock.BlockUntil(1, 5*time.Second), "the retry waits on the limiter")
+	assert.Equal(t, []time.Duration{time.Second}, clock.Pending())
+	assert.EqualValues(t, 1, calls.Load())
+	clock.Advance(time.Second)
+	resp, err := f.Await(ctxTimeout(t, 5*time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, 2, resp.Attempts)
+}
+
+func TestDefaultHeadersAndRequestHeaders(t *testing.T) {
+	got := make(chan http.Header, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
+	defer srv.Close()
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Headers: http.Header{"X-Client": {"courier"}, "Accept": {"application/json"}}})
+	_, err := e.Get(ctxTimeout(t, 5*time.Second), "/x", requests.WithHeader("Accept", "text/csv"), requests.WithIdempotencyKey("k"))
+	require.NoError(t, err)
+	h := <-got
+	assert.Equal(t, "courier", h.Get("X-Client"), "default headers go with every request")
+	assert.Equal(t, "text/csv", h.Get("Accept"), "a request's own header wins")
+	assert.Equal(t, "k", h.Get("Idempotency-Key"))
+}

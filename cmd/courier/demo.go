@@ -23,13 +23,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	n := fs.Int("requests", 3000, "how many requests to make")
 	concurrency := fs.Int("concurrency", 32, "requests in flight at once")
-	mode := fs.String("progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
-	fs.Lookup("progress").NoOptDefVal = "always"
+	var showProgress bool
+	progressFlag(fs, &showProgress)
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
-	if err := validProgress(*mode); err != nil || *n < 1 || *concurrency < 1 {
-		fmt.Fprintf(stderr, "courier demo: --requests and --concurrency must be at least 1; %v\n", err)
+	if *n < 1 || *concurrency < 1 || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "courier demo: --requests and --concurrency must be at least 1, and no arguments are taken (got %q)\n", fs.Args())
 		return exitUsage
 	}
 
@@ -66,7 +66,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	e.SetTokens(engine.Tokens{AccessToken: tk.AccessToken, RefreshToken: tk.RefreshToken})
 
-	bar := newProgress(*mode, int64(*n), stderr, "demo")
+	bar := newProgress(fs, showProgress, int64(*n), stderr, "demo")
 	var sum summary
 	start := time.Now()
 	for res := range e.Stream(ctx, demoRequests(*n), 0) {

@@ -26,13 +26,13 @@ import (
 const maxLine = 16 << 20
 
 type fetchOptions struct {
-	baseURL, out, progress, logLevel, tokenFile         string
+	baseURL, out, logLevel, tokenFile                   string
 	concurrency, queue, burst, maxAttempts              int
 	rate                                                float64
 	timeout                                             time.Duration
 	headers                                             []string
 	refreshPath, refreshMethod, refreshBody, clientAuth string
-	refreshForm, noDedup, summary                       bool
+	refreshForm, noDedup, summary, progress             bool
 	accessField, refreshField                           string
 }
 
@@ -57,8 +57,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.StringVar(&o.tokenFile, "token-file", "", "JSON file with access_token and refresh_token; rotated tokens are written back")
 	fs.BoolVar(&o.noDedup, "no-dedup", false, "send identical requests separately")
 	fs.StringVar(&o.out, "out", "", "write results to this file instead of stdout")
-	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
-	fs.Lookup("progress").NoOptDefVal = "always"
+	progressFlag(fs, &o.progress)
 	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
 	fs.BoolVar(&o.summary, "summary", true, "print a summary to stderr at the end (--summary=false to keep stderr quiet)")
 	return fs
@@ -98,9 +97,6 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if fs.NArg() > 1 {
 		return fail("at most one input FILE, got %d", fs.NArg())
 	}
-	if err := validProgress(o.progress); err != nil {
-		return fail("%v", err)
-	}
 	cfg, err := o.config(stderr)
 	if err != nil {
 		return fail("%v", err)
@@ -129,7 +125,7 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	defer e.Close()
 
-	bar := newProgress(o.progress, -1, stderr, "fetching")
+	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
 	var sum summary
 	code, err := fetch(ctx, e, in, out, bar, &sum)
 	bar.done()

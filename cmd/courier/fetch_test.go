@@ -49,6 +49,11 @@ func TestFetchHappyPath(t *testing.T) {
 	require.Len(t, out, 5)
 	assert.Contains(t, r.stderr, "requests    5\nok          5\nfailed      0\n", "the summary goes to stderr")
 	assert.Contains(t, r.stderr, "p99")
+	assert.NotContains(t, r.stderr, "fetching", "no progress bar when stderr is not a terminal")
+
+	r = courier(t, "/items/1\n", tokenEnv(api.Login()), "fetch", "--base-url", api.URL, "--progress")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "fetching", "--progress forces the bar")
 	assert.Equal(t, []int{1, 4, 5, 6, 7}, []int{out[0].Line, out[1].Line, out[2].Line, out[3].Line, out[4].Line}, "skipped lines still count")
 	assert.JSONEq(t, `{"id":"1","name":"item-1","price":`+priceOf(t, out[0].Body)+`}`, string(out[0].Body))
 	assert.Equal(t, "null", string(out[0].ID))
@@ -272,8 +277,9 @@ func TestServeDemoAndFetchWalkthrough(t *testing.T) {
 var listenLine = regexp.MustCompile(`demo API on (http://[0-9.:]+)`)
 
 func TestDemoCommandPrintsASummary(t *testing.T) {
-	r := courier(t, "", nil, "demo", "--requests", "400", "--progress", "never")
+	r := courier(t, "", nil, "demo", "--requests", "400", "--progress=false")
 	require.Equal(t, 0, r.code, r.stderr)
+	assert.NotContains(t, r.stderr, "demo ", "--progress=false hides the bar")
 	for _, want := range []string{"requests    400", "ok          400", "failed      0", "refreshes", "dedup hits", "throughput", "p50", "p99"} {
 		assert.Contains(t, r.stdout, want)
 	}

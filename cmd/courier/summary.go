@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/courier-go/courier/engine"
@@ -51,14 +52,19 @@ func round(d time.Duration) time.Duration {
 // progress is a progress bar on stderr, or nothing.
 type progress struct{ bar *progressbar.ProgressBar }
 
-// newProgress shows a bar when mode is "always", or "auto" and stderr is a
-// terminal. total is -1 when unknown (a spinner with a count).
-func newProgress(mode string, total int64, stderr io.Writer, what string) *progress {
-	on := mode == "always"
-	if mode == "auto" {
-		if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			on = true
-		}
+// progressFlag defines --progress: on when stderr is a terminal unless the
+// flag says otherwise (--progress, --progress=false).
+func progressFlag(fs *pflag.FlagSet, v *bool) {
+	fs.BoolVar(v, "progress", false, "progress bar on stderr (default: when stderr is a terminal; --progress=false to hide it)")
+}
+
+// newProgress shows a bar when --progress was given as true, or was not
+// given and stderr is a terminal. total is -1 when unknown (a spinner with
+// a count).
+func newProgress(fs *pflag.FlagSet, on bool, total int64, stderr io.Writer, what string) *progress {
+	if !fs.Changed("progress") {
+		f, ok := stderr.(*os.File)
+		on = ok && term.IsTerminal(int(f.Fd()))
 	}
 	if !on {
 		return &progress{}
@@ -85,13 +91,4 @@ func (p *progress) done() {
 	if p.bar != nil {
 		_ = p.bar.Finish()
 	}
-}
-
-// validProgress checks a --progress value.
-func validProgress(mode string) error {
-	switch mode {
-	case "auto", "always", "never":
-		return nil
-	}
-	return fmt.Errorf("--progress %q: want auto, always or never", mode)
 }
