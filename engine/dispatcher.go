@@ -353,13 +353,13 @@ func (d *dispatcher) onMessage(m any) {
 func (d *dispatcher) onSubmit(f *Future) {
 	switch {
 	case d.closing:
-		d.e.failEarly(f, errors.ErrClosed)
+		d.e.settle(f, nil, errors.ErrClosed)
 		return
 	case d.paused:
-		d.e.failEarly(f, errors.ErrSessionExpired)
+		d.e.settle(f, nil, errors.ErrSessionExpired)
 		return
 	case f.ctx.Err() != nil:
-		d.e.failEarly(f, f.ctx.Err())
+		d.e.settle(f, nil, f.ctx.Err())
 		return
 	}
 	if f.key != "" {

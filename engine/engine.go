@@ -389,9 +389,6 @@ func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
 	e.stats.completed.Add(1)
 }
 
-// failEarly is settle for a future that never reached a call.
-func (e *Engine) failEarly(f *Future, err error) { e.settle(f, nil, err) }
-
 func (e *Engine) tokenGen() uint64 { return e.tokens.Load().gen }
 
 // resolve returns the request's absolute URL with its query merged.
