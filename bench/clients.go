@@ -112,7 +112,19 @@ func retryableClient(base string) client {
 
 // clients returns every library under test for a concurrency level.
 func clients(base string, concurrency int) []client {
-	return []client{rawClient(base), courierClient(base, concurrency), restyClient(base), retryableClient(base)}
+	all := []client{rawClient(base), courierClient(base, concurrency), restyClient(base), retryableClient(base)}
+	if *only1 == "" {
+		return all
+	}
+	out := all[:1]
+	for _, c := range all[1:] {
+		if strings.Contains(strings.ReplaceAll(c.name, "-", ""), *only1) {
+			out = append(out, c)
+		} else {
+			c.close()
+		}
+	}
+	return out
 }
 
 // noop answers every request at once without a network: what is measured

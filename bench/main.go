@@ -31,6 +31,7 @@ var (
 	duration = flag.Duration("duration", time.Second, "length of each closed-loop measurement")
 	only     = flag.String("only", "", "run only these sections, comma separated: throughput, openloop, scenarios, fetch")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the run here")
+	only1    = flag.String("client", "", "measure only net/http and this client (courier, resty, retryablehttp), for profiling")
 )
 
 func main() {
