@@ -262,11 +262,11 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 			res Result
 			f   *Future
 		}
-		// The window: a bounded FIFO of submitted requests, oldest first.
-		// When it is full the reader waits.
-		window := make(chan outstanding, window)
+		// pending is the window: a bounded FIFO of submitted requests,
+		// oldest first. When it is full the reader waits.
+		pending := make(chan outstanding, window)
 		reader.Go(func() {
-			defer close(window)
+			defer close(pending)
 			i := 0
 			for r := range reqs {
 				if ctx.Err() != nil {
@@ -275,18 +275,18 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 				o := outstanding{res: Result{Index: i, Request: r}, f: e.Submit(ctx, r)}
 				i++
 				select {
-				case window <- o:
+				case pending <- o:
 				case <-ctx.Done():
 					return // o's request was submitted with ctx: it ends by itself
 				}
 			}
 		})
-		for o := range window {
+		for o := range pending {
 			<-o.f.done
 			o.res.Response, o.res.Err = o.f.resp, o.f.err
 			if !yield(o.res) {
 				cancel()
-				for range window {
+				for range pending {
 				}
 				return
 			}
