@@ -83,9 +83,9 @@ type Config struct {
 	// OnError, if set, sees every failed request once, after all its
 	// attempts. It is called from one goroutine, in order of failure, and
 	// may run after the future has resolved; a slow hook delays the hooks
-	// after it, never a request (they wait in memory). Hooks (this one and Auth's)
-	// may call any Engine method but Shutdown and Close, which wait for the
-	// hooks to finish: call those from another goroutine.
+	// after it, never a request (they wait in memory). Hooks (this one and
+	// Auth's) may call any Engine method but Shutdown and Close, which wait
+	// for the hooks to finish: call those from another goroutine.
 	OnError func(req *requests.Request, err error)
 
 	// Logger receives structured logs. If nil, nothing is logged. Tokens
