@@ -588,16 +588,3 @@ func (d *dispatcher) deadline(c *call) (time.Time, bool) {
 	}
 	return latest, len(c.waiters) > 0
 }
-
-// statusError builds the error for a non-2xx answer.
-func statusError(c *call, attempt int, resp *requests.Response, retryAfter time.Duration) *errors.HTTPError {
-	return &errors.HTTPError{
-		Status:     resp.Status,
-		Header:     resp.Header,
-		Body:       resp.Body,
-		Method:     c.req.MethodOrGet(),
-		URL:        errors.RedactURL(c.url),
-		Attempts:   attempt,
-		RetryAfter: retryAfter,
-	}
-}

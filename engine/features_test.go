@@ -332,11 +332,13 @@ func TestStreamDoesNotStallBehindASlowHead(t *testing.T) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	results := e.Stream(ctx, reqs, 0)
+	consumed := make(chan struct{})
 	go func() {
-		for range results {
+		defer close(consumed)
+		for range e.Stream(ctx, reqs, 0) {
 		}
 	}()
 	waitFor(t, "the requests behind the slow head", func() bool { return done.Load() == 200 })
+	cancel()
+	<-consumed // the consumer and the stream's reader end with the test
 }

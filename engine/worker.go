@@ -100,8 +100,8 @@ func (e *Engine) attempt(j job) {
 			return
 		}
 	} else {
-		body, err := readBody(hresp, s.MaxResponseBytes)
-		if hresp.ContentLength == -2 {
+		body, atEnd, err := readBody(hresp, s.MaxResponseBytes)
+		if atEnd {
 			hresp.Body.Close()
 		} else {
 			closeBody(hresp.Body)
@@ -213,17 +213,19 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 
 // readBody reads the response body, at most limit bytes, sizing its buffer
 // from Content-Length when the server sent one.
-func readBody(resp *http.Response, limit int64) ([]byte, error) {
+// atEnd reports that the body was read to its announced end, so closing it
+// needs no drain.
+func readBody(resp *http.Response, limit int64) (b []byte, atEnd bool, err error) {
 	n := resp.ContentLength
 	if n < 0 || n > limit || n > 1<<20 {
-		return readBounded(resp.Body, limit)
+		b, err = readBounded(resp.Body, limit)
+		return b, false, err
 	}
-	b := make([]byte, n)
+	b = make([]byte, n)
 	if _, err := io.ReadFull(resp.Body, b); err != nil {
-		return nil, fmt.Errorf("reading body: %w", err)
+		return nil, false, fmt.Errorf("reading body: %w", err)
 	}
-	resp.ContentLength = -2 // read to the end: closeBody need not drain
-	return b, nil
+	return b, true, nil
 }
 
 // readBounded reads at most limit bytes of r, failing with
@@ -244,4 +246,39 @@ func readBounded(r io.Reader, limit int64) ([]byte, error) {
 func closeBody(rc io.ReadCloser) {
 	_, _ = io.CopyN(io.Discard, rc, drainLimit)
 	rc.Close()
+}
+
+// waitRate waits for the rate limiter on the engine's clock.
+func (e *Engine) waitRate(ctx context.Context) error {
+	if e.limiter == nil {
+		return nil
+	}
+	now := e.s.Clock.Now()
+	r := e.limiter.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	if d <= 0 {
+		return nil
+	}
+	t := e.s.Clock.NewTimer(d)
+	select {
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		t.Stop()
+		r.CancelAt(e.s.Clock.Now())
+		return ctx.Err()
+	}
+}
+
+// statusError builds the error for a non-2xx answer.
+func statusError(c *call, attempt int, resp *requests.Response, retryAfter time.Duration) *errors.HTTPError {
+	return &errors.HTTPError{
+		Status:     resp.Status,
+		Header:     resp.Header,
+		Body:       resp.Body,
+		Method:     c.req.MethodOrGet(),
+		URL:        errors.RedactURL(c.url),
+		Attempts:   attempt,
+		RetryAfter: retryAfter,
+	}
 }

@@ -1,0 +1,148 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/courier-go/courier/requests"
+)
+
+// What Submit works out in the caller's goroutine before the dispatcher
+// sees a request: its absolute URL, whether it may carry the token, and the
+// key under which the dispatcher merges it with identical requests.
+
+// resolve returns the request's absolute URL with its query merged.
+func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
+	if p := req.Path; e.s.base.RawPath == "" && len(p) > 0 && p[0] == '/' && plainPath(p) {
+		// The common case, a clean path: no parse, no cleaning.
+		u := *e.s.base
+		u.Path = strings.TrimSuffix(u.Path, "/") + p
+		u.RawQuery = ""
+		if len(req.Query) > 0 {
+			u.RawQuery = req.Query.Encode()
+		}
+		return &u, nil
+	}
+	ref, err := url.Parse(req.Path)
+	if err != nil {
+		return nil, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), req.Path, err)
+	}
+	if !ref.IsAbs() && (ref.Host != "" || ref.User != nil) {
+		// "//host/x" names another host without a scheme; resolving it
+		// against the base URL would silently drop the host.
+		return nil, fmt.Errorf("courier: %s %q: path starts with // (a host without a scheme); use a full URL or one /", req.MethodOrGet(), req.Path)
+	}
+	var u *url.URL
+	switch p := ref.Path; {
+	case ref.IsAbs():
+		u = ref
+	case ref.RawPath == "" && e.s.base.RawPath == "" && !strings.Contains(p, "/.") && !strings.Contains(p, "//") && !strings.HasPrefix(p, "."):
+		// The common case, without JoinPath's cleaning and its allocations.
+		cp := *e.s.base
+		cp.Path = strings.TrimSuffix(cp.Path, "/") + "/" + strings.TrimPrefix(p, "/")
+		cp.RawQuery = ref.RawQuery
+		u = &cp
+	default:
+		// Paths, even those starting with "/", live under the base URL's
+		// path: base https://h/api/v1 and path /users give /api/v1/users.
+		u = e.s.base.JoinPath(ref.EscapedPath())
+		u.RawQuery = ref.RawQuery
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("courier: %s %q: scheme must be http or https", req.MethodOrGet(), req.Path)
+	}
+	if len(req.Query) > 0 {
+		q := u.Query()
+		for k, vs := range req.Query {
+			for _, v := range vs {
+				q.Add(k, v)
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u, nil
+}
+
+// dedupKey returns the key under which req merges with identical in-flight
+// requests, or "" when it must go on its own. The key covers the method,
+// the URL with its query sorted, the body's digest and the request's own
+// headers; never the token.
+func (e *Engine) dedupKey(req *requests.Request, urlStr string, u *url.URL) string {
+	if e.s.Dedup.Disabled || req.NoDedup || req.Output != nil {
+		return ""
+	}
+	if _, digestible := req.Body.(requests.Digester); req.Body != nil && !digestible {
+		return "" // a streamed body (an upload) is never shared
+	}
+	if req.DedupKey != "" {
+		return "key\x00" + req.DedupKey
+	}
+	m := req.MethodOrGet()
+	if m != http.MethodGet && m != http.MethodHead {
+		return ""
+	}
+	if req.Body == nil && len(req.Header) == 0 && !req.NoAuth && req.IdempotencyKey == "" && !strings.Contains(u.RawQuery, "&") {
+		return m + "\x00" + urlStr // the common case, in one allocation
+	}
+	var b strings.Builder
+	b.WriteString(m)
+	b.WriteByte(0)
+	if strings.Contains(u.RawQuery, "&") {
+		cp := *u
+		cp.RawQuery = cp.Query().Encode() // sorted, so order does not matter
+		b.WriteString(cp.String())
+	} else {
+		b.WriteString(urlStr)
+	}
+	if req.NoAuth {
+		b.WriteString("\x00noauth")
+	}
+	if dg, ok := req.Body.(requests.Digester); ok {
+		sum := sha256.Sum256(dg.Bytes())
+		b.WriteString(hex.EncodeToString(sum[:]))
+	}
+	keys := make([]string, 0, len(req.Header))
+	for k := range req.Header {
+		if http.CanonicalHeaderKey(k) != e.s.authHeader {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b.WriteByte(0)
+		b.WriteString(http.CanonicalHeaderKey(k))
+		b.WriteByte(':')
+		b.WriteString(strings.Join(req.Header[k], ","))
+	}
+	if req.IdempotencyKey != "" {
+		b.WriteString("\x00idem:" + req.IdempotencyKey)
+	}
+	return b.String()
+}
+
+// plainPath reports whether p needs no parsing: no query, fragment,
+// escapes, dot segments or doubled slashes.
+func plainPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '?' || c == '#' || c == '%' || c <= ' ' || c >= 0x7f:
+			return false
+		case c == '/' && i+1 < len(p) && (p[i+1] == '/' || p[i+1] == '.'):
+			return false
+		}
+	}
+	return true
+}
+
+// sameOrigin reports whether u may receive the token.
+func (e *Engine) sameOrigin(u *url.URL) bool {
+	if u.Scheme == e.s.base.Scheme && u.Host == e.s.base.Host {
+		return true
+	}
+	return origin(u) == e.s.origin
+}
