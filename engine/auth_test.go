@@ -93,6 +93,46 @@ func TestStale401AfterRefreshIsReplayedWithoutSecondRefresh(t *testing.T) {
 	assert.EqualValues(t, 2, slowCalls.Load())
 }
 
+func TestQueuedRequestsWaitForTheRefreshInsteadOfCollecting401s(t *testing.T) {
+	var rejected, sent atomic.Int64
+	srv := newAuthServer(t, nil)
+	srv.refreshGate = make(chan struct{})
+	inner := srv.Config.Handler
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/refresh" {
+			sent.Add(1)
+			if r.Header.Get("Authorization") == "Bearer stale" {
+				rejected.Add(1)
+			}
+		}
+		inner.ServeHTTP(w, r)
+	})
+	cfg := authConfig(srv)
+	cfg.Workers = 1
+	e := newEngine(t, cfg)
+	ctx := ctxTimeout(t, 10*time.Second)
+
+	futures := make([]*engine.Future, 20)
+	for i := range futures {
+		futures[i] = e.Submit(ctx, requests.New("GET", "/items", requests.WithQuery("id", itoa(i))))
+	}
+	waitFor(t, "the refresh call", func() bool { return srv.refreshCalls.Load() == 1 })
+	// The worker is free, but every queued request would carry the token
+	// the server has just rejected.
+	assert.Never(t, func() bool { return sent.Load() > 1 }, 50*time.Millisecond, time.Millisecond,
+		"requests sent with a token known to be rejected")
+	close(srv.refreshGate)
+
+	for i, f := range futures {
+		resp, err := f.Await(ctx)
+		require.NoError(t, err, "request %d", i)
+		assert.Equal(t, 200, resp.Status)
+	}
+	assert.EqualValues(t, 1, rejected.Load(), "401s")
+	assert.EqualValues(t, 21, sent.Load(), "one rejected attempt and one per request")
+	assert.EqualValues(t, 1, srv.refreshCalls.Load())
+}
+
 func Test401AfterReplayIsReturnedNotLooped(t *testing.T) {
 	var calls atomic.Int64
 	srv := newAuthServer(t, nil)
@@ -138,7 +178,7 @@ func TestRefreshRefusedExpiresSession(t *testing.T) {
 	})
 	var expiredCalls atomic.Int64
 	cfg := authConfig(srv)
-	cfg.Workers = 2
+	cfg.Workers = 3
 	cfg.Clock = clock
 	cfg.Auth.AccessToken = "access-1"
 	cfg.Auth.OnSessionExpired = func() { expiredCalls.Add(1) }
@@ -150,12 +190,13 @@ func TestRefreshRefusedExpiresSession(t *testing.T) {
 	var futures []*engine.Future
 	futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang1")))
 	assert.Equal(t, "/hang1", <-hangEntered)
+	futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang2")))
+	assert.Equal(t, "/hang2", <-hangEntered)
 	futures = append(futures, e.Submit(ctx, requests.New("GET", "/flaky")))
 	require.True(t, clock.BlockUntil(1, 5*time.Second), "the 503 should be backing off")
 	futures = append(futures, e.Submit(ctx, requests.New("GET", "/need-auth")))
 	waitFor(t, "the refresh call", func() bool { return srv.refreshCalls.Load() == 1 })
-	futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang2")))
-	assert.Equal(t, "/hang2", <-hangEntered)
+	// A worker is free, but these wait for the refresh.
 	for _, p := range []string{"/q1", "/q2", "/q3"} {
 		futures = append(futures, e.Submit(ctx, requests.New("GET", p)))
 	}

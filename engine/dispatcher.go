@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,6 +53,7 @@ type call struct {
 	gen           uint64 // token generation of the latest attempt
 	timer         Timer  // backoff timer while in stateBackoff
 	admitted      time.Time
+	seq           uint64 // order of admission
 
 	prev, next *call // links in the dispatcher's live list
 	slot       *slot // the worker running the call's attempt, if any
@@ -166,7 +169,12 @@ type dispatcher struct {
 	closing       bool // Shutdown called: refuse new submissions, drain
 	demandPending bool
 	demandGen     uint64
-	budget        *budget
+	admitted      uint64 // calls admitted so far, for call.seq
+	// refreshing is set from the first 401 until the actor's answer: the
+	// current token is known to be rejected, so queued requests that would
+	// carry it wait instead of collecting 401s of their own.
+	refreshing bool
+	budget     *budget
 }
 
 func newDispatcher(e *Engine) *dispatcher {
@@ -202,7 +210,7 @@ type slot struct {
 func (d *dispatcher) assign() {
 	for len(d.idle) > 0 {
 		c := d.queue.peek()
-		if c == nil {
+		if c == nil || d.holds(c) {
 			return
 		}
 		d.queue.popFront()
@@ -216,6 +224,13 @@ func (d *dispatcher) assign() {
 		d.e.stats.inFlight.Add(1)
 		w.jobs <- job{c: c, attempt: c.attempts}
 	}
+}
+
+// holds reports whether c must wait for the refresh in progress: it would
+// carry the token the server has just rejected. Calls behind it wait too,
+// so the queue stays in order; a call that sends no token goes ahead.
+func (d *dispatcher) holds(c *call) bool {
+	return d.refreshing && c.sameOrigin && !c.req.NoAuth && d.e.tokenGen() <= d.demandGen
 }
 
 // link adds c to the live list.
@@ -372,7 +387,8 @@ func (d *dispatcher) onSubmit(f *Future) {
 		}
 	}
 	c := &call{req: f.req, url: f.url, urlStr: f.urlStr, sameOrigin: f.sameOrigin, key: f.key,
-		base: f.ctx, admitted: d.e.s.Clock.Now()}
+		base: f.ctx, admitted: d.e.s.Clock.Now(), seq: d.admitted}
+	d.admitted++
 	c.w1[0] = f
 	c.waiters = c.w1[:1]
 	if c.base.Done() != nil {
@@ -470,6 +486,7 @@ func (d *dispatcher) expire(cause error) {
 		err = fmt.Errorf("%w: %w", errors.ErrSessionExpired, cause)
 	}
 	d.failAll(err)
+	d.refreshing = false
 	if !d.paused {
 		d.paused = true
 		if fn := d.e.s.Auth.OnSessionExpired; fn != nil {
@@ -482,12 +499,21 @@ func (d *dispatcher) expire(cause error) {
 func (d *dispatcher) onEvent(ev any) {
 	switch ev := ev.(type) {
 	case refreshedEvent:
+		d.refreshing = false
+		// Replay in the order the calls were submitted: each goes to the
+		// front, so the latest goes first.
+		var due []*call
 		for c := range d.parked {
 			if c.gen < ev.gen {
-				d.replay(c)
+				due = append(due, c)
 			}
 		}
+		slices.SortFunc(due, func(a, b *call) int { return cmp.Compare(b.seq, a.seq) })
+		for _, c := range due {
+			d.replay(c)
+		}
 	case refreshFailedEvent:
+		d.refreshing = false
 		for c := range d.parked {
 			if c.gen <= ev.gen {
 				d.finish(c, nil, fmt.Errorf("%w: %w", errors.ErrRefreshFailed, ev.err))
@@ -527,6 +553,7 @@ func (d *dispatcher) onOutcome(o *outcome) {
 		}
 		c.state = stateParked
 		d.parked[c] = struct{}{}
+		d.refreshing = true
 		d.demandPending = true
 		d.demandGen = max(d.demandGen, o.gen)
 	case o.err == nil:

@@ -241,7 +241,7 @@ func TestFetchTokenFileGetsRotatedTokens(t *testing.T) {
 	}
 	r := courier(t, in.String(), nil, "fetch", "--base-url", api.URL, "--refresh-path", "/auth/refresh",
 		"--token-file", file, "--concurrency", "1")
-	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, 0, r.code, r.stderr+r.stdout)
 	var saved struct{ AccessToken, RefreshToken string }
 	data, err := os.ReadFile(file)
 	require.NoError(t, err)
