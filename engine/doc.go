@@ -10,7 +10,9 @@
 // middleware chain and the HTTP call, read the body (bounded) and report
 // back. The token actor (tokenactor.go) owns the tokens and serializes
 // refresh: however many requests get 401 with the same token, one refresh
-// call is made, and each parked request is replayed once. Every goroutine is
+// call is made, each parked request is replayed once, and queued requests
+// that would carry the rejected token wait for the new one instead of
+// collecting 401s of their own. Every goroutine is
 // owned by the [Engine] and stopped by [Engine.Shutdown] or [Engine.Close].
 //
 // Time comes from a [Clock], so backoff, Retry-After, rate limiting and
