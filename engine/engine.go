@@ -370,18 +370,22 @@ func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
 	if f.stopWatch != nil {
 		f.stopWatch()
 	}
-	if !f.resolve(resp, err) {
+	if !f.claim() {
 		return
 	}
-	if err != nil {
-		e.stats.failed.Add(1)
-		if fn := e.s.OnError; fn != nil {
-			req := f.req
-			e.hooks.push("OnError", func() { fn(req, err) })
-		}
+	// Count before waking the waiters, so a caller who has its result sees
+	// it in Stats.
+	if err == nil {
+		e.stats.completed.Add(1)
+		f.publish(resp, nil)
 		return
 	}
-	e.stats.completed.Add(1)
+	e.stats.failed.Add(1)
+	f.publish(resp, err)
+	if fn := e.s.OnError; fn != nil {
+		req := f.req
+		e.hooks.push("OnError", func() { fn(req, err) })
+	}
 }
 
 func (e *Engine) tokenGen() uint64 { return e.tokens.Load().gen }

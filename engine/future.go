@@ -35,16 +35,20 @@ func newFuture(ctx context.Context, req *requests.Request) *Future {
 	return &Future{req: req, ctx: ctx, done: make(chan struct{})}
 }
 
-// resolve settles f and reports whether this call did it; a second resolve
-// is a bug in the engine and is refused.
-func (f *Future) resolve(resp *requests.Response, err error) bool {
+// claim reports whether this call may resolve f, which it then must do with
+// publish; a second claim is a bug in the engine and is refused.
+func (f *Future) claim() bool {
 	if !f.resolved.CompareAndSwap(false, true) {
 		doubleResolves.Add(1)
 		return false
 	}
+	return true
+}
+
+// publish gives f its result and wakes its waiters.
+func (f *Future) publish(resp *requests.Response, err error) {
 	f.resp, f.err = resp, err
 	close(f.done)
-	return true
 }
 
 // doubleResolves counts refused second resolutions; tests assert it stays 0.
