@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Builder collects the parts of a multipart body. The zero value is ready
@@ -57,7 +58,10 @@ func (b *Builder) Reader(field, filename string, size int64, contentType string,
 
 // Progress sets a callback that receives the bytes of the body sent so far
 // in the current attempt and the total (-1 when unknown). It is called from
-// the goroutine that sends the body; a retry starts again from 0.
+// the goroutine that sends the body; a retry starts again from 0. Once a
+// new attempt has opened the body, late reads of an earlier one (the
+// transport may go on sending a body the server has already answered) are
+// not reported, so the numbers never jump between attempts.
 func (b *Builder) Progress(fn func(sent, total int64)) *Builder {
 	b.progress = fn
 	return b
@@ -78,6 +82,11 @@ type Body struct {
 	contentType string
 	progress    func(sent, total int64)
 	progressMu  sync.Mutex // serializes progress calls across attempts
+	// opens numbers the readers Open returns. Only the newest reports
+	// progress: the transport may still be reading an earlier attempt's
+	// body after that attempt has been answered, and its progress would
+	// interleave with the new attempt's.
+	opens atomic.Int64
 }
 
 // part is one framed part: its header bytes and its content.
@@ -211,13 +220,14 @@ func (b *Body) Size() int64 { return b.size }
 // at a time, as the reader reaches them, and closed when read or when the
 // reader is closed.
 func (b *Body) Open() (io.ReadCloser, error) {
-	return &reader{b: b}, nil
+	return &reader{b: b, num: b.opens.Add(1)}, nil
 }
 
 // reader streams one attempt of a Body. It is used by one goroutine at a
 // time (the transport's), and Close may come from another, so it locks.
 type reader struct {
 	b      *Body
+	num    int64      // which Open made it
 	mu     sync.Mutex // protects the fields below
 	i      int        // part index; len(parts) means the trailer
 	stage  int        // 0 header, 1 content, 2 done with part
@@ -239,7 +249,9 @@ func (r *reader) Read(p []byte) (int, error) {
 		r.sent += int64(n)
 		if fn := r.b.progress; fn != nil {
 			r.b.progressMu.Lock()
-			fn(r.sent, r.b.size)
+			if r.num == r.b.opens.Load() {
+				fn(r.sent, r.b.size)
+			}
 			r.b.progressMu.Unlock()
 		}
 	}

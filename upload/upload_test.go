@@ -133,6 +133,34 @@ func TestUploadIsSentAgainInFullAfterRefresh(t *testing.T) {
 	assert.Zero(t, final.Load(), "progress reached the total")
 }
 
+func TestProgressFollowsTheNewestAttempt(t *testing.T) {
+	p := writeFile(t, "f.dat", bytes.Repeat([]byte("x"), 64<<10))
+	var got []int64
+	var u upload.Builder
+	body, err := u.File("f", p).Progress(func(sent, _ int64) { got = append(got, sent) }).Build()
+	require.NoError(t, err)
+	buf := make([]byte, 1024)
+	read := func(r io.Reader) int64 {
+		n, err := r.Read(buf)
+		require.NoError(t, err)
+		require.Positive(t, n)
+		return int64(n)
+	}
+
+	first, err := body.Open()
+	require.NoError(t, err)
+	defer first.Close()
+	a := read(first)
+	second, err := body.Open() // a retry, while the transport still reads the first
+	require.NoError(t, err)
+	b1 := read(second)
+	read(first) // a late read of the answered attempt: still served
+	b2 := read(second)
+	require.NoError(t, second.Close())
+
+	assert.Equal(t, []int64{a, b1, b1 + b2}, got, "no report from the earlier attempt once the newer one began")
+}
+
 func TestMissingFileIsNamedBeforeAnythingIsSent(t *testing.T) {
 	ok := writeFile(t, "ok.txt", []byte("x"))
 	var u upload.Builder
