@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,14 +110,13 @@ func TestUploadIsSentAgainInFullAfterRefresh(t *testing.T) {
 	require.NoError(t, err)
 	data := bytes.Repeat([]byte("abcdefgh"), 100_000)
 	p := writeFile(t, "big.dat", data)
-	var starts, last, final atomic.Int64
+	var mu sync.Mutex
+	var reports []int64
 	var u upload.Builder
-	body, err := u.File("file", p).Field("k", "v").Progress(func(sent, total int64) {
-		if sent <= last.Load() || last.Load() == 0 {
-			starts.Add(1) // progress went back to the start: a new attempt
-		}
-		last.Store(sent)
-		final.Store(total - sent)
+	body, err := u.File("file", p).Field("k", "v").Progress(func(sent, _ int64) {
+		mu.Lock()
+		reports = append(reports, sent)
+		mu.Unlock()
 	}).Build()
 	require.NoError(t, err)
 	resp, err := e.Upload(context.Background(), "/upload", body)
@@ -129,8 +129,20 @@ func TestUploadIsSentAgainInFullAfterRefresh(t *testing.T) {
 	assert.Equal(t, "v", ans.Parts[1].Value)
 	assert.Equal(t, 2, resp.Attempts)
 	assert.EqualValues(t, 1, api.Stats().Refreshes)
-	assert.EqualValues(t, 2, starts.Load(), "the body was opened from byte 0 twice")
-	assert.Zero(t, final.Load(), "progress reached the total")
+	// The first attempt may be answered before any of its body is read, so
+	// its reports may be missing; the replay's run from the start to the
+	// end without going back.
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, reports)
+	restarts := 0
+	for i := 1; i < len(reports); i++ {
+		if reports[i] <= reports[i-1] {
+			restarts++
+		}
+	}
+	assert.LessOrEqual(t, restarts, 1, "progress went back only for the replay: %v", reports)
+	assert.Equal(t, body.Size(), reports[len(reports)-1], "progress reached the total")
 }
 
 func TestProgressFollowsTheNewestAttempt(t *testing.T) {
