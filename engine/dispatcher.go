@@ -499,7 +499,9 @@ func (d *dispatcher) expire(cause error) {
 func (d *dispatcher) onEvent(ev any) {
 	switch ev := ev.(type) {
 	case refreshedEvent:
-		d.refreshing = false
+		// A token from before the latest demand (SetTokens racing a 401)
+		// does not end the wait for the refresh that demand asked for.
+		d.refreshing = d.refreshing && ev.gen <= d.demandGen
 		// Replay in the order the calls were submitted: each goes to the
 		// front, so the latest goes first.
 		var due []*call
