@@ -39,15 +39,8 @@ func TestRefreshStorm_OneRefreshForAThousandRequests(t *testing.T) {
 	e := newEngine(t, cfg)
 
 	ctx := ctxTimeout(t, 20*time.Second)
-	futures := make([]*engine.Future, 1000)
-	for i := range futures {
-		futures[i] = e.Submit(ctx, requests.New("GET", "/items", requests.WithQuery("id", itoa(i))))
-	}
-	for i, f := range futures {
-		resp, err := f.Await(ctx)
-		require.NoError(t, err, "request %d", i)
-		assert.Equal(t, 200, resp.Status)
-	}
+	futures := submitItems(ctx, e, 1000)
+	requireAllOK(t, ctx, futures)
 	assert.EqualValues(t, 1, srv.refreshCalls.Load(), "refresh calls")
 	assert.EqualValues(t, 1, e.Stats().Refreshes)
 	mu.Lock()
@@ -112,10 +105,7 @@ func TestQueuedRequestsWaitForTheRefreshInsteadOfCollecting401s(t *testing.T) {
 	e := newEngine(t, cfg)
 	ctx := ctxTimeout(t, 10*time.Second)
 
-	futures := make([]*engine.Future, 20)
-	for i := range futures {
-		futures[i] = e.Submit(ctx, requests.New("GET", "/items", requests.WithQuery("id", itoa(i))))
-	}
+	futures := submitItems(ctx, e, 20)
 	waitFor(t, "the refresh call", func() bool { return srv.refreshCalls.Load() == 1 })
 	// The worker is free, but every queued request would carry the token
 	// the server has just rejected.
@@ -123,11 +113,7 @@ func TestQueuedRequestsWaitForTheRefreshInsteadOfCollecting401s(t *testing.T) {
 		"requests sent with a token known to be rejected")
 	close(srv.refreshGate)
 
-	for i, f := range futures {
-		resp, err := f.Await(ctx)
-		require.NoError(t, err, "request %d", i)
-		assert.Equal(t, 200, resp.Status)
-	}
+	requireAllOK(t, ctx, futures)
 	assert.EqualValues(t, 1, rejected.Load(), "401s")
 	assert.EqualValues(t, 21, sent.Load(), "one rejected attempt and one per request")
 	assert.EqualValues(t, 1, srv.refreshCalls.Load())

@@ -16,6 +16,7 @@ import (
 	"github.com/courier-go/courier/engine"
 	"github.com/courier-go/courier/internal/demo"
 	"github.com/courier-go/courier/internal/fakeclock"
+	"github.com/courier-go/courier/requests"
 )
 
 // newEngine starts an engine for the test and closes it afterwards, checking
@@ -174,4 +175,23 @@ func newDemoAPI(t *testing.T) *demoAPI {
 type demoAPI struct {
 	*demo.Server
 	URL string
+}
+
+// submitItems submits n GETs of /items, each with its own id.
+func submitItems(ctx context.Context, e *engine.Engine, n int) []*engine.Future {
+	futures := make([]*engine.Future, n)
+	for i := range futures {
+		futures[i] = e.Submit(ctx, requests.New("GET", "/items", requests.WithQuery("id", itoa(i))))
+	}
+	return futures
+}
+
+// requireAllOK awaits every future and requires a 200 from each.
+func requireAllOK(t *testing.T, ctx context.Context, futures []*engine.Future) {
+	t.Helper()
+	for i, f := range futures {
+		resp, err := f.Await(ctx)
+		require.NoError(t, err, "request %d", i)
+		require.Equal(t, 200, resp.Status, "request %d", i)
+	}
 }
