@@ -160,31 +160,6 @@ func (e *Engine) TrySubmit(ctx context.Context, req *requests.Request) (*Future,
 	return f, nil
 }
 
-// prepare checks req and builds its future; ok is false when the future
-// has already failed.
-func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future, ok bool) {
-	f = newFuture(ctx, req)
-	e.stats.submitted.Add(1)
-	if err := req.Err(); err != nil {
-		e.settle(f, nil, err)
-		return f, false
-	}
-	u, err := e.resolve(req)
-	if err != nil {
-		e.settle(f, nil, err)
-		return f, false
-	}
-	f.url = u
-	f.urlStr = u.String()
-	f.sameOrigin = e.sameOrigin(u)
-	f.key = e.dedupKey(req, f.urlStr, u)
-	if err := ctx.Err(); err != nil {
-		e.settle(f, nil, err)
-		return f, false
-	}
-	return f, true
-}
-
 // Do is shorthand for Submit followed by Await with the same ctx.
 func (e *Engine) Do(ctx context.Context, req *requests.Request) (*requests.Response, error) {
 	return e.Submit(ctx, req).Await(ctx)
@@ -294,7 +269,7 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 // paused engine (after the session expired) accepts requests again.
 func (e *Engine) SetTokens(t Tokens) {
 	done := make(chan struct{})
-	e.actor.call(setTokensMsg{t: t, done: done}, done)
+	e.actor.ask(setTokensMsg{t: t, done: done}, done)
 	done = make(chan struct{})
 	if e.d.post(resumeMsg{done: done}) {
 		<-done
@@ -307,7 +282,7 @@ func (e *Engine) SetTokens(t Tokens) {
 // until [Engine.SetTokens].
 func (e *Engine) TerminateSession() {
 	done := make(chan struct{})
-	e.actor.call(clearTokensMsg{done: done}, done)
+	e.actor.ask(clearTokensMsg{done: done}, done)
 	done = make(chan struct{})
 	if e.d.post(terminateMsg{done: done}) {
 		<-done

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -15,6 +16,31 @@ import (
 // What Submit works out in the caller's goroutine before the dispatcher
 // sees a request: its absolute URL, whether it may carry the token, and the
 // key under which the dispatcher merges it with identical requests.
+
+// prepare checks req and builds its future; ok is false when the future
+// has already failed.
+func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future, ok bool) {
+	f = newFuture(ctx, req)
+	e.stats.submitted.Add(1)
+	if err := req.Err(); err != nil {
+		e.settle(f, nil, err)
+		return f, false
+	}
+	u, err := e.resolve(req)
+	if err != nil {
+		e.settle(f, nil, err)
+		return f, false
+	}
+	f.url = u
+	f.urlStr = u.String()
+	f.sameOrigin = e.sameOrigin(u)
+	f.key = e.dedupKey(req, f.urlStr, u)
+	if err := ctx.Err(); err != nil {
+		e.settle(f, nil, err)
+		return f, false
+	}
+	return f, true
+}
 
 // resolve returns the request's absolute URL with its query merged.
 func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {

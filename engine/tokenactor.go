@@ -1,46 +1,14 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/courier-go/courier/errors"
 )
-
-// tokenSnap is the published token state that workers read without a round
-// trip to the actor. It is immutable once published.
-type tokenSnap struct {
-	access string
-	header string // the auth header's value (scheme and token), "" without a token
-	gen    uint64 // bumped by every refresh, SetTokens and termination
-}
-
-// snapshot builds the published token state for access.
-func (s *settings) snapshot(access string, gen uint64) *tokenSnap {
-	t := &tokenSnap{access: access, gen: gen}
-	if access != "" {
-		t.header = s.authPrefix + access
-	}
-	return t
-}
-
-// maxExpiresIn is the longest token lifetime believed; longer ones are
-// ignored as nonsense.
-const maxExpiresIn = 366 * 24 * time.Hour
-
-// errTerminal marks a refresh failure that no retry can fix.
-type terminalError struct{ err error }
-
-func (t *terminalError) Error() string { return t.err.Error() }
-func (t *terminalError) Unwrap() error { return t.err }
 
 // Messages to the token actor.
 type (
@@ -68,25 +36,25 @@ type tokenActor struct {
 	cancel  context.CancelFunc
 
 	// Owned by the actor goroutine.
-	refresh    string // current refresh token
-	expiry     time.Time
-	expired    bool
-	refreshing bool
-	epoch      uint64 // bumped when tokens are replaced, voiding a running refresh
-	proactive  Timer
+	refreshToken string // current refresh token
+	expiry       time.Time
+	expired      bool
+	refreshing   bool
+	epoch        uint64 // bumped when tokens are replaced, voiding a running refresh
+	proactive    Timer
 }
 
 func newTokenActor(e *Engine) *tokenActor {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &tokenActor{
-		e:       e,
-		demands: make(chan uint64),
-		inbox:   make(chan any),
-		results: make(chan refreshResult),
-		stop:    make(chan struct{}),
-		ctx:     ctx,
-		cancel:  cancel,
-		refresh: e.s.Auth.RefreshToken,
+		e:            e,
+		demands:      make(chan uint64),
+		inbox:        make(chan any),
+		results:      make(chan refreshResult),
+		stop:         make(chan struct{}),
+		ctx:          ctx,
+		cancel:       cancel,
+		refreshToken: e.s.Auth.RefreshToken,
 	}
 	e.tokens.Store(e.s.snapshot(e.s.Auth.AccessToken, 1))
 	a.expiry = e.s.Auth.Expiry
@@ -94,7 +62,7 @@ func newTokenActor(e *Engine) *tokenActor {
 }
 
 // call delivers m to the actor and waits until it has been handled.
-func (a *tokenActor) call(m any, done chan struct{}) {
+func (a *tokenActor) ask(m any, done chan struct{}) {
 	select {
 	case a.inbox <- m:
 		<-done
@@ -123,7 +91,7 @@ func (a *tokenActor) run() {
 			}
 		case <-proactive:
 			a.proactive = nil
-			if !a.refreshing && !a.expired && a.refresh != "" {
+			if !a.refreshing && !a.expired && a.refreshToken != "" {
 				a.e.log.Debug().Msg("refreshing token before expiry")
 				a.start()
 			}
@@ -137,14 +105,14 @@ func (a *tokenActor) run() {
 			case setTokensMsg:
 				a.epoch++
 				a.expired = false
-				a.refresh = m.t.RefreshToken
+				a.refreshToken = m.t.RefreshToken
 				a.publish(m.t)
 				close(m.done)
 				a.tell(refreshedEvent{gen: a.e.tokens.Load().gen})
 			case clearTokensMsg:
 				a.epoch++
 				a.expired = true
-				a.refresh = ""
+				a.refreshToken = ""
 				a.publish(Tokens{})
 				close(m.done)
 			}
@@ -171,9 +139,9 @@ func (a *tokenActor) onResult(r refreshResult) {
 	switch {
 	case r.err == nil:
 		if r.t.RefreshToken == "" {
-			r.t.RefreshToken = a.refresh // not rotated
+			r.t.RefreshToken = a.refreshToken // not rotated
 		}
-		a.refresh = r.t.RefreshToken
+		a.refreshToken = r.t.RefreshToken
 		a.publish(r.t)
 		a.e.stats.refreshes.Add(1)
 		if fn := a.e.s.Auth.OnTokenRefreshed; fn != nil {
@@ -185,7 +153,7 @@ func (a *tokenActor) onResult(r refreshResult) {
 		a.tell(refreshedEvent{gen: a.e.tokens.Load().gen})
 	case errors.As(r.err, &term):
 		a.expired = true
-		a.refresh = ""
+		a.refreshToken = ""
 		a.epoch++
 		a.publish(Tokens{})
 		a.e.log.Warn().Err(r.err).Msg("refresh refused")
@@ -213,7 +181,7 @@ func (a *tokenActor) schedule() {
 		a.proactive.Stop()
 		a.proactive = nil
 	}
-	if a.expiry.IsZero() || !a.e.s.canRefresh() || a.refresh == "" {
+	if a.expiry.IsZero() || !a.e.s.canRefresh() || a.refreshToken == "" {
 		return
 	}
 	now := a.e.s.Clock.Now()
@@ -229,7 +197,7 @@ func (a *tokenActor) schedule() {
 // actor owns: the actor keeps answering while it runs.
 func (a *tokenActor) start() {
 	a.refreshing = true
-	rt, epoch := a.refresh, a.epoch
+	rt, epoch := a.refreshToken, a.epoch
 	go func() {
 		t, err := a.refreshWithRetries(rt)
 		a.results <- refreshResult{epoch: epoch, t: t, err: err}
@@ -290,7 +258,7 @@ func (a *tokenActor) refreshOnce(rt string) (t Tokens, err error) {
 	if rt == "" {
 		return Tokens{}, &terminalError{fmt.Errorf("refresh: no refresh token")}
 	}
-	req, err := a.newRefreshRequest(ctx, rt)
+	req, err := newRefreshRequest(ctx, s, rt)
 	if err != nil {
 		return Tokens{}, &terminalError{err}
 	}
@@ -318,96 +286,3 @@ func (a *tokenActor) refreshOnce(rt string) (t Tokens, err error) {
 	}
 	return t, nil
 }
-
-func (a *tokenActor) newRefreshRequest(ctx context.Context, rt string) (*http.Request, error) {
-	s := a.e.s
-	rc := s.Auth.Refresh
-	u, err := s.base.Parse(rc.Path)
-	if err != nil {
-		return nil, fmt.Errorf("refresh: path %q: %w", rc.Path, err)
-	}
-	var body io.Reader
-	var ctype string
-	if rc.Form {
-		form := url.Values{}
-		for k, v := range rc.Body {
-			form.Set(k, fmt.Sprint(v))
-		}
-		form.Set("grant_type", "refresh_token")
-		form.Set(rc.RefreshTokenField, rt)
-		if rc.ClientAuth == ClientAuthPost && rc.ClientID != "" {
-			form.Set("client_id", rc.ClientID)
-			form.Set("client_secret", rc.ClientSecret)
-		}
-		body, ctype = strings.NewReader(form.Encode()), "application/x-www-form-urlencoded"
-	} else {
-		fields := make(map[string]any, len(rc.Body)+1)
-		for k, v := range rc.Body {
-			fields[k] = v
-		}
-		fields[rc.RefreshTokenField] = rt
-		b, err := json.Marshal(fields)
-		if err != nil {
-			return nil, fmt.Errorf("refresh: body: %w", err)
-		}
-		body, ctype = bytes.NewReader(b), "application/json"
-	}
-	req, err := http.NewRequestWithContext(ctx, rc.Method, u.String(), body)
-	if err != nil {
-		return nil, fmt.Errorf("refresh: %w", err)
-	}
-	for k, vs := range s.Headers {
-		req.Header[k] = append([]string(nil), vs...)
-	}
-	for k, vs := range rc.Headers {
-		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
-	}
-	req.Header.Set("Content-Type", ctype)
-	req.Header.Set("Accept", "application/json")
-	if rc.ClientID != "" && rc.ClientAuth == ClientAuthBasic {
-		// RFC 6749 section 2.3.1: form-encode each part before Basic.
-		req.SetBasicAuth(url.QueryEscape(rc.ClientID), url.QueryEscape(rc.ClientSecret))
-	}
-	return req, nil
-}
-
-// FieldTokenParser returns a [TokenParser] for JSON answers shaped like RFC
-// 6749 section 5.1, with the access and refresh tokens under the given
-// field names. expires_in (seconds, a number or a numeric string) is read
-// when it is sane: negative, zero or absurdly large values are ignored.
-func FieldTokenParser(accessField, refreshField string) TokenParser {
-	return func(body []byte) (Tokens, error) {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(body, &m); err != nil {
-			return Tokens{}, fmt.Errorf("token answer is not a JSON object: %w", err)
-		}
-		var t Tokens
-		raw, ok := m[accessField]
-		if !ok {
-			return Tokens{}, fmt.Errorf("token answer has no %q field", accessField)
-		}
-		if err := json.Unmarshal(raw, &t.AccessToken); err != nil || t.AccessToken == "" {
-			return Tokens{}, fmt.Errorf("token answer's %q is not a non-empty string", accessField)
-		}
-		if raw, ok := m[refreshField]; ok {
-			if err := json.Unmarshal(raw, &t.RefreshToken); err != nil {
-				return Tokens{}, fmt.Errorf("token answer's %q is not a string", refreshField)
-			}
-		}
-		if raw, ok := m["expires_in"]; ok {
-			var n json.Number
-			dec := json.NewDecoder(bytes.NewReader(bytes.Trim(raw, `"`)))
-			dec.UseNumber()
-			if dec.Decode(&n) == nil {
-				if secs, err := n.Float64(); err == nil && secs > 0 && secs <= maxExpiresIn.Seconds() {
-					t.ExpiresIn = time.Duration(secs * float64(time.Second))
-				}
-			}
-		}
-		return t, nil
-	}
-}
-
-// DefaultTokenParser reads RFC 6749 section 5.1 answers: access_token, an
-// optional rotated refresh_token, and expires_in.
-var DefaultTokenParser = FieldTokenParser("access_token", "refresh_token")

@@ -17,6 +17,14 @@ import (
 // can be reused; past it the connection is closed instead.
 const drainLimit = 256 << 10
 
+// slot is one worker's mailbox. The dispatcher puts a job in it only when
+// the worker is idle, so the send never blocks; the worker reports back
+// through the inbox and is idle again once the dispatcher has read the
+// report.
+type slot struct {
+	jobs chan job // size 1; closed when the dispatcher exits
+}
+
 // worker runs the attempts the dispatcher puts in its slot until the
 // dispatcher closes it.
 func (e *Engine) worker(w *slot) {

@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// Tokens is a session's credentials, a plain value. The zero value is no
+// session: SetTokens(Tokens{}) clears the tokens but keeps the engine
+// accepting requests.
+type Tokens struct {
+	AccessToken  string
+	RefreshToken string
+	// Expiry is when the access token stops working; zero when unknown.
+	Expiry time.Time
+	// ExpiresIn is the token's lifetime from when it was issued, used when
+	// Expiry is zero (token parsers report lifetimes, not instants).
+	ExpiresIn time.Duration
+}
+
+// Refresher obtains new tokens from a refresh token, for APIs whose refresh
+// does not fit [RefreshConfig]. An error that matches ErrSessionExpired ends
+// the session; any other error is treated as transient and retried.
+type Refresher func(ctx context.Context, refreshToken string) (Tokens, error)
+
+// TokenParser reads a refresh endpoint's 2xx answer. An error ends the
+// session: an answer that cannot be parsed will not parse on retry either.
+type TokenParser func(body []byte) (Tokens, error)
+
+// AuthFailedFunc reports whether an answer means the token was rejected and
+// a refresh should be tried.
+type AuthFailedFunc func(status int, header http.Header) bool
+
+// DefaultAuthFailed treats 401 as a rejected token. 403 means the token is
+// valid but not allowed, so it does not trigger a refresh.
+func DefaultAuthFailed(status int, _ http.Header) bool { return status == http.StatusUnauthorized }
+
+// Auth configures how tokens are attached and refreshed. The zero value
+// sends no token and treats a 401 as final.
+type Auth struct {
+	// AccessToken and RefreshToken start the first session. Both may be
+	// empty and set later with SetTokens.
+	AccessToken  string
+	RefreshToken string
+	// Expiry of the first access token, when known; it enables a proactive
+	// refresh shortly before.
+	Expiry time.Time
+
+	// Header carries the token. If empty, "Authorization".
+	Header string
+	// Scheme precedes the token. If empty, "Bearer" when Header is
+	// Authorization and nothing otherwise (X-API-Key: <token>).
+	Scheme string
+
+	// Refresh configures an HTTP refresh endpoint. Refresher replaces it
+	// with a function. Set at most one; with neither, a 401 is final.
+	Refresh   *RefreshConfig
+	Refresher Refresher
+
+	// AuthFailed decides which answers trigger a refresh. If nil,
+	// DefaultAuthFailed.
+	AuthFailed AuthFailedFunc
+
+	// RefreshBefore is how long before a known expiry the token is refreshed
+	// proactively. If zero, a tenth of the token's lifetime, at most 30s.
+	RefreshBefore time.Duration
+
+	// OnSessionExpired is called once each time a session ends, whether the
+	// refresh token was refused or TerminateSession was called.
+	OnSessionExpired func()
+	// OnTokenRefreshed is called after each refresh with the new tokens, so
+	// they can be persisted. It runs on the engine's hook goroutine.
+	OnTokenRefreshed func(Tokens)
+}
+
+// ClientAuth says how OAuth 2.0 client credentials are sent with a refresh.
+type ClientAuth int
+
+const (
+	// ClientAuthBasic sends client credentials as HTTP Basic auth.
+	ClientAuthBasic ClientAuth = iota
+	// ClientAuthPost sends them as client_id and client_secret form fields.
+	ClientAuthPost
+)
+
+// RefreshConfig describes a refresh endpoint. Only Path is required: the
+// zero value of every other field is its documented default.
+type RefreshConfig struct {
+	// Path of the refresh endpoint, resolved against BaseURL. Required.
+	Path string
+	// Method; if empty, POST.
+	Method string
+	// Body holds extra fields sent with the refresh token, as JSON fields,
+	// or as form fields when Form is set.
+	Body map[string]any
+	// Headers sent with the refresh call.
+	Headers http.Header
+	// Form sends the refresh as RFC 6749 section 6 does:
+	// grant_type=refresh_token&refresh_token=... form-encoded. Otherwise a
+	// JSON object with the Body fields and RefreshTokenField is sent.
+	Form bool
+	// ClientID and ClientSecret, when set, are sent as ClientAuth says.
+	ClientID     string
+	ClientSecret string
+	ClientAuth   ClientAuth
+	// AccessTokenField and RefreshTokenField name the JSON fields of the
+	// answer (and RefreshTokenField the request field). If empty,
+	// "access_token" and "refresh_token".
+	AccessTokenField  string
+	RefreshTokenField string
+	// Parser reads the answer. If nil, a parser for RFC 6749 section 5.1
+	// answers using the two field names above.
+	Parser TokenParser
+	// MaxAttempts bounds tries on transient failures (network errors, 5xx,
+	// 429). If zero, DefaultRefreshAttempts.
+	MaxAttempts int
+}
+
+// tokenSnap is the published token state that workers read without a round
+// trip to the actor. It is immutable once published.
+type tokenSnap struct {
+	access string
+	header string // the auth header's value (scheme and token), "" without a token
+	gen    uint64 // bumped by every refresh, SetTokens and termination
+}
+
+// snapshot builds the published token state for access.
+func (s *settings) snapshot(access string, gen uint64) *tokenSnap {
+	t := &tokenSnap{access: access, gen: gen}
+	if access != "" {
+		t.header = s.authPrefix + access
+	}
+	return t
+}

@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// The refresh wire protocol: the request a refresh sends and the parsing of
+// its answer. Nothing here holds state; the token actor decides when to
+// refresh.
+
+// maxExpiresIn is the longest token lifetime believed; longer ones are
+// ignored as nonsense.
+const maxExpiresIn = 366 * 24 * time.Hour
+
+// errTerminal marks a refresh failure that no retry can fix.
+type terminalError struct{ err error }
+
+func (t *terminalError) Error() string { return t.err.Error() }
+func (t *terminalError) Unwrap() error { return t.err }
+
+// newRefreshRequest builds the refresh call for refresh token rt.
+func newRefreshRequest(ctx context.Context, s *settings, rt string) (*http.Request, error) {
+	rc := s.Auth.Refresh
+	u, err := s.base.Parse(rc.Path)
+	if err != nil {
+		return nil, fmt.Errorf("refresh: path %q: %w", rc.Path, err)
+	}
+	var body io.Reader
+	var ctype string
+	if rc.Form {
+		form := url.Values{}
+		for k, v := range rc.Body {
+			form.Set(k, fmt.Sprint(v))
+		}
+		form.Set("grant_type", "refresh_token")
+		form.Set(rc.RefreshTokenField, rt)
+		if rc.ClientAuth == ClientAuthPost && rc.ClientID != "" {
+			form.Set("client_id", rc.ClientID)
+			form.Set("client_secret", rc.ClientSecret)
+		}
+		body, ctype = strings.NewReader(form.Encode()), "application/x-www-form-urlencoded"
+	} else {
+		fields := make(map[string]any, len(rc.Body)+1)
+		for k, v := range rc.Body {
+			fields[k] = v
+		}
+		fields[rc.RefreshTokenField] = rt
+		b, err := json.Marshal(fields)
+		if err != nil {
+			return nil, fmt.Errorf("refresh: body: %w", err)
+		}
+		body, ctype = bytes.NewReader(b), "application/json"
+	}
+	req, err := http.NewRequestWithContext(ctx, rc.Method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("refresh: %w", err)
+	}
+	for k, vs := range s.Headers {
+		req.Header[k] = append([]string(nil), vs...)
+	}
+	for k, vs := range rc.Headers {
+		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	req.Header.Set("Content-Type", ctype)
+	req.Header.Set("Accept", "application/json")
+	if rc.ClientID != "" && rc.ClientAuth == ClientAuthBasic {
+		// RFC 6749 section 2.3.1: form-encode each part before Basic.
+		req.SetBasicAuth(url.QueryEscape(rc.ClientID), url.QueryEscape(rc.ClientSecret))
+	}
+	return req, nil
+}
+
+// FieldTokenParser returns a [TokenParser] for JSON answers shaped like RFC
+// 6749 section 5.1, with the access and refresh tokens under the given
+// field names. expires_in (seconds, a number or a numeric string) is read
+// when it is sane: negative, zero or absurdly large values are ignored.
+func FieldTokenParser(accessField, refreshField string) TokenParser {
+	return func(body []byte) (Tokens, error) {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil {
+			return Tokens{}, fmt.Errorf("token answer is not a JSON object: %w", err)
+		}
+		var t Tokens
+		raw, ok := m[accessField]
+		if !ok {
+			return Tokens{}, fmt.Errorf("token answer has no %q field", accessField)
+		}
+		if err := json.Unmarshal(raw, &t.AccessToken); err != nil || t.AccessToken == "" {
+			return Tokens{}, fmt.Errorf("token answer's %q is not a non-empty string", accessField)
+		}
+		if raw, ok := m[refreshField]; ok {
+			if err := json.Unmarshal(raw, &t.RefreshToken); err != nil {
+				return Tokens{}, fmt.Errorf("token answer's %q is not a string", refreshField)
+			}
+		}
+		if raw, ok := m["expires_in"]; ok {
+			var n json.Number
+			dec := json.NewDecoder(bytes.NewReader(bytes.Trim(raw, `"`)))
+			dec.UseNumber()
+			if dec.Decode(&n) == nil {
+				if secs, err := n.Float64(); err == nil && secs > 0 && secs <= maxExpiresIn.Seconds() {
+					t.ExpiresIn = time.Duration(secs * float64(time.Second))
+				}
+			}
+		}
+		return t, nil
+	}
+}
+
+// DefaultTokenParser reads RFC 6749 section 5.1 answers: access_token, an
+// optional rotated refresh_token, and expires_in.
+var DefaultTokenParser = FieldTokenParser("access_token", "refresh_token")
