@@ -2,8 +2,9 @@
 // also holds courier's sentinels and error types, so code that handles
 // courier's failures needs no import alias.
 //
-// [Is], [As], [New], [Join] and [Unwrap] are the standard functions. The
-// sentinels ([ErrSessionExpired], [ErrRefreshFailed], [ErrQueueFull],
+// [Is], [As], [AsType], [New], [Join], [Unwrap] and [ErrUnsupported] are
+// the standard package's, all of them (a test compares the two packages'
+// exported names). The sentinels ([ErrSessionExpired], [ErrRefreshFailed], [ErrQueueFull],
 // [ErrClosed], [ErrResponseTooLarge], [ErrRetryBudgetExhausted]) are matched
 // with [Is]; the types ([HTTPError], [RequestError], [PanicError]) are
 // extracted with [As]. Every error a courier future fails with matches at
