@@ -47,6 +47,13 @@ type Auth struct {
 	// refresh shortly before.
 	Expiry time.Time
 
+	// Store is the source of truth for the tokens, shared by every engine
+	// that uses the same store (see [TokenStore]). If nil, the engine uses
+	// a [MemoryStore] of its own. When the store already holds a session
+	// (a generation above 0) it wins over AccessToken, RefreshToken and
+	// Expiry; when it is empty, they are written to it.
+	Store TokenStore
+
 	// Header carries the token. If empty, "Authorization".
 	Header string
 	// Scheme precedes the token. If empty, "Bearer" when Header is

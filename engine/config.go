@@ -238,6 +238,11 @@ func (c Config) validate() (*settings, error) {
 	if strings.ContainsAny(a.AccessToken+a.Scheme, "\r\n") {
 		bad("Auth.AccessToken or Auth.Scheme contains a line break")
 	}
+	if a.Store != nil {
+		// The token actor does not use a store yet; refusing it beats
+		// ignoring it.
+		bad("Auth.Store is not wired into the token actor yet")
+	}
 	if a.Refresh != nil && a.Refresher != nil {
 		bad("Auth.Refresh and Auth.Refresher are both set; choose one")
 	}
