@@ -1,0 +1,120 @@
+package fleet
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// PasswordEnv is the environment variable that holds the Redis password. It
+// is the way to pass a password without writing it in a URL on a command
+// line, where other users of the machine can read it.
+const PasswordEnv = "COURIER_REDIS_PASSWORD"
+
+// Connection defaults that [ParseURL] sets unless the URL's query sets them.
+// They are short, because every fleet operation has a local fallback and
+// waiting long on an unreachable Redis helps nobody.
+const (
+	DefaultDialTimeout  = 2 * time.Second
+	DefaultReadTimeout  = time.Second
+	DefaultWriteTimeout = time.Second
+)
+
+// URLError reports a Redis URL that cannot be used. Its message names what is
+// wrong, with the URL's password (if any) redacted.
+type URLError struct {
+	URL    string // the URL, redacted by [RedactURL]
+	Reason string
+}
+
+func (e *URLError) Error() string {
+	return fmt.Sprintf("redis URL %q: %s", e.URL, e.Reason)
+}
+
+// ParseURL turns a Redis URL into client options:
+//
+//	redis://[user[:password]@]host[:port][/db][?option=value...]
+//	rediss://...  (the same, over TLS)
+//	unix://[user[:password]@]/path/to/socket[?db=N&...]
+//
+// The query takes go-redis's options (dial_timeout, read_timeout, pool_size,
+// ...). The password comes from the environment variable [PasswordEnv] when
+// it is set, and from the URL otherwise. Errors never contain the password.
+//
+// Unless the URL says otherwise, ParseURL sets short timeouts
+// ([DefaultDialTimeout] and friends), lets contexts bound every command, and
+// turns off go-redis's own retries: a script that ran but whose answer was
+// lost must not silently run twice.
+func ParseURL(raw string) (*redis.Options, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse's error quotes the whole URL, password included.
+		return nil, &URLError{URL: RedactURL(raw), Reason: "not a URL"}
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+	case "":
+		return nil, &URLError{URL: RedactURL(raw), Reason: "no scheme; want redis://, rediss:// or unix://"}
+	default:
+		return nil, &URLError{URL: RedactURL(raw), Reason: fmt.Sprintf("scheme %q; want redis://, rediss:// or unix://", u.Scheme)}
+	}
+	if u.Scheme != "unix" && u.Host == "" {
+		return nil, &URLError{URL: RedactURL(raw), Reason: "no host"}
+	}
+	opts, err := redis.ParseURL(raw)
+	if err != nil {
+		// go-redis's messages name the bad part (scheme, path, db,
+		// option), never the user info.
+		reason := strings.TrimPrefix(err.Error(), "redis: ")
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			reason = strings.ReplaceAll(reason, pw, "xxxxx")
+		}
+		return nil, &URLError{URL: RedactURL(raw), Reason: reason}
+	}
+	if pw := os.Getenv(PasswordEnv); pw != "" {
+		opts.Password = pw
+	}
+	q := u.Query()
+	if !q.Has("dial_timeout") {
+		opts.DialTimeout = DefaultDialTimeout
+	}
+	if !q.Has("read_timeout") {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
+	if !q.Has("write_timeout") {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if !q.Has("max_retries") {
+		opts.MaxRetries = -1
+	}
+	opts.ContextTimeoutEnabled = true
+	// No CLIENT SETINFO round trip on every new connection.
+	opts.DisableIdentity = true
+	return opts, nil
+}
+
+// NewClient returns a Redis client for the URL (see [ParseURL]). It does not
+// connect: the first command does, and [redis.Client.Ping] checks the
+// connection. The caller closes the client.
+func NewClient(raw string) (*redis.Client, error) {
+	opts, err := ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(opts), nil
+}
+
+// RedactURL returns the URL with its password, if any, replaced by "xxxxx",
+// for logs and error messages. A string that does not parse as a URL is
+// replaced entirely, since it might be a password.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	return u.Redacted()
+}
