@@ -40,6 +40,9 @@ type call struct {
 	state    callState
 	attempts int // attempts sent so far
 	retries  int // attempts that were retries
+	// retryCost is what the call's retries took from the retry budget,
+	// refunded when it succeeds.
+	retryCost int
 	// replays counts the times the call was replayed after its token was
 	// replaced; replayAttempt is the number of the latest replay attempt.
 	// A 401 on a replay attempt once maxReplays is reached is final, so a

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -22,8 +23,10 @@ const (
 	DefaultBaseDelay        = 100 * time.Millisecond
 	DefaultMaxDelay         = 10 * time.Second
 	DefaultMaxRetryAfter    = 60 * time.Second
-	DefaultBudgetRatio      = 0.2
-	DefaultBudgetFloor      = 10
+	DefaultBudgetCapacity   = 500
+	DefaultRetryCost        = 5
+	DefaultTimeoutCost      = 10
+	DefaultRefund           = 1
 	DefaultRefreshAttempts  = 3
 )
 
@@ -128,21 +131,40 @@ type Retry struct {
 	// MaxRetryAfter caps the wait a Retry-After header may ask for. If zero,
 	// DefaultMaxRetryAfter.
 	MaxRetryAfter time.Duration
-	// Budget limits retries to a share of recent traffic.
+	// Budget stops retry storms against a server that is down.
 	Budget Budget
 }
 
-// Budget limits retries so that a failing server is not hit by a storm:
-// each request earns Ratio retries, and Floor retries per second are always
-// allowed. A retry the budget refuses fails with ErrRetryBudgetExhausted.
-// The zero value is the default budget, on.
+// Budget is the retry quota shared by every request of an engine, as the
+// AWS SDKs' standard retry mode has it: a bucket of Capacity tokens that
+// starts full. A retry takes RetryCost tokens out (TimeoutCost when the
+// failed attempt timed out or its connection failed); a request that
+// succeeds on its first attempt puts Refund back, and one that succeeds
+// after retries puts back what its retries took. A retry the bucket cannot
+// pay is not sent: the request fails with ErrRetryBudgetExhausted wrapping
+// its last error.
+//
+// So a burst of ordinary flakiness is paid from the full bucket (100
+// requests each failing once cost 500 and are refunded as they succeed),
+// while n requests to a server that is down make at most
+// n + Capacity/RetryCost upstream calls. The zero value is the default
+// budget, on; each zero field means its default.
 type Budget struct {
-	// Ratio of retries to requests. If zero, DefaultBudgetRatio.
-	Ratio float64
-	// Floor is the retries per second allowed whatever the ratio. If zero,
-	// DefaultBudgetFloor.
-	Floor int
-	// Disabled turns the budget off.
+	// Capacity is the size of the bucket, and what it holds at the start.
+	// If zero, DefaultBudgetCapacity.
+	Capacity int
+	// RetryCost is what a retry after an answer (a 503, say) takes. If
+	// zero, DefaultRetryCost.
+	RetryCost int
+	// TimeoutCost is what a retry after an attempt that got no answer (a
+	// timeout, a refused or reset connection) takes. If zero,
+	// DefaultTimeoutCost.
+	TimeoutCost int
+	// Refund is what a request that succeeds on its first attempt puts
+	// back. If zero, DefaultRefund.
+	Refund int
+	// Disabled turns the budget off: retries are limited by
+	// Retry.MaxAttempts alone.
 	Disabled bool
 }
 
@@ -203,12 +225,12 @@ func (c Config) validate() (*settings, error) {
 	nonNeg("Retry.BaseDelay", int64(c.Retry.BaseDelay))
 	nonNeg("Retry.MaxDelay", int64(c.Retry.MaxDelay))
 	nonNeg("Retry.MaxRetryAfter", int64(c.Retry.MaxRetryAfter))
-	nonNeg("Retry.Budget.Floor", int64(c.Retry.Budget.Floor))
+	nonNeg("Retry.Budget.Capacity", int64(c.Retry.Budget.Capacity))
+	nonNeg("Retry.Budget.RetryCost", int64(c.Retry.Budget.RetryCost))
+	nonNeg("Retry.Budget.TimeoutCost", int64(c.Retry.Budget.TimeoutCost))
+	nonNeg("Retry.Budget.Refund", int64(c.Retry.Budget.Refund))
 	nonNeg("RateLimit.Burst", int64(c.RateLimit.Burst))
 	nonNeg("Auth.RefreshBefore", int64(c.Auth.RefreshBefore))
-	if c.Retry.Budget.Ratio < 0 {
-		bad("Retry.Budget.Ratio is negative (%g)", c.Retry.Budget.Ratio)
-	}
 	if c.RateLimit.PerSecond < 0 {
 		bad("RateLimit.PerSecond is negative (%g)", c.RateLimit.PerSecond)
 	}
@@ -301,12 +323,11 @@ func (c Config) validate() (*settings, error) {
 	if r.MaxRetryAfter == 0 {
 		r.MaxRetryAfter = DefaultMaxRetryAfter
 	}
-	if r.Budget.Ratio == 0 {
-		r.Budget.Ratio = DefaultBudgetRatio
-	}
-	if r.Budget.Floor == 0 {
-		r.Budget.Floor = DefaultBudgetFloor
-	}
+	b := &r.Budget
+	b.Capacity = cmp.Or(b.Capacity, DefaultBudgetCapacity)
+	b.RetryCost = cmp.Or(b.RetryCost, DefaultRetryCost)
+	b.TimeoutCost = cmp.Or(b.TimeoutCost, DefaultTimeoutCost)
+	b.Refund = cmp.Or(b.Refund, DefaultRefund)
 	if s.Clock == nil {
 		s.Clock = SystemClock
 	}

@@ -282,7 +282,6 @@ func (d *dispatcher) onSubmit(f *Future) {
 	if c.key != "" {
 		d.dedup[c.key] = c
 	}
-	d.budget.deposit()
 	d.queue.pushBack(c)
 	d.e.stats.queued.Add(1)
 	d.watch(f)
@@ -440,6 +439,7 @@ func (d *dispatcher) onOutcome(o *outcome) {
 		d.demandPending = true
 		d.demandGen = max(d.demandGen, o.gen)
 	case o.err == nil:
+		d.budget.succeeded(c.retryCost)
 		d.finish(c, o.resp, nil)
 	case o.retry && c.retries+1 < s.Retry.MaxAttempts:
 		d.scheduleRetry(c, o)
@@ -450,7 +450,6 @@ func (d *dispatcher) onOutcome(o *outcome) {
 
 func (d *dispatcher) scheduleRetry(c *call, o *outcome) {
 	s := d.e.s
-	now := s.Clock.Now()
 	var wait time.Duration
 	if o.hasAfter {
 		wait = o.retryAfter
@@ -471,10 +470,12 @@ func (d *dispatcher) scheduleRetry(c *call, o *outcome) {
 			return
 		}
 	}
-	if !d.budget.withdraw(now) {
+	cost, ok := d.budget.withdraw(o.resp == nil)
+	if !ok {
 		d.finish(c, o.resp, fmt.Errorf("%w: %w", errors.ErrRetryBudgetExhausted, o.err))
 		return
 	}
+	c.retryCost += cost
 	c.retries++
 	d.e.stats.retries.Add(1)
 	d.e.log.Debug().Str("method", c.req.MethodOrGet()).Str("path", c.url.Path).

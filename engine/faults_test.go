@@ -175,52 +175,6 @@ func TestRetryAfterMatrix(t *testing.T) {
 	}
 }
 
-func TestRetryBudgetExhaustsThenRecovers(t *testing.T) {
-	var failing atomic.Bool
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		if failing.Load() {
-			w.WriteHeader(503)
-		}
-	}))
-	defer srv.Close()
-	clock := newFakeClock() // frozen: the floor never refills, only the ratio earns retries
-	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, Retry: engine.Retry{
-		Backoff: func(int, time.Duration, time.Duration) time.Duration { return 0 },
-		Budget:  engine.Budget{Ratio: 0.2, Floor: 10},
-	}})
-	ctx := ctxTimeout(t, 10*time.Second)
-	get := func(i int) error {
-		_, err := e.Get(ctx, "/x", requests.WithQuery("i", itoa(i)))
-		return err
-	}
-
-	failing.Store(true)
-	const storm = 300
-	exhausted := 0
-	for i := range storm {
-		if err := get(i); errors.Is(err, errors.ErrRetryBudgetExhausted) {
-			exhausted++
-		}
-	}
-	stormCalls := calls.Load()
-	t.Logf("sustained 503: %d calls for %d requests (no budget: %d); %d exhausted", stormCalls, storm, 3*storm, exhausted)
-	assert.Less(t, stormCalls, int64(storm*3/2), "far fewer upstream calls than attempts x requests")
-	assert.Greater(t, exhausted, storm/2)
-
-	failing.Store(false)
-	for i := range 100 {
-		require.NoError(t, get(1000+i)) // each success earns 0.2 retries
-	}
-	failing.Store(true)
-	before := calls.Load()
-	err := get(5000)
-	require.Error(t, err)
-	assert.NotErrorIs(t, err, errors.ErrRetryBudgetExhausted, "successes refilled the budget")
-	assert.EqualValues(t, 3, calls.Load()-before, "retried again")
-}
-
 func TestAuthFaults(t *testing.T) {
 	t.Run("slow refresh: requests wait, deadlines hold", func(t *testing.T) {
 		srv := newAuthServer(t, nil)

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/requests"
 )
@@ -151,38 +149,60 @@ func (e *Engine) backoff(n int) (wait time.Duration, err error) {
 	return max(r.Backoff(n, r.BaseDelay, r.MaxDelay), 0), nil
 }
 
-// budget is the retry budget. Owned by the dispatcher goroutine.
+// budget is the retry quota of the AWS SDKs' standard retry mode: a bucket
+// that starts full; each retry takes its cost out, and successes put some
+// back. A server that is down drains it and retries stop; ordinary
+// flakiness, even a burst of it at the start of a batch, is paid for out of
+// the full bucket and refunded as the retries succeed.
+//
+// Owned by the dispatcher goroutine.
 type budget struct {
-	disabled bool
-	ratio    float64
-	balance  float64
-	maxBal   float64
-	floor    *rate.Limiter
+	disabled    bool
+	capacity    int
+	balance     int
+	retryCost   int
+	timeoutCost int
+	refund      int
 }
 
 func newBudget(b Budget) *budget {
 	return &budget{
-		disabled: b.Disabled,
-		ratio:    b.Ratio,
-		maxBal:   max(float64(b.Floor), b.Ratio*1000),
-		floor:    rate.NewLimiter(rate.Limit(b.Floor), b.Floor),
+		disabled:    b.Disabled,
+		capacity:    b.Capacity,
+		balance:     b.Capacity,
+		retryCost:   b.RetryCost,
+		timeoutCost: b.TimeoutCost,
+		refund:      b.Refund,
 	}
 }
 
-// deposit credits one new request.
-func (b *budget) deposit() { b.balance = min(b.balance+b.ratio, b.maxBal) }
-
-// withdraw reports whether one retry may go, and spends it.
-func (b *budget) withdraw(now time.Time) bool {
+// withdraw reports whether a retry after a failed attempt may go, and takes
+// its cost: TimeoutCost when the attempt got no answer (it timed out or the
+// connection failed), RetryCost otherwise. It returns what it took, for
+// the refund when the request succeeds.
+func (b *budget) withdraw(noAnswer bool) (cost int, ok bool) {
 	if b.disabled {
-		return true
+		return 0, true
 	}
-	if b.floor.AllowN(now, 1) {
-		return true
+	cost = b.retryCost
+	if noAnswer {
+		cost = b.timeoutCost
 	}
-	if b.balance >= 1 {
-		b.balance--
-		return true
+	if cost > b.balance {
+		return 0, false
 	}
-	return false
+	b.balance -= cost
+	return cost, true
+}
+
+// succeeded refunds a request that succeeded: what its retries cost, or
+// Refund when it needed none. The bucket never grows past its capacity.
+func (b *budget) succeeded(spent int) {
+	if b.disabled {
+		return
+	}
+	if spent == 0 {
+		spent = b.refund
+	}
+	b.balance = min(b.balance+spent, b.capacity)
 }

@@ -141,34 +141,6 @@ func TestPOSTRetriedOnConnectionRefused(t *testing.T) {
 	assert.EqualValues(t, 2, e.Stats().Retries)
 }
 
-func TestRetryBudgetStopsStorms(t *testing.T) {
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		w.WriteHeader(503)
-	}))
-	defer srv.Close()
-	clock := newFakeClock() // frozen: the floor does not refill
-	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, Workers: 4,
-		Retry: engine.Retry{MaxAttempts: 3, Backoff: func(int, time.Duration, time.Duration) time.Duration { return 0 },
-			Budget: engine.Budget{Ratio: 0.1, Floor: 5}}})
-	ctx := ctxTimeout(t, 10*time.Second)
-	const n = 200
-	var exhausted int
-	for i := range n {
-		_, err := e.Get(ctx, "/x", requests.WithQuery("i", itoa(i)))
-		require.Error(t, err)
-		if errors.Is(err, errors.ErrRetryBudgetExhausted) {
-			var he *errors.HTTPError
-			require.ErrorAs(t, err, &he, "the last answer is kept")
-			exhausted++
-		}
-	}
-	// Without a budget: 3 calls each. With it: n + floor + ratio·n.
-	assert.LessOrEqual(t, calls.Load(), int64(n+5+n/10+1))
-	assert.Greater(t, exhausted, n/2)
-}
-
 func TestRateLimitPacesEveryAttempt(t *testing.T) {
 	var calls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
