@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/courier-go/courier/requests"
@@ -20,21 +19,26 @@ const (
 )
 
 // call is one upstream request and every future waiting on it (the first
-// submitter and its dedup followers). Apart from the fields marked
-// immutable, a call is owned by the dispatcher goroutine; a worker reads
-// only the immutable fields and the job it was handed.
+// submitter and its dedup followers).
+//
+// Each field has one regime. The first group is written by the dispatcher
+// when it admits the call, before any worker sees it, and is read-only from
+// then on: workers read it freely. Everything else is owned by the
+// dispatcher goroutine and never touched by another. A worker learns what
+// to do from its [job] and tells what happened with an [outcome]; it never
+// writes into a call.
 type call struct {
-	req        *requests.Request // immutable
-	url        *url.URL          // immutable; absolute
-	urlStr     string            // immutable; url as a string
-	sameOrigin bool              // immutable; url has the base URL's origin
-	key        string            // immutable; dedup key, "" when not shared
-	base       context.Context   // immutable; the first waiter's values, never cancelled
+	// Read-only once admitted.
+	req        *requests.Request
+	url        *url.URL        // absolute
+	urlStr     string          // url as a string
+	sameOrigin bool            // url has the base URL's origin: the token may go
+	key        string          // dedup key, "" when not shared
+	base       context.Context // the first waiter's values, never cancelled
+	admitted   time.Time
+	seq        uint64 // order of admission
 
-	mu        sync.Mutex         // protects abandoned and stop
-	abandoned bool               // nobody waits any more; attempts must stop
-	stop      context.CancelFunc // cancels the running attempt
-
+	// Owned by the dispatcher goroutine.
 	waiters  []*Future
 	w1       [1]*Future // backing for the first waiter, saving an allocation
 	state    callState
@@ -51,16 +55,13 @@ type call struct {
 	replayAttempt int
 	gen           uint64 // token generation of the latest attempt
 	timer         Timer  // backoff timer while in stateBackoff
-	admitted      time.Time
-	seq           uint64 // order of admission
-
-	prev, next *call // links in the dispatcher's live list
-	slot       *slot // the worker running the call's attempt, if any
-
-	// out is the running attempt's report, written by the worker that
-	// runs it and read by the dispatcher once the worker has sent c back.
-	// One attempt of a call runs at a time.
-	out outcome
+	prev, next    *call  // links in the dispatcher's live list
+	// slot is the worker running the call's attempt and stop cancels that
+	// attempt's context. Both are set when the dispatcher hands out the
+	// job and cleared when it reads the worker's report; stop is also
+	// called when every waiter has left or the session ends.
+	slot *slot
+	stop context.CancelFunc
 }
 
 // maxReplays bounds how many times one request is replayed after a token
@@ -69,46 +70,21 @@ type call struct {
 // use count, or a refresh racing a revocation).
 const maxReplays = 2
 
-// abandon stops the running attempt, if any, and any attempt that would
-// start after. Safe from any goroutine.
-func (c *call) abandon() {
-	c.mu.Lock()
-	c.abandoned = true
-	stop := c.stop
-	c.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-}
-
-// attemptContext returns a context for the next step of an attempt, derived
-// from parent (c.base or a context derived from it), that abandon cancels.
-// ok is false when c is already abandoned.
-func (c *call) attemptContext(parent context.Context, timeout time.Duration) (ctx context.Context, cancel context.CancelFunc, ok bool) {
-	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(parent, timeout)
-	} else {
-		ctx, cancel = context.WithCancel(parent)
-	}
-	c.mu.Lock()
-	ok = !c.abandoned
-	if ok {
-		c.stop = cancel
-	}
-	c.mu.Unlock()
-	if !ok {
-		cancel()
-	}
-	return ctx, cancel, ok
-}
-
-// job is what a worker gets: a call and the attempt number to run.
+// job is what the dispatcher hands a worker: a call, the number of the
+// attempt to run, and the attempt's context. The dispatcher keeps the
+// context's cancel function (call.stop); the worker only derives from ctx.
 type job struct {
 	c       *call
 	attempt int
+	ctx     context.Context
+	// timed is true when ctx already carries the attempt's timeout. It
+	// does not when the attempt first waits for the rate limiter, whose
+	// wait is not part of the attempt's time.
+	timed bool
 }
 
-// outcome is a worker's report of one attempt.
+// outcome is a worker's report of one attempt, sent by value to the
+// dispatcher. The worker is idle again once the dispatcher has read it.
 type outcome struct {
 	c    *call
 	resp *requests.Response // the answer, when one came

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/requests"
 )
@@ -35,17 +37,30 @@ type (
 	expiredEvent struct{ err error }
 )
 
-// dispatcher is the goroutine that owns the queue, the dedup table, the
-// parked set and the pause state. It never does I/O and never blocks: every
-// send it makes is a case of its one select.
+// dispatcher is the goroutine that owns the queue, the call table (the
+// live list and dedup), the parked set and the pause state. It never does
+// I/O and never blocks: every send it makes is a case of its one select,
+// or goes to a worker's slot that it knows is empty.
+//
+// Who talks to it, and how:
+//   - Submit hands it a future on admit (read only while the queue has
+//     room); TrySubmit, leaving waiters, backoff timers and the engine's
+//     methods post messages to inbox.
+//   - A worker gets a job in its slot, runs the attempt, and sends one
+//     outcome to reports. Until the dispatcher has read it, the worker is
+//     not idle and the call is not given to another worker.
+//   - The token actor posts its events to inbox and receives demands (the
+//     generation a refresh must pass) from the dispatcher.
 type dispatcher struct {
 	e *Engine
 
-	admit   chan *Future  // read only while the queue has room
-	inbox   chan any      // messages, workers' reports and the actor's events
-	stopped chan struct{} // closed when the dispatcher has exited
+	// Set by newDispatcher; read by anyone.
+	admit   chan *Future  // Submit sends; the dispatcher receives
+	inbox   chan any      // anyone posts (see post); the dispatcher receives
+	reports chan outcome  // workers send, one per job; the dispatcher receives
+	stopped chan struct{} // closed by the dispatcher when it exits
 
-	// Owned by the dispatcher goroutine.
+	// Owned by the dispatcher goroutine: written and read by it alone.
 	slots         []*slot // one per worker
 	idle          []*slot // workers waiting for a job, most recent last
 	queue         *queue
@@ -53,7 +68,7 @@ type dispatcher struct {
 	liveN         int
 	dedup         map[string]*call
 	parked        map[*call]struct{}
-	running       int
+	running       int  // jobs handed out whose report has not been read
 	paused        bool // session expired: fail new submissions
 	closing       bool // Shutdown called: refuse new submissions, drain
 	demandPending bool
@@ -71,6 +86,7 @@ func newDispatcher(e *Engine) *dispatcher {
 		e:       e,
 		admit:   make(chan *Future),
 		inbox:   make(chan any),
+		reports: make(chan outcome),
 		stopped: make(chan struct{}),
 		queue:   newQueue(e.s.QueueSize),
 		dedup:   make(map[string]*call),
@@ -103,8 +119,29 @@ func (d *dispatcher) assign() {
 		d.running++
 		d.e.stats.queued.Add(-1)
 		d.e.stats.inFlight.Add(1)
-		w.jobs <- job{c: c, attempt: c.attempts}
+		j := job{c: c, attempt: c.attempts, timed: d.e.limiter == nil}
+		if j.timed {
+			// The attempt starts now: the worker is idle and takes the job
+			// at once.
+			j.ctx, c.stop = context.WithTimeout(c.base, d.e.attemptTimeout(c.req))
+		} else {
+			j.ctx, c.stop = context.WithCancel(c.base)
+		}
+		w.jobs <- j
 	}
+}
+
+// onReport takes a worker's report: the worker is idle again, and the call
+// moves on unless it was resolved while the attempt ran.
+func (d *dispatcher) onReport(o *outcome) {
+	c := o.c
+	d.running--
+	d.e.stats.inFlight.Add(-1)
+	d.idle = append(d.idle, c.slot)
+	c.slot = nil
+	c.stop() // the attempt is over; release its context
+	c.stop = nil
+	d.onOutcome(o)
 }
 
 // holds reports whether c must wait for the refresh in progress: it would
@@ -169,6 +206,8 @@ func (d *dispatcher) run() {
 		select {
 		case f := <-admit:
 			d.onSubmit(f)
+		case o := <-d.reports:
+			d.onReport(&o)
 		case m := <-d.inbox:
 			if _, kill := m.(killMsg); kill {
 				d.failAll(errors.ErrClosed)
@@ -187,10 +226,16 @@ func (d *dispatcher) run() {
 // are answered as a closed engine would.
 func (d *dispatcher) drainRunning() {
 	for d.running > 0 {
-		switch m := (<-d.inbox).(type) {
-		case *call:
+		var m any
+		select {
+		case o := <-d.reports:
+			o.c.stop()
 			d.running--
 			d.e.stats.inFlight.Add(-1)
+			continue
+		case m = <-d.inbox:
+		}
+		switch m := m.(type) {
 		case trySubmitMsg:
 			m.reply <- errors.ErrClosed
 		case terminateMsg:
@@ -203,12 +248,6 @@ func (d *dispatcher) drainRunning() {
 
 func (d *dispatcher) onMessage(m any) {
 	switch m := m.(type) {
-	case *call: // a worker's report on its attempt
-		d.running--
-		d.e.stats.inFlight.Add(-1)
-		d.idle = append(d.idle, m.slot)
-		m.slot = nil
-		d.onOutcome(&m.out)
 	case refreshedEvent, refreshFailedEvent, expiredEvent:
 		d.onEvent(m)
 	case trySubmitMsg:
@@ -326,7 +365,9 @@ func (d *dispatcher) abandon(c *call) {
 		delete(d.parked, c)
 	}
 	c.state = stateDone
-	c.abandon()
+	if c.stop != nil {
+		c.stop() // the running attempt; its report comes later
+	}
 	d.unlink(c)
 	if c.key != "" && d.dedup[c.key] == c {
 		delete(d.dedup, c.key)
@@ -372,7 +413,8 @@ func (d *dispatcher) expire(cause error) {
 		if fn := d.e.s.Auth.OnSessionExpired; fn != nil {
 			d.e.hooks.push("OnSessionExpired", fn)
 		}
-		d.e.log.Warn().Err(cause).Msg("session expired")
+		log := d.e.log // the dispatcher does no I/O: the hook goroutine writes
+		d.e.hooks.push("log", func() { log.Warn().Err(cause).Msg("session expired") })
 	}
 }
 
@@ -478,8 +520,14 @@ func (d *dispatcher) scheduleRetry(c *call, o *outcome) {
 	c.retryCost += cost
 	c.retries++
 	d.e.stats.retries.Add(1)
-	d.e.log.Debug().Str("method", c.req.MethodOrGet()).Str("path", c.url.Path).
-		Int("attempt", c.attempts).Dur("wait", wait).AnErr("cause", o.err).Msg("retry scheduled")
+	if log := d.e.log; log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel {
+		// The dispatcher does no I/O: the hook goroutine writes the line.
+		method, path, attempt, cause := c.req.MethodOrGet(), c.url.Path, c.attempts, o.err
+		d.e.hooks.push("log", func() {
+			log.Debug().Str("method", method).Str("path", path).
+				Int("attempt", attempt).Dur("wait", wait).AnErr("cause", cause).Msg("retry scheduled")
+		})
+	}
 	c.state = stateBackoff
 	c.timer = s.Clock.AfterFunc(wait, func() { d.post(retryReadyMsg{c}) })
 }

@@ -14,21 +14,26 @@ import (
 // [Engine.Submit]; the zero value is not usable. Future is safe for
 // concurrent use; any number of goroutines may await it.
 type Future struct {
-	req  *requests.Request
-	ctx  context.Context // the submitter's; its end makes this waiter leave
-	done chan struct{}
+	// Set by Submit before the dispatcher sees the future; read-only after.
+	req        *requests.Request
+	ctx        context.Context // the submitter's; its end makes this waiter leave
+	url        *url.URL        // resolved request URL
+	urlStr     string          // url as a string
+	sameOrigin bool            // url has the base URL's origin: the token may go
+	key        string          // dedup key
 
-	resp *requests.Response // written once before done is closed
-	err  error
+	// done is closed, and resp and err written just before, by whoever
+	// wins resolved (see claim): Submit, the dispatcher or a worker.
+	// Readers read resp and err only after done is closed.
+	done     chan struct{}
+	resp     *requests.Response
+	err      error
+	resolved atomic.Bool
 
-	url        *url.URL // resolved request URL, set by Submit
-	urlStr     string   // url as a string
-	sameOrigin bool     // url has the base URL's origin: the token may go
-	key        string   // dedup key, set by Submit
-
-	resolved  atomic.Bool
-	stopWatch func() bool // stops the ctx watcher; owned by the dispatcher
-	call      *call       // owned by the dispatcher goroutine
+	// Owned by the dispatcher goroutine, except that settle calls
+	// stopWatch, which is safe from any goroutine, once it was set.
+	stopWatch func() bool // stops the ctx watcher
+	call      *call
 }
 
 func newFuture(ctx context.Context, req *requests.Request) *Future {

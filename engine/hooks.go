@@ -8,9 +8,10 @@ import (
 )
 
 // hooks runs user callbacks (OnError, OnSessionExpired, OnTokenRefreshed)
-// on one goroutine, in the order they were pushed, so a slow or blocking
-// callback never stalls the dispatcher or the token actor, and a callback
-// may call the engine's methods.
+// and the dispatcher's log lines on one goroutine, in the order they were
+// pushed, so a slow or blocking callback or log writer never stalls the
+// dispatcher or the token actor, and a callback may call the engine's
+// methods.
 type hooks struct {
 	log *zerolog.Logger
 

@@ -18,9 +18,9 @@ import (
 const drainLimit = 256 << 10
 
 // slot is one worker's mailbox. The dispatcher puts a job in it only when
-// the worker is idle, so the send never blocks; the worker reports back
-// through the inbox and is idle again once the dispatcher has read the
-// report.
+// the worker is idle, so the send never blocks; the worker sends its
+// outcome to the dispatcher's reports channel and is idle again once the
+// dispatcher has read it.
 type slot struct {
 	jobs chan job // size 1; closed when the dispatcher exits
 }
@@ -29,58 +29,54 @@ type slot struct {
 // dispatcher closes it.
 func (e *Engine) worker(w *slot) {
 	for j := range w.jobs {
-		e.attempt(j)
 		// The dispatcher reads every report before it exits (drainRunning),
 		// so this send always completes.
-		e.d.inbox <- j.c
+		e.d.reports <- e.attempt(j)
 	}
+}
+
+// attemptTimeout is how long one attempt of req may take.
+func (e *Engine) attemptTimeout(req *requests.Request) time.Duration {
+	if req.Timeout > 0 {
+		return req.Timeout
+	}
+	return e.s.Timeout
 }
 
 // attempt runs one attempt of j and reports what happened. It never panics:
 // a panic in user code becomes the attempt's final error.
-func (e *Engine) attempt(j job) {
+func (e *Engine) attempt(j job) (o outcome) {
 	c, req, s := j.c, j.c.req, e.s
-	o := &c.out
-	*o = outcome{c: c}
+	o.c = c
 	start := s.Clock.Now()
 	defer func() {
 		if v := recover(); v != nil {
 			pe := &errors.PanicError{Where: "request " + req.MethodOrGet() + " " + c.url.Path, Value: v, Stack: debug.Stack()}
 			e.log.Error().Str("method", req.MethodOrGet()).Str("path", c.url.Path).Interface("panic", v).Msg("panic during attempt")
-			*o = outcome{c: c, err: pe}
+			o = outcome{c: c, err: pe}
 		}
 	}()
 
-	timeout := s.Timeout
-	if req.Timeout > 0 {
-		timeout = req.Timeout
+	ctx := j.ctx
+	if err := ctx.Err(); err != nil {
+		o.err = e.requestError(c, j.attempt, context.Canceled) // abandoned before it started
+		return o
 	}
-	parent := c.base
-	if e.limiter != nil {
+	if !j.timed {
 		// The wait for the limiter is not part of the attempt's time.
-		wctx, wcancel, ok := c.attemptContext(c.base, 0)
-		defer wcancel()
-		if !ok {
-			o.err = e.requestError(c, j.attempt, context.Canceled)
-			return
-		}
-		if err := e.waitRate(wctx); err != nil {
+		if err := e.waitRate(ctx); err != nil {
 			o.err = e.requestError(c, j.attempt, err)
-			return
+			return o
 		}
-		parent = wctx
-	}
-	ctx, cancel, ok := c.attemptContext(parent, timeout)
-	defer cancel()
-	if !ok {
-		o.err = e.requestError(c, j.attempt, context.Canceled)
-		return
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.attemptTimeout(req))
+		defer cancel()
 	}
 
 	hreq, err := e.newHTTPRequest(ctx, c)
 	if err != nil {
 		o.err = e.requestError(c, j.attempt, err)
-		return
+		return o
 	}
 	snap := e.tokens.Load()
 	o.gen = snap.gen
@@ -93,10 +89,10 @@ func (e *Engine) attempt(j job) {
 		o.err = e.requestError(c, j.attempt, err)
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
 		e.logAttempt(c, j.attempt, 0, start, snap.gen, err)
-		return
+		return o
 	}
 	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
-	ok = resp.OK()
+	ok := resp.OK()
 	if ok && req.Output != nil {
 		n, err := io.Copy(req.Output, hresp.Body)
 		closeBody(hresp.Body)
@@ -105,7 +101,7 @@ func (e *Engine) attempt(j job) {
 			// Bytes already written cannot be taken back; retry only if
 			// none were.
 			o.retry = n == 0 && e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: 0, Err: err})
-			return
+			return o
 		}
 	} else {
 		body, atEnd, err := readBody(hresp, s.MaxResponseBytes)
@@ -120,14 +116,14 @@ func (e *Engine) attempt(j job) {
 				o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err})
 			}
 			e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, err)
-			return
+			return o
 		}
 		resp.Body = body
 	}
 	e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, nil)
 	if ok {
 		o.resp = resp
-		return
+		return o
 	}
 
 	after, hasAfter := ParseRetryAfter(hresp.Header.Get("Retry-After"), s.Clock.Now())
@@ -141,6 +137,7 @@ func (e *Engine) attempt(j job) {
 	if !o.authFailed {
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
 	}
+	return o
 }
 
 func (e *Engine) retryPolicy(a Attempt) bool {
