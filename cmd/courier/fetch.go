@@ -34,6 +34,7 @@ type fetchOptions struct {
 	refreshPath, refreshMethod, refreshBody, clientAuth string
 	refreshForm, noDedup, summary, progress             bool
 	accessField, refreshField                           string
+	resume                                              resumeOptions // resume.go
 }
 
 func fetchFlags(o *fetchOptions) *pflag.FlagSet {
@@ -57,6 +58,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.StringVar(&o.tokenFile, "token-file", "", "JSON file with access_token and refresh_token; rotated tokens are written back")
 	fs.BoolVar(&o.noDedup, "no-dedup", false, "send identical requests separately")
 	fs.StringVar(&o.out, "out", "", "write results to this file instead of stdout")
+	resumeFlags(fs, &o.resume)
 	progressFlag(fs, &o.progress)
 	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
 	fs.BoolVar(&o.summary, "summary", true, "print a summary to stderr at the end (--summary=false to keep stderr quiet)")
@@ -70,6 +72,12 @@ per request, in input order. A line is /path, METHOD /path, or a JSON object:
   {"id":1, "method":"POST", "path":"/x", "query":{"k":"v"}, "headers":{"K":"V"},
    "json":{...}, "files":{"field":["a.png","b.png"]}, "fields":{"k":"v"}}
 Blank lines and lines starting with # are skipped (but counted).
+
+With --resume the --out file is a checkpoint: a killed run started again
+with the same command fetches only the lines the file does not answer. Its
+result lines carry one more field, "hash", a digest of the input line (the
+first 128 bits of its SHA-256, in hex), checked on resume: a changed input
+is an error.
 
 Tokens come from COURIER_TOKEN and COURIER_REFRESH_TOKEN, or --token-file;
 never from flags. Exit status: 0 all 2xx, 1 some failed, 2 usage error,
@@ -109,6 +117,9 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		defer f.Close()
 		in = f
+	}
+	if o.resume.wanted() {
+		return runResumable(ctx, &o, fs, cfg, in, stdout, stderr)
 	}
 	out := stdout
 	if o.out != "" {
