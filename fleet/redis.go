@@ -91,6 +91,9 @@ func ParseURL(raw string) (*redis.Options, error) {
 	if !q.Has("max_retries") {
 		opts.MaxRetries = -1
 	}
+	// One dial per try: the fleet's callers retry at their own pace, and
+	// know when to fall back.
+	opts.DialerRetries = 1
 	opts.ContextTimeoutEnabled = true
 	// No CLIENT SETINFO round trip on every new connection.
 	opts.DisableIdentity = true
