@@ -71,6 +71,11 @@ type Auth struct {
 
 	// RefreshBefore is how long before a known expiry the token is refreshed
 	// proactively. If zero, a tenth of the token's lifetime, at most 30s.
+	// Each token is refreshed ahead of its expiry at most once, and never
+	// sooner than a second after the previous refresh. Once the expiry has
+	// passed the token is not sent again: the next request that would carry
+	// it waits for a refresh, as requests do after a 401. An idle engine does
+	// not refresh an expired token until a request needs it.
 	RefreshBefore time.Duration
 
 	// OnSessionExpired is called once each time a session ends, whether the

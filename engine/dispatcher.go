@@ -27,9 +27,10 @@ type (
 	killMsg       struct{}
 )
 
-// Events from the token actor.
+// Events from the token actor; tokenactor.go says when each is sent.
 type (
 	refreshedEvent     struct{ gen uint64 }
+	staleEvent         struct{ gen uint64 }
 	refreshFailedEvent struct {
 		gen uint64
 		err error
@@ -78,7 +79,12 @@ type dispatcher struct {
 	// current token is known to be rejected, so queued requests that would
 	// carry it wait instead of collecting 401s of their own.
 	refreshing bool
-	budget     *budget
+	// stale is the generation the token actor said is past its known
+	// expiry, 0 when none: the next request that would carry it demands a
+	// refresh first and waits for it, like the requests behind it. A failed
+	// refresh clears it, so a token is held back at most once.
+	stale  uint64
+	budget *budget
 }
 
 func newDispatcher(e *Engine) *dispatcher {
@@ -145,10 +151,30 @@ func (d *dispatcher) onReport(o *outcome) {
 }
 
 // holds reports whether c must wait for the refresh in progress: it would
-// carry the token the server has just rejected. Calls behind it wait too,
+// carry the token the server has just rejected, or one whose known expiry
+// has passed (then holds demands the refresh). Calls behind it wait too,
 // so the queue stays in order; a call that sends no token goes ahead.
 func (d *dispatcher) holds(c *call) bool {
-	return d.refreshing && c.sameOrigin && !c.req.NoAuth && d.e.tokenGen() <= d.demandGen
+	if !c.sameOrigin || c.req.NoAuth {
+		return false
+	}
+	gen := d.e.tokenGen()
+	if d.refreshing && gen <= d.demandGen {
+		return true
+	}
+	if d.stale != 0 && d.stale == gen {
+		d.demand(gen)
+		return true
+	}
+	return false
+}
+
+// demand asks the token actor for a generation past gen, and holds the
+// requests that would carry gen until it answers.
+func (d *dispatcher) demand(gen uint64) {
+	d.refreshing = true
+	d.demandPending = true
+	d.demandGen = max(d.demandGen, gen)
 }
 
 // link adds c to the live list.
@@ -248,7 +274,7 @@ func (d *dispatcher) drainRunning() {
 
 func (d *dispatcher) onMessage(m any) {
 	switch m := m.(type) {
-	case refreshedEvent, refreshFailedEvent, expiredEvent:
+	case refreshedEvent, refreshFailedEvent, expiredEvent, staleEvent:
 		d.onEvent(m)
 	case trySubmitMsg:
 		_, shared := d.dedup[m.f.key]
@@ -408,6 +434,8 @@ func (d *dispatcher) expire(cause error) {
 	}
 	d.failAll(err)
 	d.refreshing = false
+	d.demandPending = false // nothing waits for it any more
+	d.stale = 0
 	if !d.paused {
 		d.paused = true
 		if fn := d.e.s.Auth.OnSessionExpired; fn != nil {
@@ -436,8 +464,11 @@ func (d *dispatcher) onEvent(ev any) {
 		for _, c := range due {
 			d.replay(c)
 		}
+	case staleEvent:
+		d.stale = ev.gen
 	case refreshFailedEvent:
 		d.refreshing = false
+		d.stale = 0 // held back once; now the server decides
 		for c := range d.parked {
 			if c.gen <= ev.gen {
 				d.finish(c, nil, fmt.Errorf("%w: %w", errors.ErrRefreshFailed, ev.err))
@@ -477,9 +508,7 @@ func (d *dispatcher) onOutcome(o *outcome) {
 		}
 		c.state = stateParked
 		d.parked[c] = struct{}{}
-		d.refreshing = true
-		d.demandPending = true
-		d.demandGen = max(d.demandGen, o.gen)
+		d.demand(o.gen)
 	case o.err == nil:
 		d.budget.succeeded(c.retryCost)
 		d.finish(c, o.resp, nil)

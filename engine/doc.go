@@ -17,4 +17,22 @@
 //
 // Time comes from a [Clock], so backoff, Retry-After, rate limiting and
 // proactive refresh can be driven by hand in tests.
+//
+// # Guarantees
+//
+// Tokens and refresh:
+//
+//   - Every refresh demand is answered: with a new token, with
+//     ErrRefreshFailed for the requests that waited on it (the session goes
+//     on), or with ErrSessionExpired. [Engine.SetTokens] and
+//     [Engine.TerminateSession] during a refresh void that refresh (its
+//     answer is never used) and never leave a request waiting: a request
+//     rejected with the tokens SetTokens gave gets a refresh of its own.
+//   - A token is refreshed ahead of its known expiry at most once, and never
+//     sooner than a second after the previous refresh, whatever lifetime the
+//     server reports.
+//   - A token whose known expiry has passed is not sent: requests that would
+//     carry it wait for a refresh, as they do after a 401. An idle engine
+//     does not refresh until a request needs the token. (A token issued with
+//     a lifetime under a second is used until a second after its refresh.)
 package engine

@@ -281,12 +281,15 @@ func (e *Engine) SetTokens(t Tokens) {
 // attempts are cancelled, OnSessionExpired runs, and new requests fail fast
 // until [Engine.SetTokens].
 func (e *Engine) TerminateSession() {
+	// The dispatcher first: once it has failed and cancelled what was
+	// pending and paused, no attempt can go out without a token, or turn
+	// the cleared token into a 401 of its own.
 	done := make(chan struct{})
-	e.actor.ask(clearTokensMsg{done: done}, done)
-	done = make(chan struct{})
 	if e.d.post(terminateMsg{done: done}) {
 		<-done
 	}
+	done = make(chan struct{})
+	e.actor.ask(clearTokensMsg{done: done}, done)
 }
 
 // Stats is a snapshot of the engine's counters, a plain value. Once the
