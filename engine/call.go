@@ -35,6 +35,7 @@ type call struct {
 	sameOrigin bool            // url has the base URL's origin: the token may go
 	key        string          // dedup key, "" when not shared
 	base       context.Context // the first waiter's values, never cancelled
+	stream     *streamed       // set when the answer is handed over alive
 	admitted   time.Time
 	seq        uint64 // order of admission
 
@@ -62,6 +63,9 @@ type call struct {
 	// called when every waiter has left or the session ends.
 	slot *slot
 	stop context.CancelFunc
+	// live is a streamed call's answer, from the worker's report until
+	// finish hands it to the future or the report's handling releases it.
+	live *liveResponse
 }
 
 // maxReplays bounds how many times one request is replayed after a token
@@ -88,6 +92,7 @@ type job struct {
 type outcome struct {
 	c    *call
 	resp *requests.Response // the answer, when one came
+	live *liveResponse      // a streamed call's answer, body unread
 	err  error              // final error for this attempt, if any
 	gen  uint64             // token generation the attempt carried
 

@@ -147,7 +147,9 @@ func (d *dispatcher) onReport(o *outcome) {
 	c.slot = nil
 	c.stop() // the attempt is over; release its context
 	c.stop = nil
+	c.live = o.live
 	d.onOutcome(o)
+	c.dropLive() // not handed over: retried, parked, or resolved already
 }
 
 // holds reports whether c must wait for the refresh in progress: it would
@@ -256,6 +258,9 @@ func (d *dispatcher) drainRunning() {
 		select {
 		case o := <-d.reports:
 			o.c.stop()
+			if o.live != nil {
+				o.live.release()
+			}
 			d.running--
 			d.e.stats.inFlight.Add(-1)
 			continue
@@ -333,7 +338,7 @@ func (d *dispatcher) onSubmit(f *Future) {
 		}
 	}
 	c := &call{req: f.req, url: f.url, urlStr: f.urlStr, sameOrigin: f.sameOrigin, key: f.key,
-		base: f.ctx, admitted: d.e.s.Clock.Now(), seq: d.admitted}
+		base: f.ctx, admitted: d.e.s.Clock.Now(), seq: d.admitted, stream: f.stream}
 	d.admitted++
 	c.w1[0] = f
 	c.waiters = c.w1[:1]
@@ -344,7 +349,7 @@ func (d *dispatcher) onSubmit(f *Future) {
 	}
 	f.call = c
 	d.link(c)
-	if c.key != "" {
+	if c.key != "" && c.stream == nil { // a live body has one reader
 		d.dedup[c.key] = c
 	}
 	d.queue.pushBack(c)
@@ -415,6 +420,7 @@ func (d *dispatcher) finish(c *call, resp *requests.Response, err error) {
 		if r != nil {
 			r.Duration = d.e.s.Clock.Now().Sub(c.admitted)
 		}
+		f.live, c.live = c.live, nil // a streamed call has one waiter
 		d.e.settle(f, r, err)
 	}
 }

@@ -102,6 +102,9 @@ func guardedClient(s *settings) *http.Client {
 	}
 	next := c.CheckRedirect
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.Context().Value(noFollow{}) != nil {
+			return http.ErrUseLastResponse // the client above follows it
+		}
 		if origin(req.URL) != s.origin {
 			req.Header.Del(s.authHeader)
 		}

@@ -21,6 +21,7 @@ type Future struct {
 	urlStr     string          // url as a string
 	sameOrigin bool            // url has the base URL's origin: the token may go
 	key        string          // dedup key
+	stream     *streamed       // set by RoundTrip: the answer is handed over alive
 
 	// done is closed, and resp and err written just before, by whoever
 	// wins resolved (see claim): Submit, the dispatcher or a worker.
@@ -28,6 +29,7 @@ type Future struct {
 	done     chan struct{}
 	resp     *requests.Response
 	err      error
+	live     *liveResponse // a streamed answer, for RoundTrip
 	resolved atomic.Bool
 
 	// Owned by the dispatcher goroutine, except that settle calls

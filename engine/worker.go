@@ -83,6 +83,10 @@ func (e *Engine) attempt(j job) (o outcome) {
 	if !req.NoAuth && snap.header != "" && c.sameOrigin {
 		hreq.Header[s.authHeader] = []string{snap.header}
 	}
+	if c.stream != nil {
+		e.attemptStreamed(c, j, &o, hreq, snap.gen, start)
+		return o
+	}
 
 	hresp, err := e.transport.RoundTrip(hreq)
 	if err != nil {

@@ -57,6 +57,13 @@ var (
 	// but for the retry budget, which stops retry storms against a failing
 	// server. The error also wraps the last attempt's failure.
 	ErrRetryBudgetExhausted = New("courier: retry budget exhausted")
+
+	// ErrBodyNotReplayable fails a request sent through the engine's
+	// RoundTripper whose first attempt would have been retried or replayed
+	// after a token refresh, but whose body cannot be sent again: it is not
+	// empty and the http.Request has no GetBody. The error also wraps the
+	// first attempt's failure.
+	ErrBodyNotReplayable = New("courier: request body cannot be sent again (http.Request.GetBody is nil)")
 )
 
 // HTTPError is a response with a status outside 2xx, after every attempt the

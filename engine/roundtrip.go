@@ -1,0 +1,353 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+// The engine under other clients: an http.RoundTripper whose requests take
+// the same road as Submit's (queue, token, refresh and replay, retries,
+// pacing) but whose answers are handed over alive, body unread, instead of
+// being read into memory.
+//
+// The hand-over protocol. A worker running a streamed call sends the
+// request on a context of its own, which follows the attempt's context
+// (the dispatcher's call.stop, the timeout) only until the headers are in,
+// and reports the answer with its body unread as outcome.live. The
+// dispatcher moves it to call.live, decides, and then either gives it to
+// the call's one future (finish) or releases it (cancel, then close) when
+// the call is retried, parked, replayed or was already resolved. A streamed call is never entered in the dedup table, so
+// it has exactly one future. The RoundTrip that waits on that future owns
+// the response from then on; closing its body ends the attempt's context.
+
+// RoundTripper returns an [http.RoundTripper] that sends every request
+// through e: it waits in e's queue (for as long as the request's context
+// allows), carries e's token when it goes to the base URL's origin, is
+// replayed after a token refresh and retried as [Engine.Submit]'s requests
+// are, and is paced by e's rate limits. Put it under any client or SDK that
+// takes an *http.Client or an http.RoundTripper; [Engine.HTTPClient] is
+// shorthand for the common case.
+//
+// The response's body is the upstream body, streamed: nothing is read into
+// memory and MaxResponseBytes does not apply. After retries it is the final
+// attempt's. As for any RoundTripper, the caller must close it; closing it
+// ends the attempt. A body handed over outlives [Engine.Close].
+//
+// How a request differs from one sent with Submit:
+//
+//	                      Submit / Do                      RoundTripper
+//	response body         read into memory, bounded by     streamed, unbounded; the
+//	                      MaxResponseBytes                 caller reads and closes it
+//	non-2xx answer        Response and *errors.HTTPError   *http.Response, nil error
+//	redirects             followed by the engine's client  returned as they are, to be
+//	                                                       followed by the client above
+//	                                                       (each hop is a new request;
+//	                                                       the token goes only to hops
+//	                                                       on the base URL's origin)
+//	per-attempt Timeout   covers reading the body          covers waiting for the
+//	                                                       headers; the body is bounded
+//	                                                       by the request's context
+//	request body          requests.Body, sent again for    sent again only when GetBody
+//	                      every attempt                    is set or the body is empty;
+//	                                                       otherwise the first attempt
+//	                                                       is final (ErrBodyNotReplayable
+//	                                                       when it would have been retried)
+//	dedup                 identical GET/HEAD share one     may join an identical request
+//	                      call                             in flight from Submit (its
+//	                                                       body, already in memory, is
+//	                                                       shared); never shared itself,
+//	                                                       since a live body has one reader
+//	refresh failure       ErrRefreshFailed or              the same errors, no response
+//	                      ErrSessionExpired
+//	per-request options   NoAuth, DedupKey, Timeout, ...   none: the config's defaults
+//
+// The returned RoundTripper is safe for concurrent use. After Shutdown or
+// Close its requests fail with ErrClosed.
+func (e *Engine) RoundTripper() http.RoundTripper { return roundTripper{e} }
+
+// HTTPClient returns a new *http.Client whose Transport is
+// [Engine.RoundTripper]. Redirects are followed by this client, at most
+// ten, as net/http's default policy does; each hop goes through the engine.
+// The client has no Timeout of its own: bound requests with their context.
+func (e *Engine) HTTPClient() *http.Client { return &http.Client{Transport: e.RoundTripper()} }
+
+type roundTripper struct{ e *Engine }
+
+// streamed marks a call whose answer is handed over alive. Immutable.
+type streamed struct {
+	// oneShot is set when the request's body cannot be sent a second time.
+	oneShot bool
+}
+
+// noFollow marks the context of a streamed attempt: the engine's client
+// returns redirects to the caller instead of following them.
+type noFollow struct{}
+
+// RoundTrip sends r through the engine and returns its answer with the body
+// unread.
+func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	e := t.e
+	if r.URL == nil {
+		closeRequestBody(r)
+		return nil, fmt.Errorf("courier: RoundTrip: request has no URL")
+	}
+	req := &requests.Request{Method: r.Method, Path: r.URL.String(), Header: r.Header.Clone()}
+	st := &streamed{}
+	var body *callerBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &callerBody{first: r.Body, get: r.GetBody, size: -1}
+		if r.ContentLength > 0 {
+			body.size = r.ContentLength
+		}
+		st.oneShot = r.GetBody == nil
+		req.Body = body
+	}
+	ctx := r.Context()
+	f, ok := e.prepare(ctx, req)
+	if ok {
+		f.stream = st
+		select {
+		case e.d.admit <- f:
+		case <-ctx.Done():
+			e.settle(f, nil, ctx.Err())
+		case <-e.d.stopped:
+			e.settle(f, nil, errors.ErrClosed)
+		}
+	}
+	<-f.done
+	if body != nil {
+		body.closeUnused()
+	}
+	if l := f.live; l != nil {
+		return l.handOver(r), nil
+	}
+	if resp := f.resp; resp != nil {
+		return bufferedResponse(r, resp), nil // joined a call made by Submit
+	}
+	return nil, f.err
+}
+
+// liveResponse is an answer whose body has not been read: the worker hands
+// it to the dispatcher, which hands it to the call's future or releases it.
+type liveResponse struct {
+	resp   *http.Response
+	cancel context.CancelFunc // ends the context the response was read on
+}
+
+// release gives up a live response nobody will read. It never waits: the
+// context is cancelled first, so closing the body does not drain it.
+func (l *liveResponse) release() {
+	l.cancel()
+	l.resp.Body.Close()
+}
+
+// handOver returns the response for r's caller, whose context now bounds
+// the body.
+func (l *liveResponse) handOver(r *http.Request) *http.Response {
+	resp := *l.resp
+	resp.Request = r
+	resp.Body = &callerRespBody{rc: l.resp.Body, stop: context.AfterFunc(r.Context(), l.cancel), cancel: l.cancel}
+	return &resp
+}
+
+// callerRespBody is a streamed body as its reader sees it: closing it ends
+// the attempt's context, and so does the end of the request's context.
+type callerRespBody struct {
+	rc     io.ReadCloser
+	stop   func() bool
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (b *callerRespBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
+
+func (b *callerRespBody) Close() error {
+	err := b.rc.Close()
+	b.once.Do(func() {
+		b.stop()
+		b.cancel()
+	})
+	return err
+}
+
+// bufferedResponse turns an answer read into memory into an *http.Response.
+func bufferedResponse(r *http.Request, resp *requests.Response) *http.Response {
+	return &http.Response{
+		Status:        fmt.Sprintf("%d %s", resp.Status, http.StatusText(resp.Status)),
+		StatusCode:    resp.Status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        resp.Header.Clone(),
+		Body:          io.NopCloser(bytes.NewReader(resp.Body)),
+		ContentLength: int64(len(resp.Body)),
+		Request:       r,
+	}
+}
+
+// callerBody is an http.Request's body as a [requests.Body]: the first
+// attempt sends the body itself, later ones what GetBody returns.
+type callerBody struct {
+	mu    sync.Mutex    // protects first
+	first io.ReadCloser // the request's own body until an attempt takes it
+	get   func() (io.ReadCloser, error)
+	size  int64
+}
+
+func (b *callerBody) Open() (io.ReadCloser, error) {
+	b.mu.Lock()
+	rc := b.first
+	b.first = nil
+	b.mu.Unlock()
+	if rc != nil {
+		return rc, nil
+	}
+	if b.get == nil {
+		return nil, errors.ErrBodyNotReplayable
+	}
+	return b.get()
+}
+
+func (b *callerBody) ContentType() string { return "" } // the header says it
+func (b *callerBody) Size() int64         { return b.size }
+
+// closeUnused closes the request's body if no attempt took it, as a
+// RoundTripper must, and keeps any later attempt from taking it.
+func (b *callerBody) closeUnused() {
+	b.mu.Lock()
+	rc := b.first
+	b.first = nil
+	b.mu.Unlock()
+	if rc != nil {
+		rc.Close()
+	}
+}
+
+func closeRequestBody(r *http.Request) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+}
+
+// retainLimit bounds how much of a non-2xx body a streamed attempt reads
+// before its answer is known to be final: a retried or replayed answer's
+// connection can then be reused, and a final one still reaches its caller
+// whole.
+const retainLimit = 64 << 10
+
+// attemptStreamed sends a streamed call's attempt and reports its answer
+// alive. hreq carries the attempt's context, which bounds the wait for the
+// headers (the per-attempt timeout, or the call being abandoned); once the
+// headers are in, the body is read on a context of its own that only the
+// reader, or a release, ends.
+func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request, gen uint64, start time.Time) {
+	s, req := e.s, c.req
+	actx := hreq.Context()
+	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithoutCancel(actx), noFollow{}, true))
+	unlink := context.AfterFunc(actx, func() { cancel(context.Cause(actx)) })
+	hresp, err := e.transport.RoundTrip(hreq.WithContext(ctx))
+	if err == nil && !unlink() {
+		// The attempt timed out or was abandoned as the headers came in.
+		cancel(nil)
+		hresp.Body.Close()
+		hresp, err = nil, context.Cause(actx)
+	}
+	if err != nil {
+		unlink()
+		cancel(nil)
+		o.err = e.requestError(c, j.attempt, err)
+		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
+		e.logAttempt(c, j.attempt, 0, start, gen, err)
+		e.finalIfOneShot(c, o)
+		return
+	}
+	e.logAttempt(c, j.attempt, hresp.StatusCode, start, gen, nil)
+	live := &liveResponse{resp: hresp, cancel: func() { cancel(nil) }}
+	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
+	o.resp = resp
+	if resp.OK() || hresp.StatusCode/100 == 3 {
+		o.live = live
+		return
+	}
+	after, hasAfter := ParseRetryAfter(hresp.Header.Get("Retry-After"), s.Clock.Now())
+	if hasAfter {
+		after = min(after, s.Retry.MaxRetryAfter)
+	}
+	o.retryAfter, o.hasAfter = after, hasAfter
+	o.authFailed = !req.NoAuth && e.authFailed(resp.Status, resp.Header)
+	if !o.authFailed {
+		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
+	}
+	if o.retry || (o.authFailed && s.canRefresh()) {
+		// The answer may be dropped for another attempt: read a little of
+		// it, so that its connection can be reused then, and so that the
+		// error of a one-shot request can show it.
+		resp.Body = retain(hresp)
+	}
+	o.err = statusError(c, j.attempt, resp, after)
+	o.live = live
+	e.finalIfOneShot(c, o)
+}
+
+// retain reads up to retainLimit bytes of hresp's body and puts them back
+// in front of what is left, so the reader still gets the whole body. It
+// returns the bytes read.
+func retain(hresp *http.Response) []byte {
+	rc := hresp.Body
+	b, err := io.ReadAll(io.LimitReader(rc, retainLimit+1))
+	switch {
+	case err != nil:
+		rc.Close()
+		hresp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), errReader{err}))
+	case len(b) <= retainLimit:
+		rc.Close() // read to its end: the connection goes back to the pool
+		hresp.Body = io.NopCloser(bytes.NewReader(b))
+	default:
+		hresp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), rc), rc}
+	}
+	return b[:min(len(b), retainLimit)]
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// finalIfOneShot makes the first attempt of a request whose body cannot be
+// sent again final: an answer that would have been retried or replayed
+// becomes ErrBodyNotReplayable, wrapping why.
+func (e *Engine) finalIfOneShot(c *call, o *outcome) {
+	if !c.stream.oneShot || !(o.retry || (o.authFailed && e.s.canRefresh())) {
+		return
+	}
+	why := "retried"
+	if o.authFailed {
+		why = "replayed after a token refresh"
+	}
+	o.err = fmt.Errorf("%w: it would have been %s: %w", errors.ErrBodyNotReplayable, why, o.err)
+	o.retry, o.authFailed = false, false
+	o.resp = nil
+	if o.live != nil {
+		o.live.release()
+		o.live = nil
+	}
+}
+
+// dropLive releases an answer nobody took: the call was retried, parked,
+// replayed, or resolved while its attempt ran. Dispatcher only.
+func (c *call) dropLive() {
+	if c.live != nil {
+		c.live.release()
+		c.live = nil
+	}
+}

@@ -1,0 +1,409 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
+)
+
+// get sends a GET for url through c and returns the status and body.
+func get(t *testing.T, c *http.Client, url string) (int, string, error) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func TestRoundTripperRefreshesOnceForA401Storm(t *testing.T) {
+	s := newAuthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"path":%q}`, r.URL.Path)
+	})
+	e := newEngine(t, authConfig(s))
+	c := &http.Client{Transport: e.RoundTripper()}
+
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	bodies := make([]string, n)
+	for i := range n {
+		wg.Go(func() {
+			var status int
+			status, bodies[i], errs[i] = get(t, c, s.URL+"/items/"+itoa(i))
+			if errs[i] == nil && status != 200 {
+				errs[i] = fmt.Errorf("status %d", status)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i], "request %d", i)
+		assert.Equal(t, `{"path":"/items/`+itoa(i)+`"}`, bodies[i])
+	}
+	assert.Equal(t, int64(1), s.refreshCalls.Load(), "one refresh for the whole storm")
+	assert.Equal(t, int64(1), e.Stats().Refreshes)
+}
+
+// recordingServer answers each request with the status next() gives and
+// records every request body it saw.
+type recordingServer struct {
+	*httptest.Server
+	mu     sync.Mutex
+	bodies []string
+	auths  []string
+}
+
+func newRecordingServer(t *testing.T, next func(n int, r *http.Request) int) *recordingServer {
+	rs := &recordingServer{}
+	rs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		rs.mu.Lock()
+		rs.bodies = append(rs.bodies, string(b))
+		rs.auths = append(rs.auths, r.Header.Get("Authorization"))
+		n := len(rs.bodies)
+		rs.mu.Unlock()
+		status := next(n, r)
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "0")
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "answer %d", n)
+	}))
+	t.Cleanup(rs.Close)
+	return rs
+}
+
+func (rs *recordingServer) seen() ([]string, []string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return append([]string(nil), rs.bodies...), append([]string(nil), rs.auths...)
+}
+
+func TestRoundTripperReplaysABodyWithGetBody(t *testing.T) {
+	payload := bytes.Repeat([]byte("courier-"), 40_000) // 320 kB, past any buffer
+	for _, tc := range []struct {
+		name  string
+		first int // the first answer; the second is 200
+	}{
+		{"retried after 503", http.StatusServiceUnavailable},
+		{"replayed after 401", http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := newRecordingServer(t, func(n int, r *http.Request) int {
+				if n == 1 {
+					return tc.first
+				}
+				return 200
+			})
+			e := newEngine(t, engine.Config{
+				BaseURL: rs.URL,
+				Retry:   fastRetry(),
+				Auth: engine.Auth{AccessToken: "one", RefreshToken: "r", Refresher: func(context.Context, string) (engine.Tokens, error) {
+					return engine.Tokens{AccessToken: "two"}, nil
+				}},
+			})
+			req, err := http.NewRequest(http.MethodPut, rs.URL+"/doc", bytes.NewReader(payload))
+			require.NoError(t, err)
+			resp, err := e.HTTPClient().Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			assert.Equal(t, 200, resp.StatusCode)
+			assert.Equal(t, "answer 2", string(b), "the body is the final attempt's")
+
+			bodies, auths := rs.seen()
+			require.Len(t, bodies, 2)
+			assert.Equal(t, string(payload), bodies[0])
+			assert.Equal(t, string(payload), bodies[1], "sent again byte for byte")
+			if tc.first == http.StatusUnauthorized {
+				assert.Equal(t, []string{"Bearer one", "Bearer two"}, auths)
+			}
+		})
+	}
+}
+
+// onlyReader hides everything but Read, so http.NewRequest cannot set
+// GetBody.
+type onlyReader struct{ io.Reader }
+
+func TestRoundTripperDoesNotResendABodyWithoutGetBody(t *testing.T) {
+	for _, tc := range []struct {
+		name, why string
+		first     int
+	}{
+		{"503", "retried", http.StatusServiceUnavailable},
+		{"401", "replayed after a token refresh", http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := newRecordingServer(t, func(n int, r *http.Request) int {
+				if n == 1 {
+					return tc.first
+				}
+				return 200
+			})
+			e := newEngine(t, engine.Config{
+				BaseURL: rs.URL,
+				Retry:   fastRetry(),
+				Auth: engine.Auth{AccessToken: "one", RefreshToken: "r", Refresher: func(context.Context, string) (engine.Tokens, error) {
+					return engine.Tokens{AccessToken: "two"}, nil
+				}},
+			})
+			req, err := http.NewRequest(http.MethodPut, rs.URL+"/doc", onlyReader{strings.NewReader("once only")})
+			require.NoError(t, err)
+			require.Nil(t, req.GetBody)
+			resp, err := e.HTTPClient().Do(req)
+			if resp != nil {
+				resp.Body.Close()
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, errors.ErrBodyNotReplayable)
+			assert.Contains(t, err.Error(), "GetBody")
+			assert.Contains(t, err.Error(), "would have been "+tc.why)
+			var he *errors.HTTPError
+			require.ErrorAs(t, err, &he, "the first answer is in the error")
+			assert.Equal(t, tc.first, he.Status)
+			assert.Equal(t, "answer 1", string(he.Body))
+			bodies, _ := rs.seen()
+			assert.Equal(t, []string{"once only"}, bodies, "one attempt")
+		})
+	}
+
+	t.Run("a 200 needs no second attempt", func(t *testing.T) {
+		rs := newRecordingServer(t, func(int, *http.Request) int { return 200 })
+		e := newEngine(t, engine.Config{BaseURL: rs.URL})
+		req, err := http.NewRequest(http.MethodPost, rs.URL+"/doc", onlyReader{strings.NewReader("once only")})
+		require.NoError(t, err)
+		resp, err := e.HTTPClient().Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, 200, resp.StatusCode)
+	})
+}
+
+// patternReader yields n bytes of a repeating pattern without holding them.
+type patternReader struct{ left int64 }
+
+var pattern = bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.left == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, pattern[:min(int64(len(pattern)), p.left, int64(len(b)))])
+	p.left -= int64(n)
+	return n, nil
+}
+
+// heapWatcher is a writer that discards what it gets and samples the heap
+// every few tens of megabytes.
+type heapWatcher struct {
+	n, nextSample int64
+	peak          uint64
+}
+
+func (h *heapWatcher) Write(b []byte) (int, error) {
+	h.n += int64(len(b))
+	if h.n >= h.nextSample {
+		h.nextSample += 32 << 20
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		h.peak = max(h.peak, ms.HeapAlloc)
+	}
+	return len(b), nil
+}
+
+func TestRoundTripperStreamsA1GiBBodyInFlatHeap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends 1 GiB over loopback")
+	}
+	const size = 1 << 30
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		io.Copy(w, &patternReader{left: size})
+	}))
+	t.Cleanup(srv.Close)
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, MaxResponseBytes: 1 << 20})
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	resp, err := e.HTTPClient().Get(srv.URL + "/big")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	h := &heapWatcher{}
+	n, err := io.Copy(h, resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, int64(size), n, "the whole body, past MaxResponseBytes")
+	growth := int64(h.peak) - int64(before.HeapAlloc)
+	t.Logf("heap: %d MiB before, peak growth %d MiB while streaming 1 GiB", before.HeapAlloc>>20, growth>>20)
+	assert.Less(t, growth, int64(32<<20), "the heap grew with the body")
+}
+
+func TestRoundTripperLeavesRedirectsToTheClientAndTheTokenToItsOrigin(t *testing.T) {
+	other := newRecordingServer(t, func(int, *http.Request) int { return 200 })
+	var hops atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hops.Add(1)
+		switch r.URL.Path {
+		case "/a":
+			http.Redirect(w, r, "/b", http.StatusFound)
+		case "/b":
+			assert.Equal(t, "Bearer tok", r.Header.Get("Authorization"), "same-origin hop carries the token")
+			http.Redirect(w, r, other.URL+"/c", http.StatusFound)
+		}
+	}))
+	t.Cleanup(api.Close)
+	e := newEngine(t, engine.Config{BaseURL: api.URL, Auth: engine.Auth{AccessToken: "tok"}})
+
+	// Under a client that follows nothing, the first 302 comes back as is.
+	req, err := http.NewRequest(http.MethodGet, api.URL+"/a", nil)
+	require.NoError(t, err)
+	resp, err := e.RoundTripper().RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusFound, resp.StatusCode)
+	assert.Equal(t, "/b", resp.Header.Get("Location"))
+	assert.Equal(t, int64(1), hops.Load())
+
+	// Under HTTPClient, the client follows each hop through the engine.
+	status, body, err := get(t, e.HTTPClient(), api.URL+"/a")
+	require.NoError(t, err)
+	assert.Equal(t, 200, status)
+	assert.Equal(t, "answer 1", body)
+	_, auths := other.seen()
+	assert.Equal(t, []string{""}, auths, "no token to another origin")
+}
+
+func TestRoundTripperQueueWaitEndsWithTheRequestContext(t *testing.T) {
+	g := newGatedServer(t)
+	defer close(g.release)
+	e := newEngine(t, engine.Config{BaseURL: g.URL, Workers: 1, QueueSize: 1})
+	busy := e.Submit(context.Background(), requests.New("GET", "/busy"))
+	waitFor(t, "the worker to be busy", func() bool { return g.calls.Load() == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/queued", nil)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := e.HTTPClient().Do(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	waitFor(t, "the request to be queued", func() bool { return e.Stats().Queued == 1 })
+	cancel()
+	err = <-done
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, int64(1), g.calls.Load(), "the queued request never went out")
+	g.release <- struct{}{}
+	_, err = busy.Await(context.Background())
+	require.NoError(t, err)
+}
+
+func TestRoundTripperBodyEndsWithTheRequestContext(t *testing.T) {
+	sent := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("first part"))
+		w.(http.Flusher).Flush()
+		close(sent)
+		<-r.Context().Done() // the rest never comes
+	}))
+	t.Cleanup(srv.Close)
+	e := newEngine(t, engine.Config{BaseURL: srv.URL})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/slow", nil)
+	require.NoError(t, err)
+	resp, err := e.HTTPClient().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	<-sent
+	b := make([]byte, len("first part"))
+	_, err = io.ReadFull(resp.Body, b)
+	require.NoError(t, err)
+	cancel()
+	_, err = io.ReadAll(resp.Body)
+	assert.ErrorIs(t, err, context.Canceled)
+}
+
+func TestRoundTripperJoinsACallFromSubmitButIsNeverShared(t *testing.T) {
+	g := newGatedServer(t)
+	e := newEngine(t, engine.Config{BaseURL: g.URL})
+	ctx := ctxTimeout(t, 10*time.Second)
+	first := e.Submit(ctx, requests.New("GET", "/items"))
+	waitFor(t, "the upstream call", func() bool { return g.calls.Load() == 1 })
+
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	results := make(chan result, 3)
+	for range 3 {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/items", nil)
+			resp, err := e.RoundTripper().RoundTrip(req)
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			results <- result{resp.StatusCode, string(b), err}
+		}()
+	}
+	waitFor(t, "three joins", func() bool { return e.Stats().DedupHits == 3 })
+	close(g.release)
+	for range 3 {
+		r := <-results
+		require.NoError(t, r.err)
+		assert.Equal(t, 200, r.status)
+		assert.Equal(t, `{"n":42}`, r.body)
+	}
+	_, err := first.Await(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), g.calls.Load(), "they joined the call in flight")
+
+	// Streamed requests alone each make their own call.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			_, _, err := get(t, e.HTTPClient(), g.URL+"/items")
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, int64(4), g.calls.Load())
+}
+
+func TestRoundTripperFailsAfterClose(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(srv.Close)
+	e, err := engine.New(engine.Config{BaseURL: srv.URL})
+	require.NoError(t, err)
+	require.NoError(t, e.Close())
+	_, _, err = get(t, e.HTTPClient(), srv.URL+"/x")
+	assert.ErrorIs(t, err, errors.ErrClosed)
+}
