@@ -22,9 +22,6 @@ import (
 	"github.com/courier-go/courier/requests"
 )
 
-// maxLine bounds one input line; a JSON line with a large body fits.
-const maxLine = 16 << 20
-
 type fetchOptions struct {
 	baseURL, out, logLevel, tokenFile                   string
 	concurrency, queue, burst, maxAttempts              int
@@ -35,6 +32,7 @@ type fetchOptions struct {
 	refreshForm, noDedup, summary, progress             bool
 	accessField, refreshField                           string
 	resume                                              resumeOptions // resume.go
+	limits                                              limitOptions  // limits.go
 }
 
 func fetchFlags(o *fetchOptions) *pflag.FlagSet {
@@ -59,6 +57,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.BoolVar(&o.noDedup, "no-dedup", false, "send identical requests separately")
 	fs.StringVar(&o.out, "out", "", "write results to this file instead of stdout")
 	resumeFlags(fs, &o.resume)
+	o.limits.flags(fs)
 	progressFlag(fs, &o.progress)
 	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
 	fs.BoolVar(&o.summary, "summary", true, "print a summary to stderr at the end (--summary=false to keep stderr quiet)")
@@ -81,7 +80,8 @@ is an error.
 
 Tokens come from COURIER_TOKEN and COURIER_REFRESH_TOKEN, or --token-file;
 never from flags. Exit status: 0 all 2xx, 1 some failed, 2 usage error,
-3 session expired.
+3 session expired, 130 or 143 stopped by SIGINT or SIGTERM (every line
+answered by then is written; a second signal ends courier at once).
 
 Flags:
 `
@@ -109,17 +109,16 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return fail("%v", err)
 	}
-	in := stdin
-	if fs.NArg() == 1 && fs.Arg(0) != "-" {
-		f, err := os.Open(fs.Arg(0))
-		if err != nil {
+	inPath := fs.Arg(0) // "" or "-" for stdin
+	if inPath != "" && inPath != "-" {
+		// Stat, not open: opening a FIFO waits for its writer, which the
+		// input goroutine does, where a signal can stop the batch.
+		if _, err := os.Stat(inPath); err != nil {
 			return fail("input: %v", err)
 		}
-		defer f.Close()
-		in = f
 	}
 	if o.resume.wanted() {
-		return runResumable(ctx, &o, fs, cfg, in, stdout, stderr)
+		return runResumable(ctx, &o, fs, cfg, openInput(inPath, stdin), stdout, stderr)
 	}
 	out := stdout
 	if o.out != "" {
@@ -138,11 +137,11 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 
 	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
 	var sum summary
-	code, err := fetch(ctx, e, in, out, bar, &sum)
+	src := newInput(openInput(inPath, stdin), int(o.limits.maxLine))
+	code, err := fetch(ctx, e, src, out, bar, &sum)
 	bar.done()
 	if err != nil {
 		fmt.Fprintf(stderr, "courier fetch: %v\n", err)
-		code = exitFailed
 	}
 	if o.summary {
 		sum.print(stderr, e.Stats())
@@ -182,6 +181,9 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 	}
 	if o.timeout <= 0 {
 		return cfg, fmt.Errorf("--timeout must be positive, got %s", o.timeout)
+	}
+	if err := o.limits.apply(&cfg); err != nil {
+		return cfg, err
 	}
 	for _, h := range o.headers {
 		k, v, ok := strings.Cut(h, ":")
@@ -319,39 +321,50 @@ func (q *fifo) pop() lineMeta {
 }
 
 // fetch runs every input line through e and writes the results in order.
-// sum receives the counts and latencies.
-func fetch(ctx context.Context, e *engine.Engine, in io.Reader, out io.Writer, bar *progress, sum *summary) (int, error) {
+// sum receives the counts and latencies. When ctx ends (a signal), fetch
+// stops reading, cancels what is pending, writes every result it has, in
+// order (a cancelled request's line says it was interrupted), and returns
+// the signal's exit status, unless the batch had already finished.
+func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar *progress, sum *summary) (int, error) {
+	defer src.Stop()
 	var (
-		meta    fifo
-		readErr error
+		meta fifo
+		eof  bool // every input line was read; set by Stream's reader, read after Stream
 	)
 	lines := func(yield func(*requests.Request) bool) {
-		sc := bufio.NewScanner(in)
-		sc.Buffer(make([]byte, 64<<10), maxLine)
-		n := 0
-		for sc.Scan() {
-			n++
-			line, skip := parseLine(n, sc.Text())
-			if skip {
-				continue
-			}
-			meta.push(lineMeta{in: line, start: time.Now()})
-			if !yield(line.req) {
+		for {
+			select {
+			case raw, ok := <-src.lines:
+				if !ok {
+					eof = true
+					return
+				}
+				line, skip := raw.parse()
+				if skip {
+					continue
+				}
+				meta.push(lineMeta{in: line, start: time.Now()})
+				if !yield(line.req) {
+					return
+				}
+			case <-ctx.Done():
 				return
 			}
-		}
-		if err := sc.Err(); err != nil {
-			readErr = fmt.Errorf("reading input after line %d: %w", n, err)
 		}
 	}
 	w := bufio.NewWriter(out)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	code := exitOK
+	cut := false // a request was cancelled by the end of ctx
 	start := time.Now()
 	for res := range e.Stream(ctx, iter.Seq[*requests.Request](lines), 0) {
 		m := meta.pop()
 		r := describe(m, res)
+		if res.Err != nil && ctx.Err() != nil && errors.Is(res.Err, context.Canceled) {
+			cut = true
+			r.Error = fmt.Sprintf("line %d: interrupted (%v) before an answer came", m.in.n, context.Cause(ctx))
+		}
 		sum.requests++
 		sum.lat.Add(time.Duration(r.DurationMS * float64(time.Millisecond)))
 		if r.Error == "" {
@@ -375,13 +388,27 @@ func fetch(ctx context.Context, e *engine.Engine, in io.Reader, out io.Writer, b
 		bar.add()
 	}
 	sum.elapsed = time.Since(start)
-	if readErr != nil {
-		return exitFailed, readErr
+	if eof && !cut {
+		// The whole batch ran; a signal after that changes nothing.
+		if err := src.Err(); err != nil {
+			return exitFailed, err
+		}
+		return code, nil
 	}
-	if err := ctx.Err(); err != nil {
-		return exitFailed, fmt.Errorf("interrupted: %w", err)
+	src.Stop()
+	if err := src.Err(); err != nil && ctx.Err() == nil {
+		return exitFailed, err
 	}
-	return code, nil
+	return interrupted(ctx)
+}
+
+// interrupted is fetch's status and error when ctx ended before the batch
+// did: the signal's status (130, 143), or 1 for any other end.
+func interrupted(ctx context.Context) (int, error) {
+	if sig, ok := stoppedBy(ctx); ok {
+		return sig.exitCode(), sig
+	}
+	return exitFailed, fmt.Errorf("interrupted: %w", context.Cause(ctx))
 }
 
 // describe turns a result into its output line.

@@ -32,7 +32,8 @@ func BenchmarkFetch(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	var sum summary
-	code, err := fetch(context.Background(), e, strings.NewReader(in.String()), io.Discard, &progress{}, &sum)
+	src := newInput(openInput("", strings.NewReader(in.String())), defaultMaxLine)
+	code, err := fetch(context.Background(), e, src, io.Discard, &progress{}, &sum)
 	if err != nil || code != exitOK {
 		b.Fatalf("fetch: %d %v", code, err)
 	}

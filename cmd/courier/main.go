@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/courier-go/courier/errors"
 )
 
 // Exit statuses.
@@ -33,10 +35,62 @@ Run 'courier COMMAND --help' for a command's flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// stopSignal is the cause of a command's context when a signal ended it.
+type stopSignal struct{ sig syscall.Signal }
+
+func (s stopSignal) Error() string { return "stopped by " + signalName(s.sig) }
+
+// exitCode is the shell's status for a process a signal ended: 128 plus
+// its number (130 for SIGINT, 143 for SIGTERM).
+func (s stopSignal) exitCode() int { return 128 + int(s.sig) }
+
+func signalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
+}
+
+// stoppedBy returns the signal that ended ctx, if one did.
+func stoppedBy(ctx context.Context) (stopSignal, bool) {
+	var s stopSignal
+	ok := errors.As(context.Cause(ctx), &s)
+	return s, ok
+}
+
+// notifyContext is signal.NotifyContext whose cause names the signal (a
+// stopSignal). The first signal cancels ctx; from then on the signals have
+// their default action again, so a second one ends the process at once.
+func notifyContext(parent context.Context, sigs ...os.Signal) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case s := <-ch:
+			signal.Stop(ch)
+			sig, _ := s.(syscall.Signal)
+			cancel(stopSignal{sig})
+		case <-quit:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(quit)
+		<-done
+		cancel(context.Canceled)
+	}
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {

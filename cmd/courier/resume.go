@@ -230,7 +230,7 @@ func (c *checkpoint) failures() int {
 
 // runResumable is `courier fetch` with --resume, --resume-failed or
 // --idempotency-keys.
-func runResumable(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, in io.Reader, stdout, stderr io.Writer) int {
+func runResumable(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, open func() (io.ReadCloser, error), stdout, stderr io.Writer) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "courier fetch: "+format+"\n", a...)
 		return exitUsage
@@ -271,7 +271,8 @@ func runResumable(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg e
 
 	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
 	var sum summary
-	code, err := r.run(ctx, e, in, out, bar, &sum)
+	src := newInput(open, int(o.limits.maxLine))
+	code, err := r.run(ctx, e, src, out, bar, &sum)
 	bar.done()
 	if err == nil {
 		err = finish()
@@ -363,7 +364,9 @@ type slot struct {
 }
 
 // run fetches what in still needs and writes it to out in input order.
-func (r *resumable) run(ctx context.Context, e *engine.Engine, in io.Reader, out io.Writer, bar *progress, sum *summary) (int, error) {
+func (r *resumable) run(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar *progress, sum *summary) (int, error) {
+	defer src.Stop()
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// window tokens: one taken before a line is submitted, given back once
@@ -375,7 +378,7 @@ func (r *resumable) run(ctx context.Context, e *engine.Engine, in io.Reader, out
 	go func() {
 		defer reader.Done()
 		defer close(slots)
-		r.read(ctx, e, in, window, slots)
+		r.read(ctx, e, src, window, slots)
 	}()
 	defer reader.Wait()
 	defer func() {
@@ -409,7 +412,7 @@ func (r *resumable) run(ctx context.Context, e *engine.Engine, in io.Reader, out
 			resp, err := s.f.Await(context.Background())
 			if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 				// Stopped, not answered: leave it to the next run.
-				return exitFailed, fmt.Errorf("interrupted: %w", ctx.Err())
+				return interrupted(parent)
 			}
 			res := describe(s.meta, engine.Result{Response: resp, Err: err})
 			sum.requests++
@@ -443,8 +446,12 @@ func (r *resumable) run(ctx context.Context, e *engine.Engine, in io.Reader, out
 		}
 	}
 	sum.elapsed = time.Since(start)
-	if err := ctx.Err(); err != nil {
-		return exitFailed, fmt.Errorf("interrupted: %w", err)
+	if ctx.Err() != nil {
+		return interrupted(parent)
+	}
+	// The input is at its end (read returns only then or when ctx ends).
+	if err := src.Err(); err != nil {
+		return exitFailed, err
 	}
 	return code, nil
 }
@@ -452,7 +459,7 @@ func (r *resumable) run(ctx context.Context, e *engine.Engine, in io.Reader, out
 // read walks the input: it checks the lines already answered, and sends
 // the writer a slot for every other line, in order. It stops at the first
 // line that contradicts the checkpoint, or when ctx ends.
-func (r *resumable) read(ctx context.Context, e *engine.Engine, in io.Reader, window chan struct{}, slots chan<- slot) {
+func (r *resumable) read(ctx context.Context, e *engine.Engine, src *input, window chan struct{}, slots chan<- slot) {
 	send := func(s slot) bool {
 		select {
 		case slots <- s:
@@ -471,18 +478,30 @@ func (r *resumable) read(ctx context.Context, e *engine.Engine, in io.Reader, wi
 	changed := func(line int, what string) slot {
 		return slot{err: badCheckpoint("input line %d %s: the input changed since this batch started (use a new --out file for a new batch)", line, what)}
 	}
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), maxLine)
-	n := 0
-	for sc.Scan() {
-		n++
-		text := sc.Text()
+lines:
+	for {
+		var raw rawLine
+		select {
+		case l, ok := <-src.lines:
+			if !ok {
+				break lines
+			}
+			raw = l
+		case <-ctx.Done():
+			return
+		}
+		n, text := raw.n, raw.text
+		if raw.err != nil {
+			// Over --max-line: its text was never kept, so its place
+			// stands for it.
+			text = fmt.Sprintf("\x00line %d over --max-line", n)
+		}
 		hash := lineHash(text)
 		key := ""
 		if r.keys != nil {
 			key = r.keys.next(n, hash)
 		}
-		line, skip := parseLine(n, text)
+		line, skip := raw.parse()
 		// A stored answer for a line before this one means the input now
 		// skips that line: it changed.
 		for _, ahead := range [][]answer{done, old} {
@@ -537,8 +556,8 @@ func (r *resumable) read(ctx context.Context, e *engine.Engine, in io.Reader, wi
 			return // s's request was submitted with ctx: it ends by itself
 		}
 	}
-	if err := sc.Err(); err != nil {
-		send(slot{err: fmt.Errorf("reading input after line %d: %w", n, err)})
+	if err := src.Err(); err != nil {
+		send(slot{err: err})
 		return
 	}
 	if len(done) > 0 {

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/courier-go/courier/internal/demo"
+)
+
+// running is a `courier fetch` process the test talks to through pipes.
+type running struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	stderr *bytes.Buffer
+}
+
+// startCourier starts the binary with a clean environment plus env; the
+// process is killed if the test ends first.
+func startCourier(t *testing.T, env []string, args ...string) *running {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	cmd := exec.CommandContext(ctx, courierBin, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	r := &running{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout), stderr: &bytes.Buffer{}}
+	cmd.Stderr = r.stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	return r
+}
+
+// line reads the next output line.
+func (r *running) line(t *testing.T) outLine {
+	t.Helper()
+	s, err := r.stdout.ReadString('\n')
+	require.NoError(t, err, "an output line")
+	var l outLine
+	require.NoError(t, json.Unmarshal([]byte(s), &l), "output line %q", s)
+	return l
+}
+
+// stop sends sig and returns the exit status and the lines written after
+// the ones already read. Its bound is the process's 60 s: a process that
+// ignores the signal fails the test there.
+func (r *running) stop(t *testing.T, sig syscall.Signal) (int, []outLine) {
+	t.Helper()
+	require.NoError(t, r.cmd.Process.Signal(sig))
+	rest, err := io.ReadAll(r.stdout)
+	require.NoError(t, err)
+	err = r.cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return code, parseOutput(t, string(rest))
+}
+
+var stopSignals = []struct {
+	sig  syscall.Signal
+	name string
+	code int
+}{{syscall.SIGINT, "SIGINT", 130}, {syscall.SIGTERM, "SIGTERM", 143}}
+
+func TestFetchSignalStopsWhileStdinIsQuiet(t *testing.T) {
+	api := startDemo(t, demo.Config{})
+	for _, s := range stopSignals {
+		t.Run(s.name, func(t *testing.T) {
+			r := startCourier(t, tokenEnv(api.Login()), "fetch", "--base-url", api.URL, "--summary=false")
+			_, err := io.WriteString(r.stdin, "/items/1\n/items/2\n")
+			require.NoError(t, err)
+			assert.Equal(t, 1, r.line(t).Line)
+			assert.Equal(t, 2, r.line(t).Line)
+			// stdin stays open and quiet: fetch is blocked reading it.
+			code, rest := r.stop(t, s.sig)
+			assert.Equal(t, s.code, code, r.stderr.String())
+			assert.Empty(t, rest)
+			assert.Contains(t, r.stderr.String(), "stopped by "+s.name)
+		})
+	}
+	t.Run("--resume", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "out.jsonl")
+		r := startCourier(t, tokenEnv(api.Login()), "fetch", "--base-url", api.URL, "--summary=false", "--resume", "--out", out)
+		_, err := io.WriteString(r.stdin, "/items/1\n")
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			b, _ := os.ReadFile(out)
+			return bytes.Count(b, []byte("\n")) == 1
+		}, 30*time.Second, 5*time.Millisecond, "line 1 is answered")
+		code, _ := r.stop(t, syscall.SIGINT)
+		assert.Equal(t, 130, code, r.stderr.String())
+	})
+}
+
+func TestFetchSignalStopsWhileAFIFOInputIsQuiet(t *testing.T) {
+	api := startDemo(t, demo.Config{})
+	fifo := filepath.Join(t.TempDir(), "requests")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	r := startCourier(t, tokenEnv(api.Login()), "fetch", "--base-url", api.URL, "--summary=false", fifo)
+	// Opening for writing succeeds once courier has the FIFO open to read.
+	w := openWriterWhenRead(t, fifo)
+	defer w.Close()
+	_, err := io.WriteString(w, "/items/1\n")
+	require.NoError(t, err)
+	assert.Equal(t, 1, r.line(t).Line)
+	code, rest := r.stop(t, syscall.SIGINT)
+	assert.Equal(t, 130, code, r.stderr.String())
+	assert.Empty(t, rest)
+}
+
+// openWriterWhenRead opens fifo for writing as soon as a reader has it
+// open, polling with a short tick.
+func openWriterWhenRead(t *testing.T, fifo string) *os.File {
+	t.Helper()
+	var w *os.File
+	require.Eventually(t, func() bool {
+		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return false // ENXIO: no reader yet
+		}
+		w = f
+		return true
+	}, 30*time.Second, 5*time.Millisecond)
+	return w
+}
+
+func TestFetchSignalStopsRequestsWaitingOnTheLimiter(t *testing.T) {
+	api := startDemo(t, demo.Config{})
+	r := startCourier(t, tokenEnv(api.Login()), "fetch", "--base-url", api.URL, "--summary=false",
+		"--rate", "0.001", "--burst", "1", "--concurrency", "1") // one worker: line 1 takes the one token
+	_, err := io.WriteString(r.stdin, "/items/1\n/items/2\n/items/3\n")
+	require.NoError(t, err)
+	require.NoError(t, r.stdin.Close()) // the whole input is read: only the limiter holds the batch
+	first := r.line(t)
+	assert.Nil(t, first.Error)
+	code, rest := r.stop(t, syscall.SIGTERM)
+	assert.Equal(t, 143, code, r.stderr.String())
+	require.Len(t, rest, 2, "every submitted line is answered, in order")
+	for i, l := range rest {
+		assert.Equal(t, i+2, l.Line)
+		require.NotNil(t, l.Error)
+		assert.Contains(t, *l.Error, fmt.Sprintf("line %d: interrupted (stopped by SIGTERM)", i+2))
+	}
+	assert.EqualValues(t, 1, api.Stats().Requests, "the waiting requests were never sent")
+}
+
+func TestFetchSignalStopsARefreshInProgressAndKeepsTheTokenFile(t *testing.T) {
+	refreshing := make(chan struct{}, 1)
+	testDone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/auth/refresh" {
+			select {
+			case refreshing <- struct{}{}:
+			default:
+			}
+			select { // hang until courier is gone
+			case <-r.Context().Done():
+			case <-testDone:
+			}
+			return
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	defer close(testDone)
+	file := filepath.Join(t.TempDir(), "tokens.json")
+	const tokens = `{"access_token":"a1","refresh_token":"r1"}`
+	require.NoError(t, os.WriteFile(file, []byte(tokens), 0o600))
+
+	r := startCourier(t, nil, "fetch", "--base-url", srv.URL, "--summary=false",
+		"--refresh-path", "/auth/refresh", "--token-file", file)
+	_, err := io.WriteString(r.stdin, "/items/1\n")
+	require.NoError(t, err)
+	require.NoError(t, r.stdin.Close())
+	select {
+	case <-refreshing:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no refresh came")
+	}
+	code, rest := r.stop(t, syscall.SIGINT)
+	assert.Equal(t, 130, code, r.stderr.String())
+	require.Len(t, rest, 1)
+	require.NotNil(t, rest[0].Error)
+	assert.Contains(t, *rest[0].Error, "line 1: interrupted (stopped by SIGINT)")
+	data, err := os.ReadFile(file)
+	require.NoError(t, err)
+	assert.JSONEq(t, tokens, string(data), "the token file is intact")
+}
+
+func TestFetchLineOverTheLimitGetsItsOwnErrorAndTheBatchGoesOn(t *testing.T) {
+	api := startDemo(t, demo.Config{})
+	t.Run("--max-line", func(t *testing.T) {
+		input := "/items/1\n/" + strings.Repeat("a", 1024) + "\n/items/3\n/" + strings.Repeat("b", 1023) + "\n"
+		r := courier(t, input, tokenEnv(api.Login()), "fetch", "--base-url", api.URL, "--max-line", "1KiB")
+		assert.Equal(t, 1, r.code, r.stderr)
+		out := parseOutput(t, r.stdout)
+		require.Len(t, out, 4)
+		assert.Nil(t, out[0].Error)
+		require.NotNil(t, out[1].Error)
+		assert.Equal(t, 2, out[1].Line)
+		assert.Contains(t, *out[1].Error, "line 2: longer than --max-line (1KiB)")
+		assert.Nil(t, out[2].Error)
+		assert.Equal(t, 3, out[2].Line)
+		require.NotNil(t, out[3].Error, "a line of exactly the limit is read")
+		assert.Contains(t, *out[3].Error, "404")
+	})
+	t.Run("default 16MiB", func(t *testing.T) {
+		input := "/" + strings.Repeat("a", 16<<20) + "\n/items/2"
+		r := courier(t, input, tokenEnv(api.Login()), "fetch", "--base-url", api.URL)
+		assert.Equal(t, 1, r.code, r.stderr)
+		out := parseOutput(t, r.stdout)
+		require.Len(t, out, 2)
+		require.NotNil(t, out[0].Error)
+		assert.Contains(t, *out[0].Error, "line 1: longer than --max-line (16MiB)")
+		assert.Nil(t, out[1].Error, "the last line, without a newline, runs")
+	})
+}
+
+func TestFetchMaxBodyBoundsResponses(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bytes.Repeat([]byte("x"), 2048))
+	}))
+	defer srv.Close()
+	r := courier(t, "/a\n", nil, "fetch", "--base-url", srv.URL, "--max-body", "1KiB")
+	assert.Equal(t, 1, r.code, r.stderr)
+	out := parseOutput(t, r.stdout)
+	require.Len(t, out, 1)
+	require.NotNil(t, out[0].Error)
+	assert.Contains(t, *out[0].Error, "response body too large")
+
+	r = courier(t, "/a\n", nil, "fetch", "--base-url", srv.URL, "--max-body", "2048")
+	assert.Equal(t, 0, r.code, r.stderr)
+}
+
+func TestFetchSizeFlags(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want byteSize
+		err  string
+	}{
+		{"512", 512, ""},
+		{"64KiB", 64 << 10, ""},
+		{"16mib", 16 << 20, ""},
+		{"2 GiB", 2 << 30, ""},
+		{"", 0, "want a number of bytes"},
+		{"12XB", 0, "want a number of bytes"},
+		{"1.5MiB", 0, "want a number of bytes"},
+		{"0", 0, "at least 1 byte"},
+		{"-3KiB", 0, "at least 1 byte"},
+		{"9999999999GiB", 0, "too large"},
+	} {
+		got, err := parseSize(tc.in)
+		if tc.err != "" {
+			assert.ErrorContains(t, err, tc.err, tc.in)
+			continue
+		}
+		assert.NoError(t, err, tc.in)
+		assert.Equal(t, tc.want, got, tc.in)
+	}
+	for _, args := range [][]string{{"--max-line", "12XB"}, {"--max-body", "0"}, {"--max-line", "2GiB"}} {
+		r := courier(t, "", nil, append([]string{"fetch", "--base-url", "http://127.0.0.1:1"}, args...)...)
+		assert.Equal(t, 2, r.code, "%v", args)
+		assert.Contains(t, r.stderr, args[0], "the error names the flag")
+	}
+}
