@@ -27,6 +27,9 @@ const (
 	DefaultRetryCost        = 5
 	DefaultTimeoutCost      = 10
 	DefaultRefund           = 1
+	DefaultRateDecrease     = 0.5
+	DefaultRateIncrease     = 0.02
+	DefaultMinRate          = 0.5
 	DefaultRefreshAttempts  = 3
 )
 
@@ -168,13 +171,101 @@ type Budget struct {
 	Disabled bool
 }
 
-// RateLimit paces attempts with a token bucket (golang.org/x/time/rate).
+// RateLimit paces attempts with token buckets (golang.org/x/time/rate):
+// a global limit over every attempt, a limit per host with overrides per
+// host and per route, and holds and back-off that follow what the servers
+// answer (see [Adaptive]). Every attempt waits, with its request's context,
+// for the bucket of its host or route and then for the global one;
+// retries and replays after a token refresh wait like first attempts.
+//
+// The zero value sets no limit of its own but adapts: a Retry-After or an
+// exhausted quota holds the host, and 429s slow it down.
 type RateLimit struct {
-	// PerSecond is the sustained rate of attempts; 0 means unlimited.
+	// PerSecond is the sustained rate of attempts over all hosts; 0 means
+	// unlimited.
 	PerSecond float64
 	// Burst is how many attempts may go at once. If zero, the rate rounded
 	// up, at least 1.
 	Burst int
+
+	// PerHost is the limit of each host that Hosts does not name. The zero
+	// value does not limit hosts.
+	PerHost Rate
+	// Hosts overrides PerHost for the hosts it names. A key is a host as
+	// it appears in request URLs, with its port when it has one
+	// ("api.example.com", "127.0.0.1:8080"); case does not matter, and a
+	// port that is the scheme's default is the same as none. A zero Rate
+	// leaves its host unlimited.
+	Hosts map[string]Rate
+	// Routes override their host's limit for requests whose path starts
+	// with Prefix (at a "/" boundary: "/search" covers "/search" and
+	// "/search/code", not "/searches"); the longest prefix wins. A route
+	// has its own bucket, holds and back-off, apart from its host's.
+	Routes []Route
+
+	// Adaptive configures how limits follow the servers' answers.
+	Adaptive Adaptive
+
+	// Limiter is where attempts wait and holds are published. If nil,
+	// [NewLocalLimiter] on the engine's Clock: limits and holds are this
+	// engine's own. A shared Limiter makes them fleet-wide.
+	Limiter Limiter
+}
+
+// Rate is a token-bucket limit: PerSecond attempts a second on average, up
+// to Burst at once. The zero value does not limit.
+type Rate struct {
+	// PerSecond is the sustained rate; 0 means unlimited.
+	PerSecond float64
+	// Burst is how many attempts may go at once. If zero, the rate rounded
+	// up, at least 1.
+	Burst int
+}
+
+// Route is a limit for the requests to Host whose path starts with Prefix.
+type Route struct {
+	// Host is as in [RateLimit.Hosts].
+	Host string
+	// Prefix starts with "/".
+	Prefix string
+	Rate   Rate
+}
+
+// Adaptive makes every host's limit follow its answers. The zero value is
+// on, with the defaults below.
+//
+// Holds: a Retry-After on a 429 or 503 answer holds every request to that
+// host (or to that route, when the request fell under a route override)
+// until the time it gives, capped at Retry.MaxRetryAfter; so does a quota
+// at zero in the answer's rate-limit fields (see [ParseRateLimit]), until
+// the quota resets, whatever the status and whether or not Retry-After is
+// there too. While a quota is known, attempts are also paced to spend what
+// remains of it evenly until the reset.
+//
+// Back-off (AIMD): a 429 multiplies the rate of its host or route by
+// Decrease (once for the attempts that were already in flight together),
+// down to MinPerSecond, and each 2xx answer adds Increase times the
+// ceiling back, up to the ceiling: the configured limit. A host with no
+// configured limit is not paced until its first 429; then its ceiling is
+// learned: the quota of its RateLimit-Policy when it sends one, else the
+// rate of 2xx answers observed from it since it was first seen (or since
+// its last hold ended) up to the end of the new hold. It starts there,
+// since the hold has already waited out the excess, and adapts from
+// there. A host idle for ten minutes forgets what was learned.
+type Adaptive struct {
+	// Disabled ignores what answers say about limits: no holds, no
+	// pacing to quotas, no back-off. A Retry-After still delays the retry
+	// of the request it came with.
+	Disabled bool
+	// Decrease is the factor a 429 multiplies the rate by, in (0, 1). If
+	// zero, DefaultRateDecrease.
+	Decrease float64
+	// Increase is the share of the ceiling each 2xx answer adds back, in
+	// (0, 1]. If zero, DefaultRateIncrease.
+	Increase float64
+	// MinPerSecond is the lowest rate back-off goes to. If zero,
+	// DefaultMinRate.
+	MinPerSecond float64
 }
 
 // Dedup configures in-flight merging of identical requests. The zero value
@@ -229,11 +320,8 @@ func (c Config) validate() (*settings, error) {
 	nonNeg("Retry.Budget.RetryCost", int64(c.Retry.Budget.RetryCost))
 	nonNeg("Retry.Budget.TimeoutCost", int64(c.Retry.Budget.TimeoutCost))
 	nonNeg("Retry.Budget.Refund", int64(c.Retry.Budget.Refund))
-	nonNeg("RateLimit.Burst", int64(c.RateLimit.Burst))
 	nonNeg("Auth.RefreshBefore", int64(c.Auth.RefreshBefore))
-	if c.RateLimit.PerSecond < 0 {
-		bad("RateLimit.PerSecond is negative (%g)", c.RateLimit.PerSecond)
-	}
+	c.RateLimit.check(bad)
 	if c.Retry.BaseDelay > 0 && c.Retry.MaxDelay > 0 && c.Retry.BaseDelay > c.Retry.MaxDelay {
 		bad("Retry.BaseDelay (%s) is above Retry.MaxDelay (%s)", c.Retry.BaseDelay, c.Retry.MaxDelay)
 	}

@@ -125,7 +125,7 @@ func (d *dispatcher) assign() {
 		d.running++
 		d.e.stats.queued.Add(-1)
 		d.e.stats.inFlight.Add(1)
-		j := job{c: c, attempt: c.attempts, timed: d.e.limiter == nil}
+		j := job{c: c, attempt: c.attempts, timed: !d.e.pacer.active}
 		if j.timed {
 			// The attempt starts now: the worker is idle and takes the job
 			// at once.

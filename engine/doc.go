@@ -5,10 +5,10 @@
 // The dispatcher goroutine (dispatcher.go) owns the bounded queue
 // (queue.go), the dedup table, the set of requests parked on a token
 // refresh, and the pause state of an expired session; it never does I/O and
-// never blocks. Workers (worker.go) run one attempt each: they wait on the
-// rate limiter, read the current token from an atomic snapshot, run the
-// middleware chain and the HTTP call, read the body (bounded) and report
-// back. The token actor (tokenactor.go) owns the tokens and serializes
+// never blocks. Workers (worker.go) run one attempt each: they wait for
+// their turn (see Pacing), read the current token from an atomic
+// snapshot, run the middleware chain and the HTTP call, read the body
+// (bounded) and report back. The token actor (tokenactor.go) owns the tokens and serializes
 // refresh: however many requests get 401 with the same token, one refresh
 // call is made, each parked request is replayed once, and queued requests
 // that would carry the rejected token wait for the new one instead of
@@ -17,6 +17,37 @@
 //
 // Time comes from a [Clock], so backoff, Retry-After, rate limiting and
 // proactive refresh can be driven by hand in tests.
+//
+// # Pacing
+//
+// Before every attempt (first attempts, retries and replays alike) the
+// worker waits for its turn (pacing.go), with the request's context: while
+// the request's host, or its route when a [Route] override covers its
+// path, is held; while the quota the server last announced for it is
+// spent; for the key's token bucket (a per-host limit, a host's override
+// or a route's); then for the global bucket. The wait is not part of the
+// attempt's timeout. After the answer the worker reports it back: a
+// Retry-After on a 429 or 503, or a RateLimit / X-RateLimit-* quota at
+// zero, holds the key until then for every request; a quota still above
+// zero caps the attempts that may start until its reset; a 429 backs the
+// key's rate off multiplicatively (once per burst of attempts that were in
+// flight together) and 2xx answers restore it additively, never above the
+// configured limit. A host with no configured limit is unpaced until its
+// first 429, and then paced from a learned ceiling (see [Adaptive]).
+// [Stats] counts the holds and the 429s.
+//
+// Waiting and holding go through a [Limiter], keyed by [LimitKey]: the
+// global key, a host's, or a host and route's. The default,
+// [NewLocalLimiter], keeps buckets and holds in memory; a shared Limiter
+// (package fleet's, on Redis) makes a fleet of processes respect one limit
+// and share holds, while back-off and quota accounting stay per process.
+// To implement one: Wait(ctx, key, rate) blocks until one more attempt
+// under key fits rate (a GCRA on the store's clock works well; the rate
+// passed may change between calls as the engine adapts it), Hold(key,
+// until) publishes a hold that only ever extends, and HeldUntil(key)
+// returns the latest hold from any process, cheaply, since it runs before
+// every attempt. The engine calls none of them from the dispatcher, and
+// the zero value of [RateLimit.Limiter], nil, means local limiting.
 //
 // # Guarantees
 //

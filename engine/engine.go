@@ -10,7 +10,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
-	"golang.org/x/time/rate"
 
 	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/requests"
@@ -27,7 +26,7 @@ type Engine struct {
 	s         *settings
 	client    *http.Client      // the caller's client, with the redirect guard
 	transport http.RoundTripper // middleware chain around client.Do
-	limiter   *rate.Limiter     // nil when unlimited
+	pacer     *pacer            // holds, buckets and back-off per host
 	log       *zerolog.Logger
 	tokens    atomic.Pointer[tokenSnap] // published by the token actor
 	stats     counters
@@ -56,13 +55,7 @@ func New(cfg Config) (*Engine, error) {
 		rt = s.Middleware[i](rt)
 	}
 	e.transport = rt
-	if s.RateLimit.PerSecond > 0 {
-		burst := s.RateLimit.Burst
-		if burst == 0 {
-			burst = max(1, int(s.RateLimit.PerSecond+0.999999))
-		}
-		e.limiter = rate.NewLimiter(rate.Limit(s.RateLimit.PerSecond), burst)
-	}
+	e.pacer = newPacer(s, &e.stats)
 	e.hooks = newHooks(e.log)
 	e.d = newDispatcher(e)
 	e.actor = newTokenActor(e)
@@ -306,10 +299,13 @@ type Stats struct {
 	Retries   int64 // retries scheduled
 	Refreshes int64 // successful token refreshes
 	DedupHits int64 // requests merged into one already in flight
+	Holds     int64 // times a host or route was held (Retry-After, quota at zero)
+	Throttled int64 // answers with status 429
 }
 
 type counters struct {
 	submitted, completed, failed, queued, inFlight, retries, refreshes, dedupHits atomic.Int64
+	holds, throttled                                                              atomic.Int64
 }
 
 // Stats returns the current counters.
@@ -319,6 +315,7 @@ func (e *Engine) Stats() Stats {
 		Submitted: c.submitted.Load(), Completed: c.completed.Load(), Failed: c.failed.Load(),
 		Queued: c.queued.Load(), InFlight: c.inFlight.Load(), Retries: c.retries.Load(),
 		Refreshes: c.refreshes.Load(), DedupHits: c.dedupHits.Load(),
+		Holds: c.holds.Load(), Throttled: c.throttled.Load(),
 	}
 }
 

@@ -62,9 +62,11 @@ func (e *Engine) attempt(j job) (o outcome) {
 		o.err = e.requestError(c, j.attempt, context.Canceled) // abandoned before it started
 		return o
 	}
+	var pace paceTicket
 	if !j.timed {
 		// The wait for the limiter is not part of the attempt's time.
-		if err := e.waitRate(ctx); err != nil {
+		var err error
+		if pace, err = e.pacer.wait(ctx, c.url); err != nil {
 			o.err = e.requestError(c, j.attempt, err)
 			return o
 		}
@@ -95,6 +97,7 @@ func (e *Engine) attempt(j job) (o outcome) {
 		e.logAttempt(c, j.attempt, 0, start, snap.gen, err)
 		return o
 	}
+	e.pacer.observe(pace, hresp.StatusCode, hresp.Header)
 	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
 	ok := resp.OK()
 	if ok && req.Output != nil {
@@ -255,28 +258,6 @@ func readBounded(r io.Reader, limit int64) ([]byte, error) {
 func closeBody(rc io.ReadCloser) {
 	_, _ = io.CopyN(io.Discard, rc, drainLimit)
 	rc.Close()
-}
-
-// waitRate waits for the rate limiter on the engine's clock.
-func (e *Engine) waitRate(ctx context.Context) error {
-	if e.limiter == nil {
-		return nil
-	}
-	now := e.s.Clock.Now()
-	r := e.limiter.ReserveN(now, 1)
-	d := r.DelayFrom(now)
-	if d <= 0 {
-		return nil
-	}
-	t := e.s.Clock.NewTimer(d)
-	select {
-	case <-t.C():
-		return nil
-	case <-ctx.Done():
-		t.Stop()
-		r.CancelAt(e.s.Clock.Now())
-		return ctx.Err()
-	}
 }
 
 // statusError builds the error for a non-2xx answer.

@@ -1,0 +1,450 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// pacer decides when each attempt may start: it maps a request to its limit
+// key (a route override, else its host), keeps each key's adaptive state
+// (back-off, learned ceiling, known quota), and waits through the
+// [Limiter] for holds and buckets. Workers call wait before an attempt and
+// observe after its answer; nothing else touches it. It is safe for
+// concurrent use.
+type pacer struct {
+	clock   Clock
+	lim     Limiter
+	global  Rate // PerSecond 0: no global limit
+	perHost Rate
+	hosts   map[string]Rate    // by normalized host
+	routes  map[string][]Route // by normalized host, longest prefix first
+	adapt   Adaptive           // defaults applied
+	maxHold time.Duration
+	stats   *counters
+	// active is false when nothing can make an attempt wait: no limit is
+	// configured and adaptation is off.
+	active bool
+
+	mu      sync.Mutex // protects keys and sweepAt, and every keyPace
+	keys    map[LimitKey]*keyPace
+	sweepAt int
+}
+
+// keyPace is one limit key's adaptive state; protected by pacer.mu.
+type keyPace struct {
+	configured Rate // PerSecond 0: no configured limit
+
+	// Back-off. rate is the pace now, 0 while the key is not paced at
+	// all (a host with no configured limit before its first 429);
+	// ceiling is what additive increase restores it to. epoch counts
+	// decreases, so the 429s of attempts that were in flight together
+	// back off once.
+	rate, ceiling float64
+	learned       bool // ceiling was learned, not configured
+	epoch         uint64
+	cleanRun      int64 // 2xx answers at the ceiling since the last 429
+
+	// What a learned ceiling is learned from: 2xx answers since seen.
+	seen time.Time
+	oks  int64
+
+	// The last quota an answer announced: quotaLeft attempts may start
+	// before quotaUntil (the reset). started numbers attempts, so an
+	// answer's remaining count can discount the attempts sent after it.
+	quotaLeft  int64
+	quotaUntil time.Time
+	policyRate float64 // RateLimit-Policy's quota per second, 0 unknown
+	started    uint64
+
+	holdUntil time.Time // the latest hold this engine placed
+	used      time.Time // last attempt or answer, for forgetting idle keys
+}
+
+// paceTicket ties an answer to the attempt's key and to the state the
+// attempt started under. It is a plain value.
+type paceTicket struct {
+	key   LimitKey
+	kp    *keyPace
+	epoch uint64
+	seq   uint64
+}
+
+func newPacer(s *settings, stats *counters) *pacer {
+	r := s.RateLimit
+	p := &pacer{
+		clock:   s.Clock,
+		lim:     r.Limiter,
+		global:  withBurst(Rate{PerSecond: r.PerSecond, Burst: r.Burst}),
+		perHost: withBurst(r.PerHost),
+		hosts:   make(map[string]Rate, len(r.Hosts)),
+		routes:  make(map[string][]Route),
+		adapt:   r.Adaptive,
+		maxHold: s.Retry.MaxRetryAfter,
+		stats:   stats,
+		keys:    make(map[LimitKey]*keyPace),
+	}
+	if p.lim == nil {
+		p.lim = NewLocalLimiter(s.Clock)
+	}
+	for h, rt := range r.Hosts {
+		p.hosts[normalizeHost(h)] = withBurst(rt)
+	}
+	for _, rt := range r.Routes {
+		h := normalizeHost(rt.Host)
+		rt.Rate = withBurst(rt.Rate)
+		p.routes[h] = append(p.routes[h], rt)
+	}
+	for _, rs := range p.routes {
+		slices.SortStableFunc(rs, func(a, b Route) int { return len(b.Prefix) - len(a.Prefix) })
+	}
+	p.active = p.global.PerSecond > 0 || p.perHost.PerSecond > 0 || len(r.Hosts) > 0 ||
+		len(r.Routes) > 0 || !r.Adaptive.Disabled
+	a := &p.adapt
+	if a.Decrease == 0 {
+		a.Decrease = DefaultRateDecrease
+	}
+	if a.Increase == 0 {
+		a.Increase = DefaultRateIncrease
+	}
+	if a.MinPerSecond == 0 {
+		a.MinPerSecond = DefaultMinRate
+	}
+	return p
+}
+
+// check names every problem of r through bad.
+func (r RateLimit) check(bad func(format string, args ...any)) {
+	rate := func(name string, rt Rate) {
+		if !(rt.PerSecond >= 0) || math.IsInf(rt.PerSecond, 0) {
+			bad("%s.PerSecond is not a rate (%g)", name, rt.PerSecond)
+		}
+		if rt.Burst < 0 {
+			bad("%s.Burst is negative (%d)", name, rt.Burst)
+		}
+	}
+	host := func(name, h string) {
+		if h == "" || strings.ContainsAny(h, "/?#@ \t") {
+			bad("%s: %q is not a host (a host as in URLs, with its port if it has one: api.example.com, 127.0.0.1:8080)", name, h)
+		}
+	}
+	rate("RateLimit", Rate{PerSecond: r.PerSecond, Burst: r.Burst})
+	rate("RateLimit.PerHost", r.PerHost)
+	for h, rt := range r.Hosts {
+		host("RateLimit.Hosts", h)
+		rate(fmt.Sprintf("RateLimit.Hosts[%q]", h), rt)
+	}
+	for i, rt := range r.Routes {
+		name := fmt.Sprintf("RateLimit.Routes[%d]", i)
+		host(name+".Host", rt.Host)
+		if !strings.HasPrefix(rt.Prefix, "/") {
+			bad("%s.Prefix %q does not start with /", name, rt.Prefix)
+		}
+		rate(name+".Rate", rt.Rate)
+	}
+	a := r.Adaptive
+	if !(a.Decrease >= 0 && a.Decrease < 1) {
+		bad("RateLimit.Adaptive.Decrease %g is not in (0, 1)", a.Decrease)
+	}
+	if !(a.Increase >= 0 && a.Increase <= 1) {
+		bad("RateLimit.Adaptive.Increase %g is not in (0, 1]", a.Increase)
+	}
+	if !(a.MinPerSecond >= 0) || math.IsInf(a.MinPerSecond, 0) {
+		bad("RateLimit.Adaptive.MinPerSecond is not a rate (%g)", a.MinPerSecond)
+	}
+}
+
+// withBurst fills in the default burst of a limit: its rate rounded up, at
+// least 1.
+func withBurst(r Rate) Rate {
+	if r.PerSecond > 0 && r.Burst == 0 {
+		r.Burst = max(1, int(math.Ceil(r.PerSecond)))
+	}
+	return r
+}
+
+// normalizeHost is a host as a limit key names it: lower case, without a
+// port that is the default of http or https.
+func normalizeHost(h string) string {
+	h = strings.ToLower(h)
+	if strings.HasSuffix(h, ":443") || strings.HasSuffix(h, ":80") {
+		h = h[:strings.LastIndexByte(h, ':')]
+	}
+	return h
+}
+
+// hostOf is u's host as a limit key names it; the port is dropped only
+// when it is the scheme's default.
+func hostOf(u *url.URL) string {
+	h := strings.ToLower(u.Host)
+	switch {
+	case u.Scheme == "https" && strings.HasSuffix(h, ":443"):
+		h = h[:len(h)-4]
+	case u.Scheme == "http" && strings.HasSuffix(h, ":80"):
+		h = h[:len(h)-3]
+	}
+	return h
+}
+
+// keyOf returns the limit key of a request for u and its configured limit.
+func (p *pacer) keyOf(u *url.URL) (LimitKey, Rate) {
+	h := hostOf(u)
+	for _, rt := range p.routes[h] {
+		if underPrefix(u.Path, rt.Prefix) {
+			return LimitKey{Host: h, Route: rt.Prefix}, rt.Rate
+		}
+	}
+	if rt, ok := p.hosts[h]; ok {
+		return LimitKey{Host: h}, rt
+	}
+	return LimitKey{Host: h}, p.perHost
+}
+
+// underPrefix reports whether path is prefix or below it at a "/".
+func underPrefix(path, prefix string) bool {
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
+}
+
+// idlePaceAfter is how long a key's adaptive state outlives its last use.
+const idlePaceAfter = 10 * time.Minute
+
+// state returns k's state, creating it; with p.mu held.
+func (p *pacer) state(k LimitKey, configured Rate, now time.Time) *keyPace {
+	kp := p.keys[k]
+	if kp == nil {
+		if len(p.keys) >= p.sweepAt {
+			for k, kp := range p.keys {
+				if now.Sub(kp.used) > idlePaceAfter && !kp.holdUntil.After(now) {
+					delete(p.keys, k)
+				}
+			}
+			p.sweepAt = max(64, 2*len(p.keys))
+		}
+		kp = &keyPace{configured: configured, rate: configured.PerSecond, ceiling: configured.PerSecond, seen: now}
+		p.keys[k] = kp
+	}
+	kp.used = now
+	return kp
+}
+
+// limit is the key's bucket now; false when it is not paced. With p.mu
+// held.
+func (kp *keyPace) limit() (Rate, bool) {
+	if kp.rate <= 0 {
+		return Rate{}, false
+	}
+	burst := 1
+	if !kp.learned && kp.configured.PerSecond > 0 {
+		// Back-off shrinks the burst with the rate.
+		burst = max(1, int(float64(kp.configured.Burst)*kp.rate/kp.ceiling))
+	}
+	return Rate{PerSecond: kp.rate, Burst: burst}, true
+}
+
+// claim lets one attempt under kp start: it spends one of the quota the
+// server announced and numbers the attempt. It reports false, with the
+// wait, when the quota is spent until its reset. With p.mu held.
+func (kp *keyPace) claim(now time.Time, tk *paceTicket) (time.Duration, bool) {
+	if kp.quotaUntil.After(now) {
+		if kp.quotaLeft <= 0 {
+			return kp.quotaUntil.Sub(now), false
+		}
+		kp.quotaLeft--
+	}
+	tk.kp, tk.epoch, tk.seq = kp, kp.epoch, kp.started
+	kp.started++
+	return 0, true
+}
+
+// wait makes an attempt to u wait for its turn, with ctx: holds on its host
+// or route, the quota the server announced, the key's bucket and the
+// global one. It returns the ticket for [pacer.observe].
+func (p *pacer) wait(ctx context.Context, u *url.URL) (paceTicket, error) {
+	key, configured := p.keyOf(u)
+	tk := paceTicket{key: key}
+	var (
+		lim   Rate
+		paced bool
+	)
+	for {
+		if !p.adapt.Disabled {
+			if err := p.waitHeld(ctx, key); err != nil {
+				return tk, err
+			}
+		}
+		p.mu.Lock()
+		now := p.clock.Now()
+		kp := p.state(key, configured, now)
+		if d, ok := kp.claim(now, &tk); !ok {
+			p.mu.Unlock()
+			if err := sleep(ctx, p.clock, d); err != nil {
+				return tk, err
+			}
+			continue
+		}
+		lim, paced = kp.limit()
+		p.mu.Unlock()
+		break
+	}
+	if paced {
+		if err := p.lim.Wait(ctx, key, lim); err != nil {
+			return tk, err
+		}
+		if !p.adapt.Disabled {
+			// A hold placed while this attempt waited for its turn.
+			if err := p.waitHeld(ctx, key); err != nil {
+				return tk, err
+			}
+		}
+	}
+	if p.global.PerSecond > 0 {
+		if err := p.lim.Wait(ctx, LimitKey{}, p.global); err != nil {
+			return tk, err
+		}
+	}
+	return tk, nil
+}
+
+// waitHeld waits until no hold is in force on key.
+func (p *pacer) waitHeld(ctx context.Context, key LimitKey) error {
+	for {
+		until := p.lim.HeldUntil(key)
+		d := until.Sub(p.clock.Now())
+		if d <= 0 {
+			return nil
+		}
+		if err := sleep(ctx, p.clock, d); err != nil {
+			return err
+		}
+	}
+}
+
+// observe learns from the answer to the attempt tk was issued for: it
+// counts 429s, places holds, notes the announced quota and adapts the
+// key's rate.
+func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
+	if status == http.StatusTooManyRequests {
+		p.stats.throttled.Add(1)
+	}
+	if p.adapt.Disabled || tk.kp == nil {
+		return
+	}
+	now := p.clock.Now()
+	var hold time.Time
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		if d, ok := ParseRetryAfter(h.Get("Retry-After"), now); ok && d > 0 {
+			hold = now.Add(min(d, p.maxHold))
+		}
+	}
+	q, hasQuota := ParseRateLimit(h, now)
+	if hasQuota && q.Remaining == 0 && q.Reset > 0 {
+		if until := now.Add(min(q.Reset, p.maxHold)); until.After(hold) {
+			hold = until
+		}
+	}
+
+	p.mu.Lock()
+	kp := tk.kp
+	kp.used = now
+	if hasQuota {
+		if q.Remaining >= 0 && q.Reset > 0 {
+			// Attempts started after this one may each spend one more.
+			// Answers come out of order, and one may come from before
+			// attempts that started earlier reached the server: while a
+			// quota is known, an answer only ever lowers it. The count
+			// of attempts claimed since lowers it too (claim).
+			left := q.Remaining - int64(kp.started-tk.seq-1)
+			until := now.Add(q.Reset)
+			if kp.quotaUntil.After(now) {
+				kp.quotaLeft = min(kp.quotaLeft, left)
+				if until.After(kp.quotaUntil) {
+					kp.quotaUntil = until
+				}
+			} else {
+				kp.quotaLeft, kp.quotaUntil = left, until
+			}
+		}
+		if q.Limit > 0 && q.Window > 0 {
+			kp.policyRate = float64(q.Limit) / q.Window.Seconds()
+		}
+	}
+	switch {
+	case status >= 200 && status < 300:
+		kp.oks++
+		p.recover(kp)
+	case status == http.StatusTooManyRequests && tk.epoch == kp.epoch:
+		p.backOff(kp, now, hold)
+	}
+	newHold := hold.After(kp.holdUntil)
+	if newHold {
+		if !kp.holdUntil.After(now) {
+			p.stats.holds.Add(1)
+		}
+		kp.holdUntil = hold
+		// Learning starts afresh when the hold ends.
+		kp.seen, kp.oks = hold, 0
+	}
+	p.mu.Unlock()
+	if newHold {
+		p.lim.Hold(tk.key, hold)
+	}
+}
+
+// backOff slows kp after a 429: multiplicatively, or, for a key that was not
+// paced yet, to a learned ceiling. With p.mu held.
+func (p *pacer) backOff(kp *keyPace, now, hold time.Time) {
+	kp.epoch++
+	kp.cleanRun = 0
+	if kp.rate > 0 {
+		kp.rate = max(kp.rate*p.adapt.Decrease, min(p.adapt.MinPerSecond, kp.ceiling))
+		return
+	}
+	if kp.oks == 0 && kp.policyRate <= 0 {
+		return // nothing observed to learn from: the hold, if any, does the work
+	}
+	// Learn: the server's declared quota, else the 2xx rate observed up to
+	// the end of the hold (the hold has already waited out the excess).
+	ceiling := kp.policyRate
+	if ceiling <= 0 {
+		end := now
+		if hold.After(end) {
+			end = hold
+		}
+		if span := end.Sub(kp.seen).Seconds(); span > 0 {
+			ceiling = float64(kp.oks) / span
+		}
+	}
+	kp.ceiling = max(ceiling, p.adapt.MinPerSecond)
+	kp.rate = kp.ceiling
+	kp.learned = true
+}
+
+// recover restores kp's rate additively after a 2xx. A learned ceiling
+// that has held for a minute's worth of answers is dropped, so a host that
+// allows more gets the chance to show it. With p.mu held.
+func (p *pacer) recover(kp *keyPace) {
+	if kp.rate <= 0 {
+		return
+	}
+	if kp.rate < kp.ceiling {
+		kp.rate = min(kp.ceiling, kp.rate+p.adapt.Increase*kp.ceiling)
+		return
+	}
+	if !kp.learned {
+		return
+	}
+	kp.cleanRun++
+	if float64(kp.cleanRun) >= max(100, 60*kp.ceiling) {
+		kp.rate, kp.ceiling, kp.learned, kp.cleanRun = 0, 0, false, 0
+		kp.seen, kp.oks = kp.used, 0
+	}
+}

@@ -1,0 +1,530 @@
+package engine_test
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/requests"
+)
+
+// Pacing tests run in a synctest bubble against in-process hosts: time is
+// virtual, so "arrived at 1.5s" is exact, and a Retry-After of 30 s takes
+// no real time.
+
+// arrivals records when each request reached its host, in virtual time
+// since the test began.
+type arrivals struct {
+	start time.Time
+	mu    sync.Mutex
+	at    map[string][]time.Duration // by host and path, "a.test/x"
+}
+
+func newArrivals() *arrivals {
+	return &arrivals{start: time.Now(), at: map[string][]time.Duration{}}
+}
+
+func (a *arrivals) note(r *http.Request) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := r.URL.Host + r.URL.Path
+	a.at[k] = append(a.at[k], time.Since(a.start))
+}
+
+func (a *arrivals) of(k string) []time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]time.Duration(nil), a.at[k]...)
+}
+
+// hosts serves each host with its own handler, in process.
+type hosts map[string]http.HandlerFunc
+
+func (h hosts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f := h[r.URL.Host]; f != nil {
+		f(w, r)
+		return
+	}
+	w.Write([]byte("ok"))
+}
+
+// pacedEngine starts an engine whose base URL is http://a.test and whose
+// transport is h, in process.
+func pacedEngine(t *testing.T, h http.Handler, cfg engine.Config) *engine.Engine {
+	t.Helper()
+	cfg.BaseURL = "http://a.test"
+	cfg.HTTPClient = &http.Client{Transport: inproc{h}}
+	if cfg.Workers == 0 {
+		cfg.Workers = 32
+	}
+	return newEngine(t, cfg)
+}
+
+// getAll submits a GET for each URL at once and requires every one to
+// succeed.
+func getAll(t *testing.T, e *engine.Engine, urls ...string) {
+	t.Helper()
+	ctx := context.Background()
+	futures := make([]*engine.Future, len(urls))
+	for i, u := range urls {
+		futures[i] = e.Submit(ctx, requests.New("GET", u, requests.WithQuery("n", strconv.Itoa(i))))
+	}
+	requireAllOK(t, ctx, futures)
+}
+
+func repeat(u string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = u
+	}
+	return out
+}
+
+func seconds(fs ...float64) []time.Duration {
+	out := make([]time.Duration, len(fs))
+	for i, f := range fs {
+		out[i] = time.Duration(f * float64(time.Second))
+	}
+	return out
+}
+
+func TestPerHostLimitsTwoHostsInOneEngine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		note := func(w http.ResponseWriter, r *http.Request) { arr.note(r) }
+		e := pacedEngine(t, hosts{"a.test": note, "b.test:8080": note, "c.test:80": note}, engine.Config{
+			RateLimit: engine.RateLimit{
+				PerHost: engine.Rate{PerSecond: 1, Burst: 1},
+				Hosts: map[string]engine.Rate{
+					"A.test":      {PerSecond: 2, Burst: 1}, // case does not matter
+					"b.test:8080": {PerSecond: 10, Burst: 2},
+				},
+			},
+		})
+		var urls []string
+		urls = append(urls, repeat("/x", 4)...)                   // a.test, the base URL
+		urls = append(urls, repeat("http://b.test:8080/x", 4)...) // its own limit
+		urls = append(urls, repeat("http://c.test:80/x", 3)...)   // the per-host default; :80 is no port
+		getAll(t, e, urls...)
+		assert.Equal(t, seconds(0, 0.5, 1, 1.5), arr.of("a.test/x"))
+		assert.Equal(t, seconds(0, 0, 0.1, 0.2), arr.of("b.test:8080/x"), "a burst of 2, then 10/s")
+		assert.Equal(t, seconds(0, 1, 2), arr.of("c.test:80/x"))
+	})
+}
+
+func TestRouteOverrideHasItsOwnLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) { arr.note(r) }}, engine.Config{
+			RateLimit: engine.RateLimit{
+				Hosts:  map[string]engine.Rate{"a.test": {PerSecond: 10, Burst: 1}},
+				Routes: []engine.Route{{Host: "a.test", Prefix: "/search", Rate: engine.Rate{PerSecond: 1, Burst: 1}}},
+			},
+		})
+		getAll(t, e, append(repeat("/search/code", 3), repeat("/searches", 3)...)...)
+		assert.Equal(t, seconds(0, 1, 2), arr.of("a.test/search/code"))
+		assert.Equal(t, seconds(0, 0.1, 0.2), arr.of("a.test/searches"), "not under /search: the host's limit")
+	})
+}
+
+func TestGlobalLimitStillAppliesOverHosts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		note := func(w http.ResponseWriter, r *http.Request) { arr.note(r) }
+		e := pacedEngine(t, hosts{"a.test": note, "b.test": note}, engine.Config{
+			RateLimit: engine.RateLimit{PerSecond: 2, Burst: 1, PerHost: engine.Rate{PerSecond: 100}},
+		})
+		getAll(t, e, "/x", "http://b.test/x", "/x", "http://b.test/x")
+		all := append(arr.of("a.test/x"), arr.of("b.test/x")...)
+		assert.ElementsMatch(t, seconds(0, 0.5, 1, 1.5), all)
+	})
+}
+
+func TestRetryAfterHoldsTheHost(t *testing.T) {
+	for _, status := range []int{429, 503} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				arr := newArrivals()
+				var once sync.Once
+				a := func(w http.ResponseWriter, r *http.Request) {
+					arr.note(r)
+					if r.URL.Path == "/busy" {
+						refused := false
+						once.Do(func() { refused = true })
+						if refused {
+							w.Header().Set("Retry-After", "10")
+							w.WriteHeader(status)
+							return
+						}
+					}
+				}
+				e := pacedEngine(t, hosts{"a.test": a, "b.test": func(w http.ResponseWriter, r *http.Request) { arr.note(r) }}, engine.Config{})
+				ctx := context.Background()
+				busy := e.Submit(ctx, requests.New("GET", "/busy"))
+				synctest.Wait() // answered; the host is held
+				others := []*engine.Future{
+					e.Submit(ctx, requests.New("GET", "/other")),
+					e.Submit(ctx, requests.New("GET", "http://b.test/other")),
+				}
+				requireAllOK(t, ctx, append(others, busy))
+				assert.Equal(t, seconds(0, 10), arr.of("a.test/busy"))
+				assert.Equal(t, seconds(10), arr.of("a.test/other"), "held with the host")
+				assert.Equal(t, seconds(0), arr.of("b.test/other"), "another host is not held")
+				st := e.Stats()
+				assert.EqualValues(t, 1, st.Holds)
+				assert.EqualValues(t, map[bool]int64{true: 1, false: 0}[status == 429], st.Throttled)
+			})
+		})
+	}
+}
+
+func TestRetryAfterHoldsOnlyItsRoute(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		var once sync.Once
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			if r.URL.Path == "/search/a" {
+				refused := false
+				once.Do(func() { refused = true })
+				if refused {
+					w.Header().Set("Retry-After", "5")
+					w.WriteHeader(429)
+				}
+			}
+		}}, engine.Config{RateLimit: engine.RateLimit{Routes: []engine.Route{{Host: "a.test", Prefix: "/search"}}}})
+		ctx := context.Background()
+		first := e.Submit(ctx, requests.New("GET", "/search/a"))
+		synctest.Wait()
+		getAll(t, e, "/search/b", "/items")
+		requireAllOK(t, ctx, []*engine.Future{first})
+		assert.Equal(t, seconds(5), arr.of("a.test/search/b"), "the route is held")
+		assert.Equal(t, seconds(0), arr.of("a.test/items"), "the rest of the host is not")
+	})
+}
+
+func TestQuotaAtZeroHoldsTheHost(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header func(now time.Time) http.Header
+		held   time.Duration
+	}{
+		{"IETF RateLimit", func(time.Time) http.Header {
+			return http.Header{"Ratelimit": {`"default";r=0;t=30`}, "Ratelimit-Policy": {`"default";q=100;w=60`}}
+		}, 30 * time.Second},
+		{"IETF RateLimit, several policies", func(time.Time) http.Header {
+			return http.Header{"Ratelimit": {`"burst";r=5;t=1, "daily";r=0;t=40`}}
+		}, 40 * time.Second},
+		{"RateLimit dictionary of the earlier drafts", func(time.Time) http.Header {
+			return http.Header{"Ratelimit": {`limit=10, remaining=0, reset=5`}}
+		}, 5 * time.Second},
+		{"X-RateLimit with Unix seconds", func(now time.Time) http.Header {
+			return http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {strconv.FormatInt(now.Add(20*time.Second).Unix(), 10)}}
+		}, 20 * time.Second},
+		{"X-RateLimit with seconds from now", func(time.Time) http.Header {
+			return http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {"7"}}
+		}, 7 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				// Whole seconds, so that a Unix reset is exact.
+				time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+				arr := newArrivals()
+				var once sync.Once
+				e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+					arr.note(r)
+					once.Do(func() {
+						for k, v := range tc.header(time.Now()) {
+							w.Header()[k] = v
+						}
+					})
+				}}, engine.Config{})
+				getAll(t, e, "/x") // a 2xx, but the quota is spent
+				getAll(t, e, "/x", "/x")
+				assert.Equal(t, []time.Duration{0, tc.held, tc.held}, arr.of("a.test/x"))
+				assert.EqualValues(t, 1, e.Stats().Holds)
+				assert.Zero(t, e.Stats().Throttled)
+			})
+		})
+	}
+}
+
+func TestQuotaLeftCapsAttemptsUntilTheReset(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		var mu sync.Mutex
+		left := 4
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			mu.Lock()
+			defer mu.Unlock()
+			if time.Since(arr.start) >= 10*time.Second && left < 50 {
+				left = 100 // the window has reset
+			}
+			if left == 0 {
+				w.WriteHeader(429)
+				return
+			}
+			left--
+			w.Header().Set("X-Ratelimit-Remaining", strconv.Itoa(left))
+			w.Header().Set("X-Ratelimit-Reset", "10")
+		}}, engine.Config{})
+		getAll(t, e, "/x") // announces 3 left
+		getAll(t, e, repeat("/x", 8)...)
+		assert.Equal(t, seconds(0, 0, 0, 0, 10, 10, 10, 10, 10), arr.of("a.test/x"),
+			"three more went at once, the rest after the reset")
+		assert.Zero(t, e.Stats().Throttled)
+	})
+}
+
+// recordingLimiter is a Limiter that lets every attempt go at once and
+// records the limits it was asked to wait for; holds go to a local one.
+type recordingLimiter struct {
+	engine.Limiter
+	mu    sync.Mutex
+	waits []limitCall
+	holds []engine.LimitKey
+}
+
+type limitCall struct {
+	key  engine.LimitKey
+	rate engine.Rate
+}
+
+func (l *recordingLimiter) Wait(ctx context.Context, key engine.LimitKey, r engine.Rate) error {
+	l.mu.Lock()
+	l.waits = append(l.waits, limitCall{key, r})
+	l.mu.Unlock()
+	return ctx.Err()
+}
+
+func (l *recordingLimiter) Hold(key engine.LimitKey, until time.Time) {
+	l.mu.Lock()
+	l.holds = append(l.holds, key)
+	l.mu.Unlock()
+	l.Limiter.Hold(key, until)
+}
+
+func (l *recordingLimiter) rates() []float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []float64
+	for _, w := range l.waits {
+		if w.key.Host != "" {
+			out = append(out, w.rate.PerSecond)
+		}
+	}
+	return out
+}
+
+func TestLimiterSeesEveryWaitAndHoldByKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lim := &recordingLimiter{Limiter: engine.NewLocalLimiter(nil)}
+		var once sync.Once
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/search/x" {
+				once.Do(func() {
+					w.Header().Set("Retry-After", "1")
+					w.WriteHeader(503)
+				})
+			}
+		}}, engine.Config{
+			Workers: 1,
+			RateLimit: engine.RateLimit{
+				PerSecond: 50, Burst: 5,
+				PerHost: engine.Rate{PerSecond: 10},
+				Routes:  []engine.Route{{Host: "a.test", Prefix: "/search", Rate: engine.Rate{PerSecond: 2, Burst: 1}}},
+				Limiter: lim,
+			},
+		})
+		getAll(t, e, "/x", "/search/x", "http://b.test:8080/y")
+		global := engine.LimitKey{}
+		host := engine.LimitKey{Host: "a.test"}
+		route := engine.LimitKey{Host: "a.test", Route: "/search"}
+		other := engine.LimitKey{Host: "b.test:8080"}
+		assert.ElementsMatch(t, []limitCall{
+			{host, engine.Rate{PerSecond: 10, Burst: 10}}, {global, engine.Rate{PerSecond: 50, Burst: 5}},
+			{route, engine.Rate{PerSecond: 2, Burst: 1}}, {global, engine.Rate{PerSecond: 50, Burst: 5}},
+			{route, engine.Rate{PerSecond: 2, Burst: 1}}, {global, engine.Rate{PerSecond: 50, Burst: 5}}, // the retry
+			{other, engine.Rate{PerSecond: 10, Burst: 10}}, {global, engine.Rate{PerSecond: 50, Burst: 5}},
+		}, lim.waits)
+		assert.Equal(t, []engine.LimitKey{route}, lim.holds)
+		assert.Equal(t, "global", global.String())
+		assert.Equal(t, "a.test/search", route.String())
+	})
+}
+
+func TestHoldsAreSharedThroughTheLimiter(t *testing.T) {
+	// Two engines on one Limiter, as a fleet shares one: the Retry-After
+	// that one of them gets holds the other.
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		var once sync.Once
+		h := hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			once.Do(func() {
+				w.Header().Set("Retry-After", "3")
+				w.WriteHeader(429)
+			})
+		}}
+		shared := engine.NewLocalLimiter(nil)
+		one := pacedEngine(t, h, engine.Config{RateLimit: engine.RateLimit{Limiter: shared}})
+		two := pacedEngine(t, h, engine.Config{RateLimit: engine.RateLimit{Limiter: shared}})
+		f := one.Submit(context.Background(), requests.New("GET", "/one"))
+		synctest.Wait()
+		getAll(t, two, "/two")
+		requireAllOK(t, context.Background(), []*engine.Future{f})
+		assert.Equal(t, seconds(3), arr.of("a.test/two"))
+		assert.Zero(t, two.Stats().Holds, "the hold was the other engine's")
+	})
+}
+
+func TestBackOffMultipliesAndRecoversAdditively(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lim := &recordingLimiter{Limiter: engine.NewLocalLimiter(nil)}
+		var mu sync.Mutex
+		n := 0
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			n++
+			refuse := n == 2 || n == 3
+			mu.Unlock()
+			if refuse {
+				w.WriteHeader(429) // no Retry-After: no hold, only back-off
+			}
+		}}, engine.Config{
+			Workers: 1,
+			Retry:   engine.Retry{MaxAttempts: 1},
+			RateLimit: engine.RateLimit{
+				Hosts:    map[string]engine.Rate{"a.test": {PerSecond: 10, Burst: 4}},
+				Adaptive: engine.Adaptive{Decrease: 0.5, Increase: 0.1, MinPerSecond: 3},
+				Limiter:  lim,
+			},
+		})
+		ctx := context.Background()
+		for i := range 12 {
+			_, _ = e.Get(ctx, "/x", requests.WithQuery("i", strconv.Itoa(i)))
+		}
+		assert.InDeltaSlice(t, []float64{
+			10, 10, // the second is refused
+			5,                    // halved; the third is refused too
+			3,                    // halved to the floor
+			4, 5, 6, 7, 8, 9, 10, // each 2xx adds a tenth of the limit
+			10, // never above it
+		}, lim.rates(), 1e-9)
+		assert.EqualValues(t, 2, e.Stats().Throttled)
+		assert.Zero(t, e.Stats().Holds)
+	})
+}
+
+func TestBackOffOnceForAttemptsInFlightTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lim := &recordingLimiter{Limiter: engine.NewLocalLimiter(nil)}
+		var mu sync.Mutex
+		n := 0
+		release := make(chan struct{})
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			n++
+			first := n <= 4
+			mu.Unlock()
+			if first {
+				<-release // four in flight at once, all refused
+				w.WriteHeader(429)
+			}
+		}}, engine.Config{
+			Retry: engine.Retry{MaxAttempts: 1},
+			RateLimit: engine.RateLimit{
+				Hosts:   map[string]engine.Rate{"a.test": {PerSecond: 100, Burst: 4}},
+				Limiter: lim,
+			},
+		})
+		ctx := context.Background()
+		var futures []*engine.Future
+		for i := range 4 {
+			futures = append(futures, e.Submit(ctx, requests.New("GET", "/x", requests.WithQuery("i", strconv.Itoa(i)))))
+		}
+		synctest.Wait()
+		close(release)
+		for _, f := range futures {
+			_, err := f.Await(ctx)
+			require.Error(t, err)
+		}
+		_, err := e.Get(ctx, "/after")
+		require.NoError(t, err)
+		rates := lim.rates()
+		assert.Equal(t, 50.0, rates[len(rates)-1], "one halving for the four 429s, not four")
+	})
+}
+
+func TestUnlimitedHostLearnsItsCeilingFromTheFirst429(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lim := &recordingLimiter{Limiter: engine.NewLocalLimiter(nil)}
+		var mu sync.Mutex
+		n := 0
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			n++
+			refuse := n == 21
+			mu.Unlock()
+			if refuse {
+				w.Header().Set("Retry-After", "1")
+				w.WriteHeader(429)
+			}
+		}}, engine.Config{Workers: 1, RateLimit: engine.RateLimit{Limiter: lim}})
+		ctx := context.Background()
+		for i := range 25 {
+			_, err := e.Get(ctx, "/x", requests.WithQuery("i", strconv.Itoa(i)))
+			require.NoError(t, err)
+		}
+		// 20 answers in no time, then a hold of a second: 20 a second.
+		assert.Equal(t, []float64{20, 20, 20, 20, 20}, lim.rates(), "not paced before the 429, then at the observed rate")
+		assert.EqualValues(t, 1, e.Stats().Holds)
+	})
+}
+
+func TestAdaptiveDisabledIgnoresWhatAnswersSay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		var once sync.Once
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			once.Do(func() {
+				w.Header().Set("X-Ratelimit-Remaining", "0")
+				w.Header().Set("X-Ratelimit-Reset", "30")
+			})
+		}}, engine.Config{RateLimit: engine.RateLimit{Adaptive: engine.Adaptive{Disabled: true}}})
+		getAll(t, e, "/x")
+		getAll(t, e, "/x")
+		assert.Equal(t, seconds(0, 0), arr.of("a.test/x"))
+		assert.Zero(t, e.Stats().Holds)
+	})
+}
+
+func TestRateLimitConfigErrors(t *testing.T) {
+	_, err := engine.New(engine.Config{BaseURL: "http://x", RateLimit: engine.RateLimit{
+		PerHost:  engine.Rate{PerSecond: -1},
+		Hosts:    map[string]engine.Rate{"http://a.test": {PerSecond: 1}, "b.test": {Burst: -2}},
+		Routes:   []engine.Route{{Host: "", Prefix: "search"}},
+		Adaptive: engine.Adaptive{Decrease: 1.5},
+	}})
+	require.Error(t, err)
+	for _, want := range []string{
+		"RateLimit.PerHost.PerSecond is not a rate (-1)",
+		`RateLimit.Hosts: "http://a.test" is not a host`,
+		`RateLimit.Hosts["b.test"].Burst is negative (-2)`,
+		`RateLimit.Routes[0].Host: "" is not a host`,
+		`RateLimit.Routes[0].Prefix "search" does not start with /`,
+		"RateLimit.Adaptive.Decrease 1.5 is not in (0, 1)",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
