@@ -61,6 +61,15 @@ type Config struct {
 	// Headers are sent with every request; a request's own headers win.
 	Headers http.Header
 
+	// SensitiveHeaders names headers that carry credentials: like
+	// Authorization, Proxy-Authorization, Cookie and the token's header,
+	// they are stripped when a redirect leaves the origin of the request,
+	// and they keep requests apart in dedup. If nil,
+	// DefaultSensitiveHeaders (X-Api-Key, Api-Key, X-Auth-Token); to add to
+	// those, append to DefaultSensitiveHeaders. A request marks its own with
+	// requests.Request.SensitiveHeaders.
+	SensitiveHeaders []string
+
 	// Timeout bounds each attempt, reading the body included. If zero,
 	// DefaultTimeout. A request's own Timeout wins.
 	Timeout time.Duration
@@ -281,7 +290,8 @@ type settings struct {
 	base       *url.URL
 	origin     string
 	authHeader string
-	authPrefix string // scheme plus space, or ""
+	authPrefix string   // scheme plus space, or ""
+	sensitive  []string // canonical names of the headers that carry credentials
 }
 
 func (c Config) validate() (*settings, error) {
@@ -330,13 +340,18 @@ func (c Config) validate() (*settings, error) {
 			bad("Middleware[%d] is nil", i)
 		}
 	}
+	for _, k := range c.SensitiveHeaders {
+		if !validHeaderName(k) {
+			bad("SensitiveHeaders: invalid header name %q", k)
+		}
+	}
 	for k, vs := range c.Headers {
 		if !validHeaderName(k) {
 			bad("Headers: invalid header name %q", k)
 		}
 		for _, v := range vs {
-			if strings.ContainsAny(v, "\r\n") {
-				bad("Headers: value of %q contains a line break", k)
+			if !validHeaderValue(v) {
+				bad("Headers: value of %q contains a control character", k)
 			}
 		}
 	}
@@ -437,6 +452,7 @@ func (c Config) validate() (*settings, error) {
 	if scheme != "" {
 		s.authPrefix = scheme + " "
 	}
+	s.sensitive = s.sensitiveHeaders()
 	if rc := a.Refresh; rc != nil {
 		cp := *rc
 		if cp.Method == "" {

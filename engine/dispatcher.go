@@ -435,7 +435,10 @@ func (d *dispatcher) failAll(err error) {
 
 func (d *dispatcher) expire(cause error) {
 	err := errors.ErrSessionExpired
-	if cause != nil {
+	switch {
+	case errors.Is(cause, errors.ErrSessionExpired):
+		err = cause // a Refresher's own ErrSessionExpired: say it once
+	case cause != nil:
 		err = fmt.Errorf("%w: %w", errors.ErrSessionExpired, cause)
 	}
 	d.failAll(err)

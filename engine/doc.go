@@ -66,4 +66,29 @@
 //     carry it wait for a refresh, as they do after a 401. An idle engine
 //     does not refresh until a request needs the token. (A token issued with
 //     a lifetime under a second is used until a second after its refresh.)
+//   - Only a 401 from the base URL's origin to a request that carried the
+//     engine's token demands a refresh; a 401 from another origin (directly
+//     or after a redirect) is returned as it is.
+//   - A refresh answer whose access token is not an RFC 6750 b64token (for
+//     Bearer; a valid header value otherwise), or whose refresh token has
+//     characters outside RFC 6749 VSCHAR, is unparseable: the session ends.
+//
+// Secrets:
+//
+//   - The token goes only to the base URL's origin, never on a redirect
+//     elsewhere. On a redirect that leaves the request's origin, the
+//     sensitive headers are stripped: Authorization, Proxy-Authorization,
+//     Cookie, the token's header, [Config.SensitiveHeaders] (by default
+//     [DefaultSensitiveHeaders]) and the request's own
+//     [requests.Request.SensitiveHeaders]. A redirect back does not bring
+//     them back.
+//   - A refresh call follows redirects only within the refresh endpoint's
+//     origin: a redirect elsewhere fails the refresh at once
+//     (ErrRefreshFailed, the session goes on) before anything is sent there.
+//   - Dedup never merges requests whose caller-set headers differ,
+//     credentials included; only the engine's own token is left out of the
+//     key, and credentials enter it as digests.
+//   - No error or log line holds a URL's query string or user info: those
+//     of the request, of a redirect's target and of the refresh endpoint are
+//     redacted, in the engine's errors and in the transport errors they wrap.
 package engine

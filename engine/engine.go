@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"iter"
 	"net/http"
 	"sync"
@@ -82,7 +81,8 @@ func New(cfg Config) (*Engine, error) {
 }
 
 // guardedClient returns a copy of the configured client (or a tuned default)
-// whose redirects never carry the token to another origin.
+// whose redirects never carry the token or other credentials to another
+// origin (see guardRedirect).
 func guardedClient(s *settings) *http.Client {
 	var c http.Client
 	if s.HTTPClient != nil {
@@ -93,22 +93,7 @@ func guardedClient(s *settings) *http.Client {
 		t.MaxIdleConns = max(2*s.Workers, t.MaxIdleConns)
 		c.Transport = t
 	}
-	next := c.CheckRedirect
-	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if req.Context().Value(noFollow{}) != nil {
-			return http.ErrUseLastResponse // the client above follows it
-		}
-		if origin(req.URL) != s.origin {
-			req.Header.Del(s.authHeader)
-		}
-		if next != nil {
-			return next(req, via)
-		}
-		if len(via) >= 10 {
-			return fmt.Errorf("stopped after %d redirects", len(via))
-		}
-		return nil
-	}
+	c.CheckRedirect = s.guardRedirect(c.CheckRedirect)
 	return &c
 }
 

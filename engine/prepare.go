@@ -26,6 +26,10 @@ func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future,
 		e.settle(f, nil, err)
 		return f, false
 	}
+	if err := checkHeaders(req.Header); err != nil {
+		e.settle(f, nil, fmt.Errorf("courier: %s %s: %w", req.MethodOrGet(), redactRef(req.Path), err))
+		return f, false
+	}
 	u, err := e.resolve(req)
 	if err != nil {
 		e.settle(f, nil, err)
@@ -56,12 +60,12 @@ func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
 	}
 	ref, err := url.Parse(req.Path)
 	if err != nil {
-		return nil, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), req.Path, err)
+		return nil, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), redactRef(req.Path), redactErr(err))
 	}
 	if !ref.IsAbs() && (ref.Host != "" || ref.User != nil) {
 		// "//host/x" names another host without a scheme; resolving it
 		// against the base URL would silently drop the host.
-		return nil, fmt.Errorf("courier: %s %q: path starts with // (a host without a scheme); use a full URL or one /", req.MethodOrGet(), req.Path)
+		return nil, fmt.Errorf("courier: %s %q: path starts with // (a host without a scheme); use a full URL or one /", req.MethodOrGet(), redactRef(req.Path))
 	}
 	var u *url.URL
 	switch p := ref.Path; {
@@ -80,7 +84,7 @@ func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
 		u.RawQuery = ref.RawQuery
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("courier: %s %q: scheme must be http or https", req.MethodOrGet(), req.Path)
+		return nil, fmt.Errorf("courier: %s %q: scheme must be http or https", req.MethodOrGet(), redactRef(req.Path))
 	}
 	if len(req.Query) > 0 {
 		q := u.Query()
@@ -132,18 +136,28 @@ func (e *Engine) dedupKey(req *requests.Request, urlStr string, u *url.URL) stri
 		sum := sha256.Sum256(dg.Bytes())
 		b.WriteString(hex.EncodeToString(sum[:]))
 	}
+	// Every header the caller set is part of the key, credentials above all
+	// (Authorization, Cookie, an API key): requests of different callers
+	// must never share an answer. Only the engine's own token, which is not
+	// in req.Header, is left out. Credentials go in as digests, so the key
+	// holds no secret.
 	keys := make([]string, 0, len(req.Header))
 	for k := range req.Header {
-		if http.CanonicalHeaderKey(k) != e.s.authHeader {
-			keys = append(keys, k)
-		}
+		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
+		ck := http.CanonicalHeaderKey(k)
+		v := strings.Join(req.Header[k], "\x00")
 		b.WriteByte(0)
-		b.WriteString(http.CanonicalHeaderKey(k))
+		b.WriteString(ck)
 		b.WriteByte(':')
-		b.WriteString(strings.Join(req.Header[k], ","))
+		if e.sensitive(ck, req) {
+			sum := sha256.Sum256([]byte(v))
+			b.WriteString(hex.EncodeToString(sum[:]))
+		} else {
+			b.WriteString(v)
+		}
 	}
 	if req.IdempotencyKey != "" {
 		b.WriteString("\x00idem:" + req.IdempotencyKey)
@@ -171,4 +185,13 @@ func (e *Engine) sameOrigin(u *url.URL) bool {
 		return true
 	}
 	return origin(u) == e.s.origin
+}
+
+// sensitive reports whether the canonical header name k carries a
+// credential for req: one of the engine's sensitive headers, or one req
+// marks itself.
+func (e *Engine) sensitive(k string, req *requests.Request) bool {
+	return slices.Contains(e.s.sensitive, k) || slices.ContainsFunc(req.SensitiveHeaders, func(n string) bool {
+		return http.CanonicalHeaderKey(n) == k
+	})
 }

@@ -26,6 +26,15 @@ type terminalError struct{ err error }
 func (t *terminalError) Error() string { return t.err.Error() }
 func (t *terminalError) Unwrap() error { return t.err }
 
+// permanentError marks a refresh failure that no retry can fix but that
+// does not condemn the refresh token: a refresh endpoint that answers 404,
+// redirects to another origin, or fails TLS verification. The refresh fails
+// at once (ErrRefreshFailed); the session goes on.
+type permanentError struct{ err error }
+
+func (p *permanentError) Error() string { return p.err.Error() }
+func (p *permanentError) Unwrap() error { return p.err }
+
 // newRefreshRequest builds the refresh call for refresh token rt.
 func newRefreshRequest(ctx context.Context, s *settings, rt string) (*http.Request, error) {
 	rc := s.Auth.Refresh
@@ -118,3 +127,47 @@ func FieldTokenParser(accessField, refreshField string) TokenParser {
 // DefaultTokenParser reads RFC 6749 section 5.1 answers: access_token, an
 // optional rotated refresh_token, and expires_in.
 var DefaultTokenParser = FieldTokenParser("access_token", "refresh_token")
+
+// checkTokens reports a token that cannot be used, without quoting it: an
+// access token that is not an RFC 6750 b64token when it goes out as a
+// Bearer token (not a valid header value under another scheme or header),
+// or a refresh token that is not RFC 6749 VSCHARs. A CR, LF or NUL in either
+// would break every request that carries it.
+func (s *settings) checkTokens(t Tokens) error {
+	if s.authPrefix == "Bearer " {
+		if !b64token(t.AccessToken) {
+			return fmt.Errorf("an access token that is not a valid Bearer token (RFC 6750 b64token)")
+		}
+	} else if t.AccessToken != strings.TrimSpace(t.AccessToken) || !validHeaderValue(t.AccessToken) {
+		return fmt.Errorf("an access token that is not a valid %s header value", s.authHeader)
+	}
+	for i := 0; i < len(t.RefreshToken); i++ {
+		if c := t.RefreshToken[i]; c < 0x20 || c > 0x7e {
+			return fmt.Errorf("a refresh token with characters outside RFC 6749 VSCHAR")
+		}
+	}
+	return nil
+}
+
+// b64token reports whether v is an RFC 6750 section 2.1 b64token:
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func b64token(v string) bool {
+	i := 0
+	for i < len(v) {
+		c := v[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", c) >= 0 {
+			i++
+			continue
+		}
+		break
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(v); i++ {
+		if v[i] != '=' {
+			return false
+		}
+	}
+	return true
+}

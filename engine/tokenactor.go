@@ -95,6 +95,8 @@ type tokenActor struct {
 	ctx     context.Context // cancelled on stop; bounds refresh calls
 	cancel  context.CancelFunc
 
+	client *http.Client // for refresh calls: redirects stay on the endpoint's origin
+
 	// Owned by the actor goroutine.
 	refreshToken string // current refresh token
 	expiry       time.Time
@@ -119,6 +121,7 @@ func newTokenActor(e *Engine) *tokenActor {
 		ctx:          ctx,
 		cancel:       cancel,
 		refreshToken: e.s.Auth.RefreshToken,
+		client:       refreshClient(e.client),
 	}
 	e.tokens.Store(e.s.snapshot(e.s.Auth.AccessToken, 1))
 	a.expiry = e.s.Auth.Expiry
@@ -356,7 +359,8 @@ func (a *tokenActor) refreshWithRetries(ctx context.Context, rt string) (Tokens,
 		}
 		last = err
 		var term *terminalError
-		if errors.As(err, &term) || ctx.Err() != nil || i == attempts {
+		var perm *permanentError
+		if errors.As(err, &term) || errors.As(err, &perm) || ctx.Err() != nil || i == attempts {
 			break
 		}
 		wait, err := a.e.backoff(i)
@@ -371,7 +375,7 @@ func (a *tokenActor) refreshWithRetries(ctx context.Context, rt string) (Tokens,
 			return Tokens{}, ctx.Err()
 		}
 	}
-	return Tokens{}, last
+	return Tokens{}, redactErr(last)
 }
 
 func (a *tokenActor) refreshOnce(ctx context.Context, rt string) (t Tokens, err error) {
@@ -391,6 +395,11 @@ func (a *tokenActor) refreshOnce(ctx context.Context, rt string) (t Tokens, err 
 		if err == nil && t.AccessToken == "" {
 			return t, &terminalError{fmt.Errorf("refresh: Refresher returned no access token")}
 		}
+		if err == nil {
+			if verr := s.checkTokens(t); verr != nil {
+				return Tokens{}, &terminalError{fmt.Errorf("refresh: Refresher returned %w", verr)}
+			}
+		}
 		return t, err
 	}
 	if rt == "" {
@@ -400,9 +409,13 @@ func (a *tokenActor) refreshOnce(ctx context.Context, rt string) (t Tokens, err 
 	if err != nil {
 		return Tokens{}, &terminalError{err}
 	}
-	resp, err := a.e.client.Do(req)
+	resp, err := a.client.Do(req)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("refresh: %w", err)
+		err = fmt.Errorf("refresh: %w", redactErr(err))
+		if cannotSucceed(err) {
+			return Tokens{}, &permanentError{err}
+		}
+		return Tokens{}, err
 	}
 	body, err := readBounded(resp.Body, 1<<20)
 	closeBody(resp.Body)
@@ -413,7 +426,12 @@ func (a *tokenActor) refreshOnce(ctx context.Context, rt string) (t Tokens, err 
 	case resp.StatusCode == http.StatusBadRequest, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
 		return Tokens{}, &terminalError{fmt.Errorf("refresh: refused with %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		return Tokens{}, fmt.Errorf("refresh: answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		err := fmt.Errorf("refresh: answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		if !RetryableStatus(resp.StatusCode) && resp.StatusCode < 500 || resp.StatusCode == http.StatusNotImplemented {
+			// 404, 405, 410...: a wrong endpoint stays wrong.
+			return Tokens{}, &permanentError{err}
+		}
+		return Tokens{}, err
 	}
 	t, err = s.Auth.Refresh.Parser(body)
 	if err != nil {
@@ -421,6 +439,10 @@ func (a *tokenActor) refreshOnce(ctx context.Context, rt string) (t Tokens, err 
 	}
 	if t.AccessToken == "" {
 		return Tokens{}, &terminalError{fmt.Errorf("refresh: answer has no access token")}
+	}
+	if err := s.checkTokens(t); err != nil {
+		// As unusable as an answer that does not parse, and as final.
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: answer has %w", err)}
 	}
 	return t, nil
 }

@@ -82,7 +82,10 @@ func (e *Engine) attempt(j job) (o outcome) {
 	}
 	snap := e.tokens.Load()
 	o.gen = snap.gen
-	if !req.NoAuth && snap.header != "" && c.sameOrigin {
+	// carried: the attempt went out with the current token (or with none,
+	// when the session has none yet), so a 401 to it is about that token.
+	carried := !req.NoAuth && c.sameOrigin
+	if carried && snap.header != "" {
 		hreq.Header[s.authHeader] = []string{snap.header}
 	}
 	if c.stream != nil {
@@ -94,7 +97,7 @@ func (e *Engine) attempt(j job) (o outcome) {
 	if err != nil {
 		o.err = e.requestError(c, j.attempt, err)
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
-		e.logAttempt(c, j.attempt, 0, start, snap.gen, err)
+		e.logAttempt(c, j.attempt, 0, start, snap.gen, o.err)
 		return o
 	}
 	e.pacer.observe(pace, hresp.StatusCode, hresp.Header)
@@ -122,7 +125,7 @@ func (e *Engine) attempt(j job) (o outcome) {
 			if !errors.Is(err, errors.ErrResponseTooLarge) {
 				o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err})
 			}
-			e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, err)
+			e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, o.err)
 			return o
 		}
 		resp.Body = body
@@ -140,7 +143,14 @@ func (e *Engine) attempt(j job) (o outcome) {
 	o.resp = resp
 	o.err = statusError(c, j.attempt, resp, after)
 	o.retryAfter, o.hasAfter = after, hasAfter
-	o.authFailed = !req.NoAuth && e.authFailed(resp.Status, resp.Header)
+	// Only the token's own origin can reject it: a 401 from elsewhere (a
+	// redirect took the request there, without the token) is that
+	// server's answer, never a reason to refresh.
+	answeredBy := hreq.URL
+	if hresp.Request != nil && hresp.Request.URL != nil {
+		answeredBy = hresp.Request.URL // the last hop of the redirects
+	}
+	o.authFailed = carried && e.sameOrigin(answeredBy) && e.authFailed(resp.Status, resp.Header)
 	if !o.authFailed {
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
 	}
@@ -148,8 +158,9 @@ func (e *Engine) attempt(j job) (o outcome) {
 }
 
 func (e *Engine) retryPolicy(a Attempt) bool {
-	// The cancellation of the request itself is never worth a retry.
-	if a.Err != nil && errors.Is(a.Err, context.Canceled) {
+	// The cancellation of the request itself is never worth a retry, nor
+	// is a failure that would happen again (failfast.go).
+	if a.Err != nil && (errors.Is(a.Err, context.Canceled) || cannotSucceed(a.Err)) {
 		return false
 	}
 	return e.s.Retry.Policy(a)
@@ -163,7 +174,7 @@ func (e *Engine) requestError(c *call, attempt int, err error) error {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(c.url), Attempts: attempt, Err: err}
+	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(c.url), Attempts: attempt, Err: redactErr(err)}
 }
 
 func (e *Engine) logAttempt(c *call, attempt, status int, start time.Time, gen uint64, err error) {
@@ -189,7 +200,7 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 	}
 	// An empty URL parses at no cost; the call's URL is then copied into
 	// the request's own, which middleware may change freely.
-	hreq, err := http.NewRequestWithContext(ctx, req.MethodOrGet(), "", body)
+	hreq, err := http.NewRequestWithContext(withSensitive(ctx, req.SensitiveHeaders), req.MethodOrGet(), "", body)
 	if err != nil {
 		if rc, ok := body.(io.Closer); ok {
 			rc.Close()

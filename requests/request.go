@@ -29,6 +29,11 @@ type Request struct {
 	Header http.Header
 	// Body is opened afresh for each attempt; nil sends no body.
 	Body Body
+	// SensitiveHeaders names headers of Header that carry credentials, on
+	// top of those the engine always treats so (Authorization, Cookie, its
+	// Config.SensitiveHeaders): they are stripped when a redirect leaves
+	// the request's origin. [WithSensitiveHeader] sets one and marks it.
+	SensitiveHeaders []string
 
 	// NoAuth sends the request without the engine's token, and a 401 on it
 	// never triggers a refresh.
@@ -86,7 +91,7 @@ func (r *Request) Err() error {
 		return fmt.Errorf("requests: %s request has an empty path", r.MethodOrGet())
 	}
 	if !validMethod(r.MethodOrGet()) {
-		return fmt.Errorf("requests: invalid method %q for %s", r.Method, r.Path)
+		return fmt.Errorf("requests: invalid method %q for %s", r.Method, redactPath(r.Path))
 	}
 	return nil
 }
@@ -136,6 +141,19 @@ func WithHeader(key, value string) Option {
 	}
 }
 
+// WithSensitiveHeader adds a request header that carries a credential (an
+// API key, say) and marks it sensitive: it is never sent on a redirect to
+// another origin.
+func WithSensitiveHeader(key, value string) Option {
+	return func(r *Request) {
+		if r.Header == nil {
+			r.Header = http.Header{}
+		}
+		r.Header.Add(key, value)
+		r.SensitiveHeaders = append(r.SensitiveHeaders, http.CanonicalHeaderKey(key))
+	}
+}
+
 // WithBody sets the request body.
 func WithBody(b Body) Option { return func(r *Request) { r.Body = b } }
 
@@ -145,7 +163,7 @@ func WithJSON(v any) Option {
 	return func(r *Request) {
 		b, err := JSONBody(v)
 		if err != nil {
-			r.Fail(fmt.Errorf("requests: %s %s: %w", r.MethodOrGet(), r.Path, err))
+			r.Fail(fmt.Errorf("requests: %s %s: %w", r.MethodOrGet(), redactPath(r.Path), err))
 			return
 		}
 		r.Body = b
@@ -179,7 +197,7 @@ func WithoutDedup() Option { return func(r *Request) { r.NoDedup = true } }
 func WithTimeout(d time.Duration) Option {
 	return func(r *Request) {
 		if d < 0 {
-			r.Fail(fmt.Errorf("requests: %s %s: negative timeout %s", r.MethodOrGet(), r.Path, d))
+			r.Fail(fmt.Errorf("requests: %s %s: negative timeout %s", r.MethodOrGet(), redactPath(r.Path), d))
 			return
 		}
 		r.Timeout = d
@@ -188,3 +206,17 @@ func WithTimeout(d time.Duration) Option {
 
 // WithOutput streams the response body to w instead of Response.Body.
 func WithOutput(w io.Writer) Option { return func(r *Request) { r.Output = w } }
+
+// redactPath returns p for an error message: without its query or
+// fragment, which may carry credentials, or a URL's user info.
+func redactPath(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	if scheme, rest, ok := strings.Cut(p, "://"); ok {
+		if at := strings.LastIndex(rest, "@"); at >= 0 && !strings.Contains(rest[:at], "/") {
+			p = scheme + "://" + rest[at+1:]
+		}
+	}
+	return p
+}
