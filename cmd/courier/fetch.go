@@ -33,6 +33,7 @@ type fetchOptions struct {
 	accessField, refreshField                           string
 	resume                                              resumeOptions // resume.go
 	limits                                              limitOptions  // limits.go
+	batch                                               batchOptions  // batch.go
 }
 
 func fetchFlags(o *fetchOptions) *pflag.FlagSet {
@@ -58,6 +59,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.StringVar(&o.out, "out", "", "write results to this file instead of stdout")
 	resumeFlags(fs, &o.resume)
 	o.limits.flags(fs)
+	batchFlags(fs, &o.batch)
 	progressFlag(fs, &o.progress)
 	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
 	fs.BoolVar(&o.summary, "summary", true, "print a summary to stderr at the end (--summary=false to keep stderr quiet)")
@@ -108,6 +110,9 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	cfg, err := o.config(stderr)
 	if err != nil {
 		return fail("%v", err)
+	}
+	if o.batch.wanted() {
+		return runBatchFetch(ctx, &o, fs, cfg, stdin, stderr)
 	}
 	inPath := fs.Arg(0) // "" or "-" for stdin
 	if inPath != "" && inPath != "-" {

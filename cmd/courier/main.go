@@ -30,6 +30,11 @@ Usage:
   courier serve-demo [--addr HOST:PORT]    run the demo API alone
   courier fetch --base-url URL [flags] [FILE]
                                            one request per line of FILE (or stdin), one JSON result per line
+  courier fetch --redis URL --batch NAME [FILE]
+                                           add FILE to a batch on Redis, then work on it with other workers
+  courier collect --redis URL --batch NAME [--out FILE] [--wait]
+                                           a batch's results, in input order
+  courier batch status|rm --redis URL NAME a batch's counters and workers; delete a batch
 
 Run 'courier COMMAND --help' for a command's flags.
 `
@@ -105,6 +110,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runServeDemo(ctx, args[1:], stdout, stderr)
 	case "fetch":
 		return runFetch(ctx, args[1:], stdin, stdout, stderr)
+	case "collect":
+		return runCollect(ctx, args[1:], stdout, stderr)
+	case "batch":
+		return runBatchCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

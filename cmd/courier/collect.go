@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/courier-go/courier/fleet"
+)
+
+const collectUsage = `Usage: courier collect --redis URL --batch NAME [--out FILE] [--wait]
+
+Writes the results of a batch on Redis in input order, as the JSON Lines
+courier fetch --resume writes, each as soon as it and every line before it
+are done. Without --wait it stops at the first line not done yet; with
+--wait it follows the batch to its end. Exit status: 0 when every line is
+written and got a 2xx, 1 when some failed or (without --wait) the batch is
+not finished, 2 for a usage error.
+
+Flags:
+`
+
+// collectPoll is how often collect --wait looks for new results.
+const collectPoll = 200 * time.Millisecond
+
+// runCollect is `courier collect`.
+func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("collect", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, collectUsage); fs.PrintDefaults() }
+	redisURL := fs.String("redis", "", "Redis URL (the password from COURIER_REDIS_PASSWORD)")
+	name := fs.String("batch", "", "the batch (required)")
+	out := fs.String("out", "", "write results to this file instead of stdout")
+	wait := fs.Bool("wait", false, "follow the batch until every line is done")
+	var showProgress bool
+	progressFlag(fs, &showProgress)
+	if code, done := parseFlags(fs, args, stderr); done {
+		return code
+	}
+	fail := func(code int, format string, a ...any) int {
+		fmt.Fprintf(stderr, "courier collect: "+format+"\n", a...)
+		if code == exitUsage {
+			fmt.Fprintln(stderr, "Run 'courier collect --help' for usage.")
+		}
+		return code
+	}
+	if *name == "" {
+		return fail(exitUsage, "--batch NAME is required")
+	}
+	if fs.NArg() > 0 {
+		return fail(exitUsage, "no arguments are taken, got %q", fs.Args())
+	}
+	b, closeRedis, err := openBatch(*redisURL, *name)
+	if err != nil {
+		return fail(exitUsage, "%v", err)
+	}
+	defer closeRedis()
+	st, err := b.Status(ctx)
+	if err != nil {
+		return fail(exitFailed, "%v", err)
+	}
+	if !st.Exists && !*wait {
+		return fail(exitFailed, "no batch %s", b.Name())
+	}
+	w := stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return fail(exitUsage, "--out: %v", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	bar := newProgress(fs, showProgress, -1, stderr, "collecting "+b.Name())
+	n, err := collect(ctx, b, w, *wait, bar)
+	bar.done()
+	if err != nil {
+		return fail(exitFailed, "%v (%d lines written)", err, n)
+	}
+	st, err = b.Status(ctx)
+	switch {
+	case err != nil:
+		return fail(exitFailed, "%v", err)
+	case int64(n) < st.Total || !st.Sealed:
+		return fail(exitFailed, "batch %s is not finished: %d of %d lines written", b.Name(), n, st.Total)
+	case st.Failed > 0:
+		return exitFailed
+	}
+	return exitOK
+}
+
+// collect writes the batch's results in order until the first line not
+// done yet, or with wait until the batch is finished. It returns how many
+// lines it wrote.
+func collect(ctx context.Context, b *fleet.Batch, out io.Writer, wait bool, bar *progress) (int, error) {
+	w := bufio.NewWriterSize(out, 64<<10)
+	written, after := 0, 0
+	for {
+		rs, err := b.Results(ctx, after, 1000)
+		if err != nil {
+			return written, err
+		}
+		stalled := len(rs) == 0
+		for _, r := range rs {
+			if r.Data == nil {
+				stalled = true
+				break
+			}
+			w.Write(r.Data)
+			if err := w.WriteByte('\n'); err != nil {
+				return written, fmt.Errorf("writing results: %w", err)
+			}
+			written++
+			after = r.Line
+			bar.add()
+		}
+		if !stalled {
+			continue
+		}
+		// Everything done so far is out before we wait or stop.
+		if err := w.Flush(); err != nil {
+			return written, fmt.Errorf("writing results: %w", err)
+		}
+		if len(rs) == 0 {
+			st, err := b.Status(ctx)
+			if err != nil {
+				return written, err
+			}
+			if st.Sealed && int64(written) >= st.Total {
+				return written, nil
+			}
+		}
+		if !wait {
+			return written, nil
+		}
+		select {
+		case <-ctx.Done():
+			return written, fmt.Errorf("interrupted: %w", ctx.Err())
+		case <-time.After(collectPoll):
+		}
+	}
+}
