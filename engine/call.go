@@ -21,17 +21,16 @@ const (
 // call is one upstream request and every future waiting on it (the first
 // submitter and its dedup followers).
 //
-// Each field has one regime. The first group is written by the dispatcher
-// when it admits the call, before any worker sees it, and is read-only from
-// then on: workers read it freely. Everything else is owned by the
+// Each field has one regime. The first group is written before any worker
+// sees the call (by Submit in prepare, then by the dispatcher when it
+// admits it) and is read-only from then on: workers read it freely. Everything else is owned by the
 // dispatcher goroutine and never touched by another. A worker learns what
 // to do from its [job] and tells what happened with an [outcome]; it never
 // writes into a call.
 type call struct {
 	// Read-only once admitted.
 	req        *requests.Request
-	url        *url.URL        // absolute
-	urlStr     string          // url as a string
+	url        url.URL         // absolute
 	sameOrigin bool            // url has the base URL's origin: the token may go
 	key        string          // dedup key, "" when not shared
 	base       context.Context // the first waiter's values, never cancelled

@@ -282,13 +282,13 @@ func (d *dispatcher) onMessage(m any) {
 	case refreshedEvent, refreshFailedEvent, expiredEvent, staleEvent:
 		d.onEvent(m)
 	case trySubmitMsg:
-		_, shared := d.dedup[m.f.key]
+		_, shared := d.dedup[m.f.own.key]
 		switch {
 		case d.closing:
 			m.reply <- errors.ErrClosed
 		case d.paused:
 			m.reply <- errors.ErrSessionExpired
-		case d.queue.full() && (m.f.key == "" || !shared):
+		case d.queue.full() && (m.f.own.key == "" || !shared):
 			m.reply <- errors.ErrQueueFull
 		default:
 			m.reply <- nil
@@ -328,8 +328,8 @@ func (d *dispatcher) onSubmit(f *Future) {
 		d.e.settle(f, nil, f.ctx.Err())
 		return
 	}
-	if f.key != "" {
-		if c, ok := d.dedup[f.key]; ok {
+	if key := f.own.key; key != "" {
+		if c, ok := d.dedup[key]; ok {
 			c.waiters = append(c.waiters, f)
 			f.call = c
 			d.watch(f)
@@ -337,8 +337,8 @@ func (d *dispatcher) onSubmit(f *Future) {
 			return
 		}
 	}
-	c := &call{req: f.req, url: f.url, urlStr: f.urlStr, sameOrigin: f.sameOrigin, key: f.key,
-		base: f.ctx, admitted: d.e.s.Clock.Now(), seq: d.admitted, stream: f.stream}
+	c := &f.own
+	c.base, c.admitted, c.seq = f.ctx, d.e.s.Clock.Now(), d.admitted
 	d.admitted++
 	c.w1[0] = f
 	c.waiters = c.w1[:1]

@@ -233,8 +233,7 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 			}
 		})
 		for o := range pending {
-			<-o.f.done
-			o.res.Response, o.res.Err = o.f.resp, o.f.err
+			o.res.Response, o.res.Err = o.f.wait()
 			if !yield(o.res) {
 				cancel()
 				for range pending {

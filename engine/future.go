@@ -2,7 +2,7 @@ package engine
 
 import (
 	"context"
-	"net/url"
+	"sync"
 	"sync/atomic"
 
 	"github.com/courier-go/courier/requests"
@@ -15,31 +15,38 @@ import (
 // concurrent use; any number of goroutines may await it.
 type Future struct {
 	// Set by Submit before the dispatcher sees the future; read-only after.
-	req        *requests.Request
-	ctx        context.Context // the submitter's; its end makes this waiter leave
-	url        *url.URL        // resolved request URL
-	urlStr     string          // url as a string
-	sameOrigin bool            // url has the base URL's origin: the token may go
-	key        string          // dedup key
-	stream     *streamed       // set by RoundTrip: the answer is handed over alive
+	req *requests.Request
+	ctx context.Context // the submitter's; its end makes this waiter leave
 
-	// done is closed, and resp and err written just before, by whoever
-	// wins resolved (see claim): Submit, the dispatcher or a worker.
-	// Readers read resp and err only after done is closed.
-	done     chan struct{}
+	// Written once, by whoever wins resolved (see claim): Submit, the
+	// dispatcher or a worker. resp and err are read only after waiting on
+	// wg or done.
+	resolved atomic.Bool
 	resp     *requests.Response
 	err      error
-	live     *liveResponse // a streamed answer, for RoundTrip
-	resolved atomic.Bool
+	live     *liveResponse  // a streamed answer, for RoundTrip
+	wg       sync.WaitGroup // one count, released by publish: Await waits on it
+	mu       sync.Mutex     // protects done and published
+	// done is made on first need (Done, or Await with a context that can
+	// end): most futures are awaited without one.
+	done      chan struct{}
+	published bool
 
 	// Owned by the dispatcher goroutine, except that settle calls
 	// stopWatch, which is safe from any goroutine, once it was set.
 	stopWatch func() bool // stops the ctx watcher
-	call      *call
+	call      *call       // the call f waits on: own, or the one it joined
+
+	// own is the call this future starts when it is not merged into one in
+	// flight, filled in by Submit (see prepare) and admitted by the
+	// dispatcher: one allocation for both.
+	own call
 }
 
 func newFuture(ctx context.Context, req *requests.Request) *Future {
-	return &Future{req: req, ctx: ctx, done: make(chan struct{})}
+	f := &Future{req: req, ctx: ctx}
+	f.wg.Add(1)
+	return f
 }
 
 // claim reports whether this call may resolve f, which it then must do with
@@ -55,14 +62,30 @@ func (f *Future) claim() bool {
 // publish gives f its result and wakes its waiters.
 func (f *Future) publish(resp *requests.Response, err error) {
 	f.resp, f.err = resp, err
-	close(f.done)
+	f.mu.Lock()
+	f.published = true
+	if f.done != nil {
+		close(f.done)
+	}
+	f.mu.Unlock()
+	f.wg.Done()
 }
 
 // doubleResolves counts refused second resolutions; tests assert it stays 0.
 var doubleResolves atomic.Int64
 
 // Done returns a channel that is closed when the future resolves.
-func (f *Future) Done() <-chan struct{} { return f.done }
+func (f *Future) Done() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done == nil {
+		f.done = make(chan struct{})
+		if f.published {
+			close(f.done)
+		}
+	}
+	return f.done
+}
 
 // Request returns the request this future answers.
 func (f *Future) Request() *requests.Request { return f.req }
@@ -72,18 +95,25 @@ func (f *Future) Request() *requests.Request { return f.req }
 // submitted with.
 func (f *Future) Await(ctx context.Context) (*requests.Response, error) {
 	if ctx.Done() == nil {
-		<-f.done
+		f.wg.Wait()
 		return f.resp, f.err
 	}
+	done := f.Done()
 	select {
-	case <-f.done:
+	case <-done:
 		return f.resp, f.err
 	default:
 	}
 	select {
-	case <-f.done:
+	case <-done:
 		return f.resp, f.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// wait waits for the result, whatever it takes.
+func (f *Future) wait() (*requests.Response, error) {
+	f.wg.Wait()
+	return f.resp, f.err
 }

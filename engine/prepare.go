@@ -35,10 +35,11 @@ func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future,
 		e.settle(f, nil, err)
 		return f, false
 	}
-	f.url = u
-	f.urlStr = u.String()
-	f.sameOrigin = e.sameOrigin(u)
-	f.key = e.dedupKey(req, f.urlStr, u)
+	c := &f.own
+	c.req = req
+	c.url = u
+	c.sameOrigin = e.sameOrigin(&c.url)
+	c.key = e.dedupKey(req, &c.url)
 	if err := ctx.Err(); err != nil {
 		e.settle(f, nil, err)
 		return f, false
@@ -47,7 +48,7 @@ func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future,
 }
 
 // resolve returns the request's absolute URL with its query merged.
-func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
+func (e *Engine) resolve(req *requests.Request) (url.URL, error) {
 	if p := req.Path; e.s.base.RawPath == "" && len(p) > 0 && p[0] == '/' && plainPath(p) {
 		// The common case, a clean path: no parse, no cleaning.
 		u := *e.s.base
@@ -56,16 +57,16 @@ func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
 		if len(req.Query) > 0 {
 			u.RawQuery = req.Query.Encode()
 		}
-		return &u, nil
+		return u, nil
 	}
 	ref, err := url.Parse(req.Path)
 	if err != nil {
-		return nil, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), redactRef(req.Path), redactErr(err))
+		return url.URL{}, fmt.Errorf("courier: %s %q: invalid path: %w", req.MethodOrGet(), redactRef(req.Path), redactErr(err))
 	}
 	if !ref.IsAbs() && (ref.Host != "" || ref.User != nil) {
 		// "//host/x" names another host without a scheme; resolving it
 		// against the base URL would silently drop the host.
-		return nil, fmt.Errorf("courier: %s %q: path starts with // (a host without a scheme); use a full URL or one /", req.MethodOrGet(), redactRef(req.Path))
+		return url.URL{}, fmt.Errorf("courier: %s %q: path starts with // (a host without a scheme); use a full URL or one /", req.MethodOrGet(), redactRef(req.Path))
 	}
 	var u *url.URL
 	switch p := ref.Path; {
@@ -84,7 +85,7 @@ func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
 		u.RawQuery = ref.RawQuery
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("courier: %s %q: scheme must be http or https", req.MethodOrGet(), redactRef(req.Path))
+		return url.URL{}, fmt.Errorf("courier: %s %q: scheme must be http or https", req.MethodOrGet(), redactRef(req.Path))
 	}
 	if len(req.Query) > 0 {
 		q := u.Query()
@@ -95,14 +96,14 @@ func (e *Engine) resolve(req *requests.Request) (*url.URL, error) {
 		}
 		u.RawQuery = q.Encode()
 	}
-	return u, nil
+	return *u, nil
 }
 
 // dedupKey returns the key under which req merges with identical in-flight
 // requests, or "" when it must go on its own. The key covers the method,
 // the URL with its query sorted, the body's digest and the request's own
 // headers; never the token.
-func (e *Engine) dedupKey(req *requests.Request, urlStr string, u *url.URL) string {
+func (e *Engine) dedupKey(req *requests.Request, u *url.URL) string {
 	if e.s.Dedup.Disabled || req.NoDedup || req.Output != nil {
 		return ""
 	}
@@ -117,8 +118,18 @@ func (e *Engine) dedupKey(req *requests.Request, urlStr string, u *url.URL) stri
 		return ""
 	}
 	if req.Body == nil && len(req.Header) == 0 && !req.NoAuth && req.IdempotencyKey == "" && !strings.Contains(u.RawQuery, "&") {
-		return m + "\x00" + urlStr // the common case, in one allocation
+		if u.User == nil && u.Opaque == "" && u.RawPath == "" && u.Fragment == "" && !u.ForceQuery && u.Host != "" &&
+			(u.Path == "" || u.Path[0] == '/') {
+			// The common case, in one allocation: what u.String() would
+			// give, without building it first.
+			if u.RawQuery == "" {
+				return m + "\x00" + u.Scheme + "://" + u.Host + u.EscapedPath()
+			}
+			return m + "\x00" + u.Scheme + "://" + u.Host + u.EscapedPath() + "?" + u.RawQuery
+		}
+		return m + "\x00" + u.String()
 	}
+	urlStr := u.String()
 	var b strings.Builder
 	b.WriteString(m)
 	b.WriteByte(0)

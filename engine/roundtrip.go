@@ -113,7 +113,7 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	ctx := r.Context()
 	f, ok := e.prepare(ctx, req)
 	if ok {
-		f.stream = st
+		f.own.stream = st
 		select {
 		case e.d.admit <- f:
 		case <-ctx.Done():
@@ -122,7 +122,7 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 			e.settle(f, nil, errors.ErrClosed)
 		}
 	}
-	<-f.done
+	f.wait()
 	if body != nil {
 		body.closeUnused()
 	}

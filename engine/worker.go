@@ -66,7 +66,7 @@ func (e *Engine) attempt(j job) (o outcome) {
 	if !j.timed {
 		// The wait for the limiter is not part of the attempt's time.
 		var err error
-		if pace, err = e.pacer.wait(ctx, c.url); err != nil {
+		if pace, err = e.pacer.wait(ctx, &c.url); err != nil {
 			o.err = e.requestError(c, j.attempt, err)
 			return o
 		}
@@ -174,7 +174,7 @@ func (e *Engine) requestError(c *call, attempt int, err error) error {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(c.url), Attempts: attempt, Err: redactErr(err)}
+	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: attempt, Err: redactErr(err)}
 }
 
 func (e *Engine) logAttempt(c *call, attempt, status int, start time.Time, gen uint64, err error) {
@@ -207,7 +207,7 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 		}
 		return nil, err
 	}
-	*hreq.URL = *c.url
+	*hreq.URL = c.url
 	hreq.Host = c.url.Host
 	if req.Body != nil {
 		if n := req.Body.Size(); n >= 0 {
@@ -278,7 +278,7 @@ func statusError(c *call, attempt int, resp *requests.Response, retryAfter time.
 		Header:     resp.Header,
 		Body:       resp.Body,
 		Method:     c.req.MethodOrGet(),
-		URL:        errors.RedactURL(c.url),
+		URL:        errors.RedactURL(&c.url),
 		Attempts:   attempt,
 		RetryAfter: retryAfter,
 	}
