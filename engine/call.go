@@ -56,12 +56,15 @@ type call struct {
 	gen           uint64 // token generation of the latest attempt
 	timer         Timer  // backoff timer while in stateBackoff
 	prev, next    *call  // links in the dispatcher's live list
-	// slot is the worker running the call's attempt and stop cancels that
-	// attempt's context. Both are set when the dispatcher hands out the
-	// job and cleared when it reads the worker's report; stop is also
-	// called when every waiter has left or the session ends.
+	// slot is the worker running the call's attempt and ctx that attempt's
+	// context. Both are set when the dispatcher hands out the job and
+	// cleared when it reads the worker's report. The dispatcher cancels
+	// ctx when every waiter has left or the session ends.
 	slot *slot
-	stop context.CancelFunc
+	ctx  *attemptCtx
+	// ctx1 is the first attempt's context, in the call to save an
+	// allocation; later attempts get a new one (see attemptCtx).
+	ctx1 attemptCtx
 	// live is a streamed call's answer, from the worker's report until
 	// finish hands it to the future or the report's handling releases it.
 	live *liveResponse
@@ -74,16 +77,13 @@ type call struct {
 const maxReplays = 2
 
 // job is what the dispatcher hands a worker: a call, the number of the
-// attempt to run, and the attempt's context. The dispatcher keeps the
-// context's cancel function (call.stop); the worker only derives from ctx.
+// attempt to run, and the attempt's context, which the dispatcher may
+// cancel (see call.ctx). The worker arms the context's deadline when the
+// attempt starts, after any wait for the rate limiter.
 type job struct {
 	c       *call
 	attempt int
-	ctx     context.Context
-	// timed is true when ctx already carries the attempt's timeout. It
-	// does not when the attempt first waits for the rate limiter, whose
-	// wait is not part of the attempt's time.
-	timed bool
+	ctx     *attemptCtx
 }
 
 // outcome is a worker's report of one attempt, sent by value to the

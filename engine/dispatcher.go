@@ -125,15 +125,13 @@ func (d *dispatcher) assign() {
 		d.running++
 		d.e.stats.queued.Add(-1)
 		d.e.stats.inFlight.Add(1)
-		j := job{c: c, attempt: c.attempts, timed: !d.e.pacer.active}
-		if j.timed {
-			// The attempt starts now: the worker is idle and takes the job
-			// at once.
-			j.ctx, c.stop = context.WithTimeout(c.base, d.e.attemptTimeout(c.req))
+		if c.attempts == 1 {
+			c.ctx = &c.ctx1
 		} else {
-			j.ctx, c.stop = context.WithCancel(c.base)
+			c.ctx = new(attemptCtx)
 		}
-		w.jobs <- j
+		c.ctx.parent = c.base
+		w.jobs <- job{c: c, attempt: c.attempts, ctx: c.ctx}
 	}
 }
 
@@ -145,8 +143,7 @@ func (d *dispatcher) onReport(o *outcome) {
 	d.e.stats.inFlight.Add(-1)
 	d.idle = append(d.idle, c.slot)
 	c.slot = nil
-	c.stop() // the attempt is over; release its context
-	c.stop = nil
+	c.ctx = nil
 	c.live = o.live
 	d.onOutcome(o)
 	c.dropLive() // not handed over: retried, parked, or resolved already
@@ -257,7 +254,6 @@ func (d *dispatcher) drainRunning() {
 		var m any
 		select {
 		case o := <-d.reports:
-			o.c.stop()
 			if o.live != nil {
 				o.live.release()
 			}
@@ -396,8 +392,8 @@ func (d *dispatcher) abandon(c *call) {
 		delete(d.parked, c)
 	}
 	c.state = stateDone
-	if c.stop != nil {
-		c.stop() // the running attempt; its report comes later
+	if c.ctx != nil {
+		c.ctx.cancel(context.Canceled) // the running attempt; its report comes later
 	}
 	d.unlink(c)
 	if c.key != "" && d.dedup[c.key] == c {

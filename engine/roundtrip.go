@@ -20,7 +20,7 @@ import (
 //
 // The hand-over protocol. A worker running a streamed call sends the
 // request on a context of its own, which follows the attempt's context
-// (the dispatcher's call.stop, the timeout) only until the headers are in,
+// (the dispatcher cancelling call.ctx, the timeout) only until the headers are in,
 // and reports the answer with its body unread as outcome.live. The
 // dispatcher moves it to call.live, decides, and then either gives it to
 // the call's one future (finish) or releases it (cancel, then close) when

@@ -28,10 +28,12 @@ type slot struct {
 // worker runs the attempts the dispatcher puts in its slot until the
 // dispatcher closes it.
 func (e *Engine) worker(w *slot) {
+	var t attemptTimer
+	defer t.disarm()
 	for j := range w.jobs {
 		// The dispatcher reads every report before it exits (drainRunning),
 		// so this send always completes.
-		e.d.reports <- e.attempt(j)
+		e.d.reports <- e.attempt(j, &t)
 	}
 }
 
@@ -45,7 +47,7 @@ func (e *Engine) attemptTimeout(req *requests.Request) time.Duration {
 
 // attempt runs one attempt of j and reports what happened. It never panics:
 // a panic in user code becomes the attempt's final error.
-func (e *Engine) attempt(j job) (o outcome) {
+func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	c, req, s := j.c, j.c.req, e.s
 	o.c = c
 	start := s.Clock.Now()
@@ -58,22 +60,22 @@ func (e *Engine) attempt(j job) (o outcome) {
 	}()
 
 	ctx := j.ctx
+	defer ctx.cancel(context.Canceled) // the attempt is over, whatever happened
 	if err := ctx.Err(); err != nil {
-		o.err = e.requestError(c, j.attempt, context.Canceled) // abandoned before it started
+		o.err = e.requestError(c, j.attempt, err) // abandoned before it started
 		return o
 	}
 	var pace paceTicket
-	if !j.timed {
+	if e.pacer.active {
 		// The wait for the limiter is not part of the attempt's time.
 		var err error
 		if pace, err = e.pacer.wait(ctx, &c.url); err != nil {
 			o.err = e.requestError(c, j.attempt, err)
 			return o
 		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.attemptTimeout(req))
-		defer cancel()
 	}
+	t.arm(ctx, e.attemptTimeout(req))
+	defer t.disarm()
 
 	hreq, err := e.newHTTPRequest(ctx, c)
 	if err != nil {
