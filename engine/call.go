@@ -62,6 +62,10 @@ type call struct {
 	// ctx when every waiter has left or the session ends.
 	slot *slot
 	ctx  *attemptCtx
+	// first is the running job's first waiter, which its worker resolves
+	// itself on a 2xx answer (see job.first): until the report comes, the
+	// dispatcher may find it resolved already.
+	first *Future
 	// ctx1 is the first attempt's context, in the call to save an
 	// allocation; later attempts get a new one (see attemptCtx).
 	ctx1 attemptCtx
@@ -84,6 +88,10 @@ type job struct {
 	c       *call
 	attempt int
 	ctx     *attemptCtx
+	// first is the call's first waiter when the job was handed out. On a
+	// 2xx answer the worker resolves it itself, sparing its caller the
+	// wait for the dispatcher; the dispatcher resolves the others.
+	first *Future
 }
 
 // outcome is a worker's report of one attempt, sent by value to the
@@ -94,6 +102,9 @@ type outcome struct {
 	live *liveResponse      // a streamed call's answer, body unread
 	err  error              // final error for this attempt, if any
 	gen  uint64             // token generation the attempt carried
+	// settled is the job's first waiter when the worker resolved it with
+	// resp; the dispatcher resolves the call's other waiters.
+	settled *Future
 
 	retry      bool          // the retry policy asked for another try
 	authFailed bool          // the answer rejected the token

@@ -134,3 +134,26 @@ func TestDedupOnlyForSafeMethodsOrExplicitKeys(t *testing.T) {
 	assert.EqualValues(t, 7, g.calls.Load())
 	assert.EqualValues(t, 1, e.Stats().DedupHits)
 }
+
+// TestDedupLoneFollowerGetsItsOwnRequest pins a bug: when the first
+// submitter left and one follower remained, the follower's response named
+// the first submitter's request.
+func TestDedupLoneFollowerGetsItsOwnRequest(t *testing.T) {
+	g := newGatedServer(t)
+	e := newEngine(t, engine.Config{BaseURL: g.URL})
+	firstCtx, leave := context.WithCancel(context.Background())
+	defer leave()
+	first := e.Submit(firstCtx, requests.New("GET", "/items/1"))
+	waitFor(t, "the upstream call", func() bool { return g.calls.Load() == 1 })
+	followerReq := requests.New("GET", "/items/1")
+	follower := e.Submit(context.Background(), followerReq)
+	waitFor(t, "the follower merged", func() bool { return e.Stats().DedupHits == 1 })
+	leave()
+	_, err := first.Await(context.Background())
+	require.ErrorIs(t, err, context.Canceled)
+
+	close(g.release)
+	resp, err := follower.Await(ctxTimeout(t, 5*time.Second))
+	require.NoError(t, err)
+	assert.Same(t, followerReq, resp.Request, "the response names the follower's own request")
+}

@@ -131,7 +131,8 @@ func (d *dispatcher) assign() {
 			c.ctx = new(attemptCtx)
 		}
 		c.ctx.parent = c.base
-		w.jobs <- job{c: c, attempt: c.attempts, ctx: c.ctx}
+		c.first = c.waiters[0]
+		w.jobs <- job{c: c, attempt: c.attempts, ctx: c.ctx, first: c.first}
 	}
 }
 
@@ -140,10 +141,9 @@ func (d *dispatcher) assign() {
 func (d *dispatcher) onReport(o *outcome) {
 	c := o.c
 	d.running--
-	d.e.stats.inFlight.Add(-1)
 	d.idle = append(d.idle, c.slot)
 	c.slot = nil
-	c.ctx = nil
+	c.ctx, c.first = nil, nil
 	c.live = o.live
 	d.onOutcome(o)
 	c.dropLive() // not handed over: retried, parked, or resolved already
@@ -258,7 +258,6 @@ func (d *dispatcher) drainRunning() {
 				o.live.release()
 			}
 			d.running--
-			d.e.stats.inFlight.Add(-1)
 			continue
 		case m = <-d.inbox:
 		}
@@ -366,15 +365,20 @@ func (d *dispatcher) onLeave(f *Future) {
 	if c == nil || f.resolved.Load() {
 		return
 	}
-	for i, w := range c.waiters {
-		if w == f {
-			c.waiters = append(c.waiters[:i], c.waiters[i+1:]...)
-			break
-		}
-	}
+	d.drop(c, f)
 	d.e.settle(f, nil, f.ctx.Err())
 	if len(c.waiters) == 0 {
 		d.abandon(c)
+	}
+}
+
+// drop removes f from c's waiters.
+func (d *dispatcher) drop(c *call, f *Future) {
+	for i, w := range c.waiters {
+		if w == f {
+			c.waiters = append(c.waiters[:i], c.waiters[i+1:]...)
+			return
+		}
 	}
 }
 
@@ -407,14 +411,20 @@ func (d *dispatcher) finish(c *call, resp *requests.Response, err error) {
 	c.waiters = nil
 	d.abandon(c)
 	for _, f := range waiters {
+		// resp is the dispatcher's alone (a worker that resolved the first
+		// waiter of a shared call gave it a copy): one waiter gets it, more
+		// get copies.
 		r := resp
-		if resp != nil && len(waiters) > 1 {
-			cp := *resp
-			cp.Request = f.req
-			r = &cp
-		}
-		if r != nil {
+		if resp != nil {
+			if len(waiters) > 1 {
+				cp := *resp
+				r = &cp
+			}
+			r.Request = f.req
 			r.Duration = d.e.s.Clock.Now().Sub(c.admitted)
+		}
+		if f == c.first && f.resolved.Load() {
+			continue // its worker resolved it; the report is on its way
 		}
 		f.live, c.live = c.live, nil // a streamed call has one waiter
 		d.e.settle(f, r, err)
@@ -516,6 +526,9 @@ func (d *dispatcher) onOutcome(o *outcome) {
 		d.demand(o.gen)
 	case o.err == nil:
 		d.budget.succeeded(c.retryCost)
+		if o.settled != nil {
+			d.drop(c, o.settled) // the worker resolved it
+		}
 		d.finish(c, o.resp, nil)
 	case o.retry && c.retries+1 < s.Retry.MaxAttempts:
 		d.scheduleRetry(c, o)

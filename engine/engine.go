@@ -335,6 +335,11 @@ func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
 	if !f.claim() {
 		return
 	}
+	e.deliver(f, resp, err)
+}
+
+// deliver gives f, claimed by the caller, its result and counts it.
+func (e *Engine) deliver(f *Future, resp *requests.Response, err error) {
 	// Count before waking the waiters, so a caller who has its result sees
 	// it in Stats.
 	if err == nil {

@@ -33,8 +33,42 @@ func (e *Engine) worker(w *slot) {
 	for j := range w.jobs {
 		// The dispatcher reads every report before it exits (drainRunning),
 		// so this send always completes.
-		e.d.reports <- e.attempt(j, &t)
+		o := e.attempt(j, &t)
+		// Counted before any waiter wakes, so a caller who has its result
+		// sees the attempt over in Stats.
+		e.stats.inFlight.Add(-1)
+		// On a 2xx answer read into memory (a streamed one goes through
+		// the dispatcher) the worker resolves the first waiter itself: it
+		// claims the future, reports, then publishes. Reporting first means
+		// the dispatcher has the outcome (the retry budget's refund, say)
+		// before the caller can submit anything more.
+		var first *requests.Response
+		if o.err == nil && o.resp != nil && o.live == nil && j.first.resolved.CompareAndSwap(false, true) {
+			o.settled = j.first
+			first = e.firstResponse(j, o.resp)
+		}
+		e.d.reports <- o
+		if first != nil {
+			if f := j.first; f.stopWatch != nil {
+				f.stopWatch()
+			}
+			e.deliver(j.first, first, nil)
+		}
 	}
+}
+
+// firstResponse is the answer for the job's first waiter, resolved by the
+// worker. It is resp itself unless dedup followers may share the call:
+// the dispatcher gives them copies of resp, so the first waiter gets a copy
+// of its own.
+func (e *Engine) firstResponse(j job, resp *requests.Response) *requests.Response {
+	if j.c.key != "" || j.first.req != resp.Request {
+		cp := *resp
+		cp.Request = j.first.req
+		resp = &cp
+	}
+	resp.Duration = e.s.Clock.Now().Sub(j.c.admitted)
+	return resp
 }
 
 // attemptTimeout is how long one attempt of req may take.
