@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-go/courier/requests"
 )
@@ -109,6 +112,20 @@ type Config struct {
 	// Clock is the source of time for backoff, Retry-After, rate limiting
 	// and proactive refresh. If nil, SystemClock.
 	Clock Clock
+
+	// TracerProvider, if set, traces every request: a client span per
+	// request with a child span per attempt (see [Engine.RoundTripper] for
+	// the streamed path). If nil, no span is made.
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider, if set, receives http.client.request.duration and
+	// courier's own counters and gauges. If nil, nothing is measured.
+	MeterProvider metric.MeterProvider
+
+	// Propagator writes the trace context into every attempt's headers. If
+	// nil and TracerProvider is set, the global one,
+	// otel.GetTextMapPropagator(); if both are nil, nothing is written.
+	Propagator propagation.TextMapPropagator
 }
 
 // Middleware wraps the transport that sends one attempt. It sees the request

@@ -329,6 +329,7 @@ func (d *dispatcher) onSubmit(f *Future) {
 			f.call = c
 			d.watch(f)
 			d.e.stats.dedupHits.Add(1)
+			d.e.tel.dedupJoined(f, c)
 			return
 		}
 	}
@@ -453,6 +454,7 @@ func (d *dispatcher) expire(cause error) {
 	d.stale = 0
 	if !d.paused {
 		d.paused = true
+		d.e.tel.sessionExpired()
 		if fn := d.e.s.Auth.OnSessionExpired; fn != nil {
 			d.e.hooks.push("OnSessionExpired", fn)
 		}
@@ -523,6 +525,7 @@ func (d *dispatcher) onOutcome(o *outcome) {
 		}
 		c.state = stateParked
 		d.parked[c] = struct{}{}
+		d.e.tel.parked(c, o.gen)
 		d.demand(o.gen)
 	case o.err == nil:
 		d.budget.succeeded(c.retryCost)
@@ -561,12 +564,14 @@ func (d *dispatcher) scheduleRetry(c *call, o *outcome) {
 	}
 	cost, ok := d.budget.withdraw(o.resp == nil)
 	if !ok {
+		d.e.tel.budgetRefused()
 		d.finish(c, o.resp, fmt.Errorf("%w: %w", errors.ErrRetryBudgetExhausted, o.err))
 		return
 	}
 	c.retryCost += cost
 	c.retries++
 	d.e.stats.retries.Add(1)
+	d.e.tel.retryScheduled(c, o, wait)
 	if log := d.e.log; log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel {
 		// The dispatcher does no I/O: the hook goroutine writes the line.
 		method, path, attempt, cause := c.req.MethodOrGet(), c.url.Path, c.attempts, o.err

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"net/http"
 	"sync"
@@ -33,6 +34,7 @@ type Engine struct {
 	d     *dispatcher
 	actor *tokenActor
 	hooks *hooks
+	tel   *telemetry // nil: no OpenTelemetry
 
 	wg           conc.WaitGroup // owns every goroutine the engine starts
 	finished     chan struct{}  // closed when all of them have returned
@@ -56,6 +58,9 @@ func New(cfg Config) (*Engine, error) {
 	e.transport = rt
 	e.pacer = newPacer(s, &e.stats)
 	e.hooks = newHooks(e.log)
+	if e.tel, err = newTelemetry(s, &e.stats); err != nil {
+		return nil, fmt.Errorf("courier: telemetry: %w", err)
+	}
 	e.d = newDispatcher(e)
 	e.actor = newTokenActor(e)
 
@@ -73,6 +78,7 @@ func New(cfg Config) (*Engine, error) {
 		close(e.actor.stop)
 		close(e.hooks.stop)
 		inner.Wait()
+		e.tel.stop()
 		if s.HTTPClient == nil {
 			e.client.CloseIdleConnections() // the engine's own transport
 		}
@@ -340,6 +346,7 @@ func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
 
 // deliver gives f, claimed by the caller, its result and counts it.
 func (e *Engine) deliver(f *Future, resp *requests.Response, err error) {
+	e.tel.endRequest(f, resp, err)
 	// Count before waking the waiters, so a caller who has its result sees
 	// it in Stats.
 	if err == nil {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/courier-go/courier/requests"
 )
 
@@ -15,8 +17,9 @@ import (
 // concurrent use; any number of goroutines may await it.
 type Future struct {
 	// Set by Submit before the dispatcher sees the future; read-only after.
-	req *requests.Request
-	ctx context.Context // the submitter's; its end makes this waiter leave
+	req  *requests.Request
+	ctx  context.Context // the submitter's; its end makes this waiter leave
+	span trace.Span      // the request's span; nil unless the engine traces
 
 	// Written once, by whoever wins resolved (see claim): Submit, the
 	// dispatcher or a worker. resp and err are read only after waiting on

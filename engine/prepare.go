@@ -40,6 +40,7 @@ func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future,
 	c.url = u
 	c.sameOrigin = e.sameOrigin(&c.url)
 	c.key = e.dedupKey(req, &c.url)
+	e.tel.startRequest(f)
 	if err := ctx.Err(); err != nil {
 		e.settle(f, nil, err)
 		return f, false

@@ -248,7 +248,11 @@ const retainLimit = 64 << 10
 // headers (the per-attempt timeout, or the call being abandoned); once the
 // headers are in, the body is read on a context of its own that only the
 // reader, or a release, ends.
-func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request, gen uint64, start time.Time) {
+//
+// pace is the attempt's turn with the pacer, which learns from the answer;
+// carried says the attempt carried the current token (or none, the session
+// having none), so that a 401 is about that token.
+func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request, gen uint64, start time.Time, pace paceTicket, carried bool) {
 	s, req := e.s, c.req
 	actx := hreq.Context()
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithoutCancel(actx), noFollow{}, true))
@@ -269,6 +273,7 @@ func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request,
 		e.finalIfOneShot(c, o)
 		return
 	}
+	e.pacer.observe(pace, hresp.StatusCode, hresp.Header)
 	e.logAttempt(c, j.attempt, hresp.StatusCode, start, gen, nil)
 	live := &liveResponse{resp: hresp, cancel: func() { cancel(nil) }}
 	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
@@ -282,7 +287,8 @@ func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request,
 		after = min(after, s.Retry.MaxRetryAfter)
 	}
 	o.retryAfter, o.hasAfter = after, hasAfter
-	o.authFailed = !req.NoAuth && e.authFailed(resp.Status, resp.Header)
+	// Redirects are not followed here: the answer is from hreq's URL.
+	o.authFailed = carried && e.authFailed(resp.Status, resp.Header)
 	if !o.authFailed {
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
 	}

@@ -270,6 +270,7 @@ func (a *tokenActor) onResult(r refreshResult) {
 		a.lastRefresh = a.e.s.Clock.Now()
 		a.publish(r.t)
 		a.e.stats.refreshes.Add(1)
+		a.e.tel.refreshed("success")
 		if fn := a.e.s.Auth.OnTokenRefreshed; fn != nil {
 			t := r.t
 			t.Expiry = a.expiry
@@ -283,10 +284,12 @@ func (a *tokenActor) onResult(r refreshResult) {
 		a.refreshToken = ""
 		a.epoch++
 		a.publish(Tokens{})
+		a.e.tel.refreshed("refused")
 		a.e.log.Warn().Err(r.err).Msg("refresh refused")
 		a.tell(expiredEvent{err: r.err})
 	default:
 		a.want = 0
+		a.e.tel.refreshed("failure")
 		a.e.log.Warn().Err(r.err).Msg("refresh failed")
 		a.tell(refreshFailedEvent{gen: a.gen(), err: r.err})
 	}

@@ -85,12 +85,14 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	c, req, s := j.c, j.c.req, e.s
 	o.c = c
 	start := s.Clock.Now()
+	var span attemptSpan
 	defer func() {
 		if v := recover(); v != nil {
 			pe := &errors.PanicError{Where: "request " + req.MethodOrGet() + " " + c.url.Path, Value: v, Stack: debug.Stack()}
 			e.log.Error().Str("method", req.MethodOrGet()).Str("path", c.url.Path).Interface("panic", v).Msg("panic during attempt")
 			o = outcome{c: c, err: pe}
 		}
+		e.tel.endAttempt(&span, c, &o)
 	}()
 
 	ctx := j.ctx
@@ -124,8 +126,9 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	if carried && snap.header != "" {
 		hreq.Header[s.authHeader] = []string{snap.header}
 	}
+	hreq = e.tel.startAttempt(&span, hreq, c, j.attempt)
 	if c.stream != nil {
-		e.attemptStreamed(c, j, &o, hreq, snap.gen, start)
+		e.attemptStreamed(c, j, &o, hreq, snap.gen, start, pace, carried)
 		return o
 	}
 
