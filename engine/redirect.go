@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 )
 
 // Redirects: which headers a redirect may carry, and where the refresh call
@@ -121,4 +122,32 @@ func refreshClient(base *http.Client) *http.Client {
 		return nil
 	}
 	return &c
+}
+
+// hopHeader returns a copy of r's header for the engine to send. When r is
+// a hop of redirects that a client above the engine's RoundTripper follows
+// (r.Response is the redirect that made it) and the chain has left its
+// first request's origin, the sensitive headers are not copied: whatever
+// that client's redirect policy, credentials stay on their origin.
+func (s *settings) hopHeader(r *http.Request) http.Header {
+	h := r.Header.Clone()
+	if r.Response == nil || r.Response.Request == nil {
+		return h
+	}
+	var origins []string // of every hop, the latest first
+	for hop := r; hop != nil && hop.URL != nil; {
+		origins = append(origins, origin(hop.URL))
+		if hop.Response == nil {
+			break
+		}
+		hop = hop.Response.Request
+	}
+	first := origins[len(origins)-1]
+	crossed := slices.ContainsFunc(origins, func(o string) bool { return o != first })
+	if crossed {
+		for _, k := range s.sensitive {
+			h.Del(k)
+		}
+	}
+	return h
 }

@@ -99,7 +99,7 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		closeRequestBody(r)
 		return nil, fmt.Errorf("courier: RoundTrip: request has no URL")
 	}
-	req := &requests.Request{Method: r.Method, Path: r.URL.String(), Header: r.Header.Clone()}
+	req := &requests.Request{Method: r.Method, Path: r.URL.String(), Header: e.s.hopHeader(r)}
 	st := &streamed{}
 	var body *callerBody
 	if r.Body != nil && r.Body != http.NoBody {

@@ -173,6 +173,20 @@ func TestCallerCredentialsAreStrippedOnCrossOriginRedirects(t *testing.T) {
 	assert.Equal(t, "Bearer the-token", same[0].Get("Authorization"))
 	sameMu.Unlock()
 
+	// Through HTTPClient, whose own client follows the redirects.
+	hreq, err := http.NewRequestWithContext(ctx, "GET", api.URL+"/away", nil)
+	require.NoError(t, err)
+	hreq.Header.Set("X-Api-Key", "k1")
+	hreq.Header.Set("Cookie", "session=k4")
+	hresp, err := e.HTTPClient().Do(hreq)
+	require.NoError(t, err)
+	hresp.Body.Close()
+	hits, _ = th.requests()
+	require.Len(t, hits, 2)
+	assert.Empty(t, hits[1].Header.Get("X-Api-Key"), "HTTPClient: X-Api-Key reached another origin")
+	assert.Empty(t, hits[1].Header.Get("Cookie"), "HTTPClient: Cookie reached another origin")
+	assert.Empty(t, hits[1].Header.Get("Authorization"), "HTTPClient: the token reached another origin")
+
 	// There and back again: the credentials do not come back with it.
 	bounce := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, api.URL+"/land", http.StatusFound)
