@@ -151,7 +151,8 @@ type Retry struct {
 	// DefaultRetryPolicy.
 	Policy RetryPolicy
 	// Backoff computes the wait before a retry when the server asked for
-	// none. If nil, DefaultBackoff.
+	// none. If nil, DefaultBackoff. Its answer is kept between zero and
+	// MaxDelay.
 	Backoff Backoff
 	// BaseDelay and MaxDelay feed Backoff. If zero, DefaultBaseDelay and
 	// DefaultMaxDelay.

@@ -106,7 +106,8 @@ func guardedClient(s *settings) *http.Client {
 // Submit queues req and returns its future. When the queue is full, Submit
 // waits for room until ctx ends. ctx also bounds the request: when it ends
 // the future fails with ctx's error, and the upstream call is cancelled
-// once no other submitter shares it.
+// once no other submitter shares it. A nil ctx fails the future at once
+// (so do the other methods that take a ctx, rather than panic).
 func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 	f, ok := e.prepare(ctx, req)
 	if !ok {
@@ -211,6 +212,17 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 		window = e.s.Workers + e.s.QueueSize
 	}
 	return func(yield func(Result) bool) {
+		if ctx == nil {
+			// A caller's mistake: each request gets the error, none is sent.
+			i := 0
+			for r := range reqs {
+				if !yield(Result{Index: i, Request: r, Err: errNilContext}) {
+					return
+				}
+				i++
+			}
+			return
+		}
 		var reader conc.WaitGroup
 		defer reader.Wait() // last: after cancel has released the reader
 		ctx, cancel := context.WithCancel(ctx)
@@ -313,6 +325,9 @@ func (e *Engine) Stats() Stats {
 // parked and in-flight work finish, then stops every goroutine. If ctx ends
 // first it returns ctx's error and the work goes on; call Close to stop it.
 func (e *Engine) Shutdown(ctx context.Context) error {
+	if ctx == nil {
+		return errNilContext
+	}
 	e.shutdownOnce.Do(func() { e.d.post(shutdownMsg{}) })
 	select {
 	case <-e.finished:

@@ -95,8 +95,19 @@ func (f *Future) Request() *requests.Request { return f.req }
 
 // Await waits for the result. If ctx ends first it returns ctx's error and
 // the future goes on; the request is cancelled only by the context it was
-// submitted with.
+// submitted with. A nil ctx is a mistake: Await then returns the result if
+// the future has resolved, and an error otherwise.
 func (f *Future) Await(ctx context.Context) (*requests.Response, error) {
+	if ctx == nil {
+		// A caller's mistake: the result if there is one, else an error
+		// rather than a panic or a wait without end.
+		select {
+		case <-f.done:
+			return f.resp, f.err
+		default:
+			return nil, errNilContext
+		}
+	}
 	if ctx.Done() == nil {
 		f.wg.Wait()
 		return f.resp, f.err

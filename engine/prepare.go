@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -17,11 +18,19 @@ import (
 // sees a request: its absolute URL, whether it may carry the token, and the
 // key under which the dispatcher merges it with identical requests.
 
+// errNilContext fails a call made with a nil context: a caller's mistake
+// that the standard library would answer with a panic.
+var errNilContext = errors.New("courier: nil Context")
+
 // prepare checks req and builds its future; ok is false when the future
 // has already failed.
 func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future, ok bool) {
 	f = newFuture(ctx, req)
 	e.stats.submitted.Add(1)
+	if ctx == nil {
+		e.settle(f, nil, errNilContext)
+		return f, false
+	}
 	if err := req.Err(); err != nil {
 		e.settle(f, nil, err)
 		return f, false

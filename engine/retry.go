@@ -137,7 +137,8 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 
 // backoff calls the configured Backoff for retry number n. A panic in it
 // becomes an error for the request at hand (it runs on the dispatcher or
-// the token actor, which must keep running), and a negative wait is zero.
+// the token actor, which must keep running), a negative wait is zero and a
+// wait past MaxDelay is MaxDelay.
 func (e *Engine) backoff(n int) (wait time.Duration, err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -146,7 +147,8 @@ func (e *Engine) backoff(n int) (wait time.Duration, err error) {
 		}
 	}()
 	r := e.s.Retry
-	return max(r.Backoff(n, r.BaseDelay, r.MaxDelay), 0), nil
+	// A policy's answer is kept between zero and MaxDelay, whatever it says.
+	return min(max(r.Backoff(n, r.BaseDelay, r.MaxDelay), 0), r.MaxDelay), nil
 }
 
 // budget is the retry quota of the AWS SDKs' standard retry mode: a bucket
