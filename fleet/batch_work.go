@@ -120,7 +120,8 @@ type worker struct {
 // result is stored and its entry acknowledged by one script, and the
 // first result of a line wins, so a line handled twice (its first worker
 // stalled past the lease, or died after fetching) is recorded once. So a
-// worker that dies costs at most the lines it held: Concurrency of them.
+// worker that dies costs at most the lines it held: 2 × Concurrency (see
+// run).
 //
 // While Redis is unreachable, Work waits for it, keeping the results it
 // has (for a lease at least) and storing them when it is back.
@@ -174,25 +175,38 @@ func defaultWorkerName() string {
 
 // run reads lines and hands them to handlers until the batch is finished
 // or ctx ends, then waits for the handlers.
+//
+// A worker holds up to 2 × Concurrency lines: Concurrency running, and as
+// many read ahead, so that it reads lines in batches of Concurrency or
+// more (a few Redis commands per batch, not per line) and its handlers
+// never wait for a read. A worker that dies loses at most those.
 func (w *worker) run(ctx context.Context) error {
-	// slots holds a token for each line held: at most Concurrency.
-	slots := make(chan struct{}, w.opts.Concurrency)
+	c := w.opts.Concurrency
+	// held has a token for each line held, running or read ahead.
+	held := make(chan struct{}, 2*c)
+	// running has a token for each handler running.
+	running := make(chan struct{}, c)
 	var handlers sync.WaitGroup
 	defer handlers.Wait()
-	// poll bounds how long a read waits for new lines, so that a
-	// worker notices lines to take over and the batch's end.
-	poll := min(w.opts.Lease/3, time.Second)
+	// poll bounds how long a read waits for new lines, and how often the
+	// worker looks for lines to take over and for the batch's end.
+	poll := min(w.opts.Lease/3, 200*time.Millisecond)
 	cursor := "0-0"
+	var lastClaim time.Time
 	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		free := 1
-		for free < w.opts.Concurrency {
+		// Wait until no more than Concurrency lines are held, then take
+		// room for as many as are free.
+		for range c {
 			select {
-			case slots <- struct{}{}:
+			case held <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		free := c
+		for free < 2*c {
+			select {
+			case held <- struct{}{}:
 				free++
 				continue
 			default:
@@ -202,33 +216,24 @@ func (w *worker) run(ctx context.Context) error {
 		var (
 			msgs     []redis.XMessage
 			takeover bool
+			err      error
 		)
-		err := retry(ctx, func() error {
-			var err error
-			msgs, cursor, err = w.b.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-				Stream: w.b.keys.lines, Group: group, Consumer: w.opts.Name,
-				MinIdle: w.opts.Lease, Start: cursor, Count: int64(free),
-			}).Result()
-			if err != nil {
-				cursor = "0-0"
-			}
-			return err
-		})
-		takeover = len(msgs) > 0
+		if time.Since(lastClaim) >= poll {
+			lastClaim = time.Now()
+			msgs, err = w.claim(ctx, &cursor, free)
+			takeover = len(msgs) > 0
+		}
 		if err == nil && len(msgs) == 0 {
-			err = retry(ctx, func() error {
-				streams, err := w.b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-					Group: group, Consumer: w.opts.Name, Streams: []string{w.b.keys.lines, ">"},
-					Count: int64(free), Block: poll,
-				}).Result()
-				if err == redis.Nil {
-					return nil
-				}
-				if err == nil && len(streams) > 0 {
-					msgs = streams[0].Messages
-				}
-				return err
-			})
+			msgs, err = w.read(ctx, free, -1)
+		}
+		if err == nil && len(msgs) == 0 {
+			var finished bool
+			if finished, err = w.finished(ctx); err == nil && finished {
+				return nil
+			}
+			if err == nil {
+				msgs, err = w.read(ctx, free, poll)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -237,7 +242,7 @@ func (w *worker) run(ctx context.Context) error {
 			return fmt.Errorf("fleet: batch %s: reading lines: %w", w.b.name, err)
 		}
 		for range free - len(msgs) {
-			<-slots
+			<-held
 		}
 		for _, m := range msgs {
 			l, ok := lineFromEntry(m)
@@ -245,7 +250,7 @@ func (w *worker) run(ctx context.Context) error {
 				// Not an entry Add wrote: acknowledge it, so that it is
 				// not read again, and go on.
 				_ = w.b.rdb.XAck(ctx, w.b.keys.lines, group, m.ID).Err()
-				<-slots
+				<-held
 				continue
 			}
 			w.mu.Lock()
@@ -261,20 +266,58 @@ func (w *worker) run(ctx context.Context) error {
 			handlers.Add(1)
 			go func() {
 				defer handlers.Done()
-				defer func() { <-slots }()
+				defer func() { <-held }()
+				select {
+				case running <- struct{}{}:
+				case <-ctx.Done():
+					w.count(func(s *WorkStats) { s.Skipped++ })
+					return // still held: leave hands it back
+				}
+				defer func() { <-running }()
 				w.do(ctx, m.ID, l)
 			}()
 		}
-		if len(msgs) == 0 {
-			finished, err := w.finished(ctx)
-			if err != nil {
-				return err
-			}
-			if finished {
-				return nil
-			}
-		}
 	}
+}
+
+// claim takes over up to count lines idle for longer than the lease,
+// scanning the pending entries from cursor on.
+func (w *worker) claim(ctx context.Context, cursor *string, count int) ([]redis.XMessage, error) {
+	var msgs []redis.XMessage
+	err := retry(ctx, func() error {
+		var err error
+		var next string
+		msgs, next, err = w.b.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+			Stream: w.b.keys.lines, Group: group, Consumer: w.opts.Name,
+			MinIdle: w.opts.Lease, Start: *cursor, Count: int64(count),
+		}).Result()
+		if err != nil {
+			next = "0-0"
+		}
+		*cursor = next
+		return err
+	})
+	return msgs, err
+}
+
+// read reads up to count new lines, waiting up to block for them (not at
+// all when block is negative).
+func (w *worker) read(ctx context.Context, count int, block time.Duration) ([]redis.XMessage, error) {
+	var msgs []redis.XMessage
+	err := retry(ctx, func() error {
+		streams, err := w.b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: group, Consumer: w.opts.Name, Streams: []string{w.b.keys.lines, ">"},
+			Count: int64(count), Block: block,
+		}).Result()
+		if err == redis.Nil {
+			return nil
+		}
+		if err == nil && len(streams) > 0 {
+			msgs = streams[0].Messages
+		}
+		return err
+	})
+	return msgs, err
 }
 
 // lineFromEntry reads a stream entry.
