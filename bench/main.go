@@ -29,7 +29,7 @@ var (
 	quick    = flag.Bool("quick", false, "short measurements, for a smoke run")
 	rounds   = flag.Int("rounds", 3, "interleaved rounds per measurement; medians are reported")
 	duration = flag.Duration("duration", time.Second, "length of each closed-loop measurement")
-	only     = flag.String("only", "", "run only these sections, comma separated: throughput, openloop, scenarios, fetch")
+	only     = flag.String("only", "", "run only these sections, comma separated: throughput, openloop, scenarios, fetch, batch")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the run here")
 	only1    = flag.String("client", "", "measure only net/http and this client (courier, resty, retryablehttp), for profiling")
 )
@@ -72,6 +72,9 @@ func main() {
 	}
 	if want("fetch") {
 		fetchComparison(srv)
+	}
+	if want("batch") {
+		batchComparison()
 	}
 }
 
