@@ -360,8 +360,10 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 			// Attempts started after this one may each spend one more.
 			// Answers come out of order, and one may come from before
 			// attempts that started earlier reached the server: while a
-			// quota is known, an answer only ever lowers it. The count
-			// of attempts claimed since lowers it too (claim).
+			// quota is known, an answer only ever lowers it, as each
+			// attempt claimed since does (claim). This errs on the safe
+			// side: when the server counts attempts in another order
+			// than they started, some of a window's quota goes unused.
 			left := q.Remaining - int64(kp.started-tk.seq-1)
 			until := now.Add(q.Reset)
 			if kp.quotaUntil.After(now) {

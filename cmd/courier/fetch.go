@@ -34,6 +34,7 @@ type fetchOptions struct {
 	resume                                              resumeOptions // resume.go
 	limits                                              limitOptions  // limits.go
 	batch                                               batchOptions  // batch.go
+	rates                                               rateOptions   // rate.go
 }
 
 func fetchFlags(o *fetchOptions) *pflag.FlagSet {
@@ -44,6 +45,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.IntVar(&o.queue, "queue", 0, "requests waiting for a worker at most (0: 1024)")
 	fs.Float64Var(&o.rate, "rate", 0, "requests per second, retries included (0: unlimited)")
 	fs.IntVar(&o.burst, "burst", 0, "requests allowed at once above the rate (0: the rate, at least 1)")
+	o.rates.flags(fs)
 	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "attempts per request, the first included")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "time limit of each attempt, reading the body included")
 	fs.StringArrayVarP(&o.headers, "header", "H", nil, "header 'Key: Value' for every request (repeatable)")
@@ -188,6 +190,9 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 		return cfg, fmt.Errorf("--timeout must be positive, got %s", o.timeout)
 	}
 	if err := o.limits.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := o.rates.apply(&cfg); err != nil {
 		return cfg, err
 	}
 	for _, h := range o.headers {

@@ -32,6 +32,8 @@ func (s *summary) print(w io.Writer, st engine.Stats) {
 	fmt.Fprintf(w, "retries     %d\n", st.Retries)
 	fmt.Fprintf(w, "refreshes   %d\n", st.Refreshes)
 	fmt.Fprintf(w, "dedup hits  %d\n", st.DedupHits)
+	fmt.Fprintf(w, "429s        %d\n", st.Throttled)
+	fmt.Fprintf(w, "holds       %d\n", st.Holds)
 	fmt.Fprintf(w, "elapsed     %s\n", s.elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "throughput  %.0f req/s\n", rate)
 	fmt.Fprintf(w, "latency     p50 %s  p90 %s  p99 %s\n",
