@@ -58,6 +58,10 @@ func unixReset(v float64, now time.Time) bool {
 // reset in the past is zero. Values that do not parse, are negative or are
 // not finite are ignored, never trusted.
 func ParseRateLimit(h http.Header, now time.Time) (Quota, bool) {
+	if !hasRateLimitFields(h) {
+		// Most answers carry none: skip the parsers and their allocations.
+		return Quota{Remaining: -1, Limit: -1}, false
+	}
 	if q, ok := parseIETFRateLimit(h); ok {
 		return q, true
 	}
@@ -67,6 +71,18 @@ func ParseRateLimit(h http.Header, now time.Time) (Quota, bool) {
 		}
 	}
 	return Quota{Remaining: -1, Limit: -1}, false
+}
+
+// hasRateLimitFields reports whether h has a field that ParseRateLimit
+// reads: RateLimit, RateLimit-Policy, or one under the RateLimit- or
+// X-RateLimit- prefix (h's keys are canonical, as net/http makes them).
+func hasRateLimitFields(h http.Header) bool {
+	for k := range h {
+		if strings.HasPrefix(k, "Ratelimit") || strings.HasPrefix(k, "X-Ratelimit") {
+			return true
+		}
+	}
+	return false
 }
 
 // parseRateLimitFields reads the Remaining, Reset and Limit fields with
