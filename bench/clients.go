@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/failsafehttp"
 	"github.com/go-resty/resty/v2"
 	"github.com/hashicorp/go-retryablehttp"
+	resty3 "resty.dev/v3"
 
 	"github.com/courier-go/courier/engine"
 	"github.com/courier-go/courier/requests"
@@ -21,6 +23,9 @@ type client struct {
 	name  string
 	do    func(ctx context.Context) error
 	close func()
+	// loop, when set, replaces the closed loop of do calls: a client whose
+	// natural use is not one call per goroutine (courier's Stream).
+	loop func(conc int, d time.Duration) *loopResult
 }
 
 // transport is the same for every client, so connection pooling is not
@@ -77,10 +82,52 @@ func courierClient(base string, workers int) client {
 	}, close: func() { e.Close(); hc.CloseIdleConnections() }}
 }
 
+// courierStreamClient feeds an endless input through Engine.Stream with a
+// window of conc: conc requests outstanding, as conc goroutines calling Do
+// have.
+func courierStreamClient(base string, workers int) client {
+	hc := &http.Client{Transport: transport()}
+	e, err := engine.New(engine.Config{BaseURL: base, HTTPClient: hc, Workers: workers,
+		Auth: engine.Auth{AccessToken: token}})
+	if err != nil {
+		panic(err)
+	}
+	loop := func(conc int, d time.Duration) *loopResult {
+		deadline := time.Now().Add(d)
+		reqs := func(yield func(*requests.Request) bool) {
+			for time.Now().Before(deadline) {
+				if !yield(requests.New("GET", "/item", requests.WithoutDedup())) {
+					return
+				}
+			}
+		}
+		r := &loopResult{}
+		var n int64
+		start, cpu0 := time.Now(), cpuTime()
+		for res := range e.Stream(context.Background(), reqs, conc) {
+			if res.Err != nil {
+				r.errs++
+				continue
+			}
+			r.lat.Add(res.Response.Duration)
+			n++
+		}
+		r.rps = float64(n) / time.Since(start).Seconds()
+		if n > 0 {
+			r.cpuPer = (cpuTime() - cpu0) / time.Duration(n)
+		}
+		return r
+	}
+	return client{name: "courier Stream", loop: loop, do: func(ctx context.Context) error {
+		_, err := e.Do(ctx, requests.New("GET", "/item", requests.WithoutDedup()))
+		return err
+	}, close: func() { e.Close(); hc.CloseIdleConnections() }}
+}
+
 func restyClient(base string) client {
 	t := transport()
 	c := resty.New().SetTransport(t).SetBaseURL(base).SetAuthToken(token).
-		SetRetryCount(2).SetRetryWaitTime(100 * time.Millisecond)
+		SetRetryCount(2).SetRetryWaitTime(100 * time.Millisecond).SetDisableWarn(true)
 	return client{name: "resty v2", do: func(ctx context.Context) error {
 		resp, err := c.R().SetContext(ctx).Get("/item")
 		if err != nil {
@@ -91,6 +138,22 @@ func restyClient(base string) client {
 		}
 		return nil
 	}, close: t.CloseIdleConnections}
+}
+
+func resty3Client(base string) client {
+	t := transport()
+	c := resty3.New().SetTransport(t).SetBaseURL(base).SetAuthToken(token).
+		SetRetryCount(2).SetRetryWaitTime(100 * time.Millisecond).SetLoggerWarnLevel(true)
+	return client{name: "resty v3", do: func(ctx context.Context) error {
+		resp, err := c.R().SetContext(ctx).Get("/item")
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode() != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode())
+		}
+		return nil
+	}, close: func() { c.Close(); t.CloseIdleConnections() }}
 }
 
 func retryableClient(base string) client {
@@ -110,9 +173,28 @@ func retryableClient(base string) client {
 	}, close: t.CloseIdleConnections}
 }
 
-// clients returns every library under test for a concurrency level.
+// failsafeClient is net/http with failsafe-go's HTTP retry policy (three
+// attempts) as its RoundTripper.
+func failsafeClient(base string) client {
+	t := transport()
+	policy := failsafehttp.NewRetryPolicyBuilder().WithMaxRetries(2).WithBackoff(100*time.Millisecond, 10*time.Second).Build()
+	c := &http.Client{Transport: failsafehttp.NewRoundTripper(t, policy)}
+	url := base + "/item"
+	return client{name: "failsafe-go", do: func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		return consume(c.Do(req))
+	}, close: t.CloseIdleConnections}
+}
+
+// clients returns every library under test for a concurrency level,
+// net/http first.
 func clients(base string, concurrency int) []client {
-	all := []client{rawClient(base), courierClient(base, concurrency), restyClient(base), retryableClient(base)}
+	all := []client{rawClient(base), courierClient(base, concurrency), courierStreamClient(base, concurrency),
+		restyClient(base), resty3Client(base), retryableClient(base), failsafeClient(base)}
 	if *only1 == "" {
 		return all
 	}

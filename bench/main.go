@@ -27,11 +27,11 @@ import (
 
 var (
 	quick    = flag.Bool("quick", false, "short measurements, for a smoke run")
-	rounds   = flag.Int("rounds", 3, "interleaved rounds per measurement; medians are reported")
-	duration = flag.Duration("duration", time.Second, "length of each closed-loop measurement")
-	only     = flag.String("only", "", "run only these sections, comma separated: throughput, openloop, scenarios, fetch, batch")
+	rounds   = flag.Int("rounds", 9, "paired rounds per measurement")
+	duration = flag.Duration("duration", 500*time.Millisecond, "length of each closed-loop measurement")
+	only     = flag.String("only", "", "run only these sections, comma separated: throughput, noop, openloop, scenarios, fetch, batch")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the run here")
-	only1    = flag.String("client", "", "measure only net/http and this client (courier, resty, retryablehttp), for profiling")
+	only1    = flag.String("client", "", "measure only net/http and the clients whose name holds this (courier, resty, retryablehttp, failsafe), for profiling")
 )
 
 func main() {
@@ -41,7 +41,7 @@ func main() {
 	}
 	flag.Parse()
 	if *quick {
-		*rounds, *duration = 1, 150*time.Millisecond
+		*rounds, *duration = 1, 100*time.Millisecond
 	}
 	if *cpuprof != "" {
 		f, err := os.Create(*cpuprof)
@@ -63,6 +63,9 @@ func main() {
 	want := func(s string) bool { return *only == "" || strings.Contains(*only, s) }
 	if want("throughput") {
 		throughput(srv)
+	}
+	if want("noop") {
+		noopTable()
 	}
 	if want("openloop") {
 		openLoopTable(srv)
@@ -150,47 +153,82 @@ func median(xs []float64) float64 {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
-// throughput compares closed-loop throughput and latency at several
-// concurrency levels; the clients take turns within each round.
+// run measures c once: its own loop, or conc goroutines calling do.
+func run(c client, conc int, d time.Duration) *loopResult {
+	if c.loop != nil {
+		return c.loop(conc, d)
+	}
+	return closedLoop(c, conc, d)
+}
+
+// spread formats the min, median and max of xs.
+func spread(xs []float64) string { return spreadf(xs, "%.3f") }
+
+func sortFloats(xs []float64) { sort.Float64s(xs) }
+
+// throughput compares closed-loop throughput in paired rounds: each round
+// measures a client next to net/http, alternating which goes first, and
+// the ratio is taken within the pair, so load that comes and goes on the
+// machine touches both sides of a ratio alike.
 func throughput(srv *child) {
 	fmt.Printf("## Closed loop: GET with a bearer token, 3 attempts configured\n\n")
-	fmt.Printf("Throughput is the median of %d interleaved rounds of %s, each round starting with another client; latency is over all rounds. Ratio: to net/http in the same round. Client CPU counts the whole bench process per request (user and system); at concurrency 1 it includes the scheduler spinning while it waits.\n\n", *rounds, *duration)
-	fmt.Println("| concurrency | client | req/s | ratio | client CPU µs/req | p50 ms | p99 ms | errors |")
-	fmt.Println("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-	for _, conc := range []int{1, 16, 64, 256} {
+	fmt.Printf("Paired rounds: each client runs %d rounds of %s, each next to a net/http round, alternating which goes first. "+
+		"Ratio is client/net/http throughput within a pair, min / median / max over the pairs; CPU ratio is the median of the pairs' client CPU per request ratios "+
+		"(the whole bench process, user and system). req/s and CPU µs/req are medians; latency is over all of a client's rounds.\n\n", *rounds, *duration)
+	fmt.Println("| concurrency | client | req/s | ratio min / median / max | client CPU µs/req | CPU ratio | p50 ms | p99 ms | errors |")
+	fmt.Println("| ---: | --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, conc := range []int{16, 64, 256} {
 		cs := clients(srv.base, conc)
 		for _, c := range cs {
-			closedLoop(c, conc, *duration/4) // warm up: connections, pools
+			run(c, conc, *duration/4) // warm up: connections, pools
 		}
-		rps := make([][]float64, len(cs))
-		cpu := make([][]float64, len(cs))
-		ratios := make([][]float64, len(cs))
-		hists := make([]latency.Histogram, len(cs))
-		errs := make([]int64, len(cs))
-		for round := range *rounds {
-			// Each round starts with another client, so none always
-			// runs first or last.
-			got := make([]*loopResult, len(cs))
-			for k := range cs {
-				i := (round + k) % len(cs)
-				got[i] = closedLoop(cs[i], conc, *duration)
-			}
-			for i, r := range got {
-				rps[i] = append(rps[i], r.rps)
-				cpu[i] = append(cpu[i], float64(r.cpuPer)/float64(time.Microsecond))
-				ratios[i] = append(ratios[i], r.rps/got[0].rps)
-				hists[i].Merge(&r.lat)
-				errs[i] += r.errs
-			}
+		raw := cs[0]
+		var rawRPS, rawCPU []float64
+		var rawHist latency.Histogram
+		var rawErrs int64
+		type row struct {
+			name                string
+			rps, cpu, ratio, cr []float64
+			hist                latency.Histogram
+			errs                int64
 		}
-		for i, c := range cs {
-			fmt.Printf("| %d | %s | %.0f | %.3f | %.1f | %s | %s | %d |\n", conc, c.name, median(rps[i]), median(ratios[i]), median(cpu[i]),
-				ms(hists[i].Quantile(0.5)), ms(hists[i].Quantile(0.99)), errs[i])
+		var rows []*row
+		for _, c := range cs[1:] {
+			r := &row{name: c.name}
+			for round := range *rounds {
+				var a, b *loopResult // a: net/http, b: the client
+				if round%2 == 0 {
+					a, b = run(raw, conc, *duration), run(c, conc, *duration)
+				} else {
+					b, a = run(c, conc, *duration), run(raw, conc, *duration)
+				}
+				rawRPS = append(rawRPS, a.rps)
+				rawCPU = append(rawCPU, us(a.cpuPer))
+				rawHist.Merge(&a.lat)
+				rawErrs += a.errs
+				r.rps = append(r.rps, b.rps)
+				r.cpu = append(r.cpu, us(b.cpuPer))
+				r.ratio = append(r.ratio, b.rps/a.rps)
+				r.cr = append(r.cr, float64(b.cpuPer)/float64(a.cpuPer))
+				r.hist.Merge(&b.lat)
+				r.errs += b.errs
+			}
+			rows = append(rows, r)
+		}
+		fmt.Printf("| %d | net/http | %.0f | 1 | %.1f | 1 | %s | %s | %d |\n", conc, median(rawRPS), median(rawCPU),
+			ms(rawHist.Quantile(0.5)), ms(rawHist.Quantile(0.99)), rawErrs)
+		for _, r := range rows {
+			fmt.Printf("| %d | %s | %.0f | %s | %.1f | %.3f | %s | %s | %d |\n", conc, r.name, median(r.rps), spread(r.ratio), median(r.cpu), median(r.cr),
+				ms(r.hist.Quantile(0.5)), ms(r.hist.Quantile(0.99)), r.errs)
+		}
+		for _, c := range cs {
 			c.close()
 		}
 	}
 	fmt.Println()
 }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // openLoop sends at a fixed rate whatever the answers do, and measures each
 // request from when it was due, so a stall is not hidden by the requests it
@@ -236,7 +274,8 @@ func openLoopTable(srv *child) {
 	cs := clients(srv.base, 256)
 	hists := make([]latency.Histogram, len(cs))
 	errs := make([]int64, len(cs))
-	for round := range *rounds {
+	olRounds := min(*rounds, 3) // each round is 2s per client
+	for round := range olRounds {
 		for k := range cs {
 			i := (round + k) % len(cs)
 			h, e := openLoop(cs[i], rate, d)

@@ -50,7 +50,7 @@ func BenchmarkEngineNoop(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := e.Do(ctx, requests.New("GET", "/items/1")); err != nil {
+		if _, err := e.Do(ctx, requests.New("GET", "/items/1", requests.WithoutDedup())); err != nil {
 			b.Fatal(err)
 		}
 	}

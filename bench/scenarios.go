@@ -31,7 +31,8 @@ func scenarios(srv *child) {
 	uploadRSS(srv) // first, while the heap is small
 	refreshStorm(srv, n)
 	dedupStorm(srv, n)
-	queuedMemory(100_000)
+	queuedMemory(100_000, false)
+	queuedMemory(100_000, true)
 	fmt.Println()
 }
 
@@ -109,12 +110,22 @@ func heap() uint64 {
 	return m.HeapAlloc
 }
 
-func queuedMemory(n int) {
+// queuedMemory measures the heap an engine holds per queued request,
+// submitted with ctx as the caller's context (a cancellable one makes the
+// engine watch it).
+func queuedMemory(n int, cancellable bool) {
 	g := gate{release: make(chan struct{})}
 	e, err := engine.New(engine.Config{BaseURL: "http://bench.invalid", HTTPClient: &http.Client{Transport: g},
 		Workers: 1, QueueSize: n})
 	if err != nil {
 		panic(err)
+	}
+	ctx, what := context.Background(), "context.Background"
+	if cancellable {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		what = "a cancellable context"
 	}
 	reqs := make([]*requests.Request, n)
 	before := heap()
@@ -122,7 +133,6 @@ func queuedMemory(n int) {
 		reqs[i] = requests.New("GET", "/items/"+strconv.Itoa(i))
 	}
 	built := heap()
-	ctx := context.Background()
 	futures := make([]*engine.Future, n)
 	for i, r := range reqs {
 		futures[i] = e.Submit(ctx, r)
@@ -133,8 +143,8 @@ func queuedMemory(n int) {
 	e.Close()
 	runtime.KeepAlive(futures)
 	per := float64(queued-built) / float64(n)
-	fmt.Printf("| memory per queued request, %d queued (%d in the queue) | %.0f bytes held by the engine (future, call, dedup key, URL); %.0f more for the caller's Request | at most 1024 bytes |\n",
-		n, st.Queued, per, float64(built-before)/float64(n))
+	fmt.Printf("| memory per queued request with %s, %d queued (%d in the queue) | %.0f bytes held by the engine (future and call, dedup key, context watch); %.0f more for the caller's Request | at most 1024 bytes |\n",
+		what, n, st.Queued, per, float64(built-before)/float64(n))
 }
 
 // rss reads this process's resident set size.
@@ -221,9 +231,9 @@ func uploadRSS(srv *child) {
 // fetchComparison runs `courier fetch` and the hand-written fetcher over the
 // same input, taking turns.
 func fetchComparison(srv *child) {
-	lines := 100_000
+	lines := 30_000
 	if *quick {
-		lines = 5_000
+		lines = 2_000
 	}
 	dir, err := os.MkdirTemp("", "courier-bench-fetch-")
 	if err != nil {
@@ -242,13 +252,13 @@ func fetchComparison(srv *child) {
 	}
 	os.WriteFile(input, []byte(sb.String()), 0o600)
 
-	run := func(name string, args []string, env string) time.Duration {
+	run := func(name string, args []string, env ...string) time.Duration {
 		in, _ := os.Open(input)
 		defer in.Close()
 		out, _ := os.Create(filepath.Join(dir, "out-"+filepath.Base(name)))
 		defer out.Close()
 		cmd := exec.Command(name, args...)
-		cmd.Env = append(os.Environ(), env)
+		cmd.Env = append(os.Environ(), env...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, nil
 		start := time.Now()
 		if err := cmd.Run(); err != nil {
@@ -256,25 +266,32 @@ func fetchComparison(srv *child) {
 		}
 		return time.Since(start)
 	}
-	var ct, ht []float64
-	for round := range *rounds {
-		hand := func() { ht = append(ht, run(hand, []string{srv.base}, "BENCH_TOKEN="+token).Seconds()) }
-		cour := func() {
-			ct = append(ct, run(courier, []string{"fetch", "--base-url", srv.base, "--concurrency", "16", "--summary=false"}, "COURIER_TOKEN="+token).Seconds())
-		}
-		if round%2 == 0 {
-			hand()
-			cour()
-		} else {
-			cour()
-			hand()
-		}
-	}
-	h, c := median(ht), median(ct)
 	fmt.Printf("## `courier fetch` against a hand-written net/http fetcher\n\n")
-	fmt.Printf("%d lines, 16 in flight, results in input order to a file; median of %d rounds.\n\n", lines, *rounds)
-	fmt.Println("| fetcher | seconds | lines/s | ratio |")
-	fmt.Println("| --- | ---: | ---: | ---: |")
-	fmt.Printf("| hand-written (bench/handfetch) | %.2f | %.0f | 1.000 |\n", h, float64(lines)/h)
-	fmt.Printf("| courier fetch | %.2f | %.0f | %.3f |\n\n", c, float64(lines)/c, h/c)
+	fmt.Printf("%d lines, results in input order to a file; %d paired rounds, alternating which goes first. "+
+		"Ratio is the hand-written fetcher's time over courier's within a pair (above 1: courier is faster), min / median / max.\n\n", lines, *rounds)
+	fmt.Println("| in flight | hand-written s | courier fetch s | courier lines/s | ratio min / median / max |")
+	fmt.Println("| ---: | ---: | ---: | ---: | :---: |")
+	for _, conc := range []int{16, 64} {
+		var ht, ct, ratios []float64
+		for round := range *rounds {
+			var h, c time.Duration
+			handRun := func() {
+				h = run(hand, []string{srv.base}, "BENCH_TOKEN="+token, "BENCH_CONCURRENCY="+strconv.Itoa(conc))
+			}
+			courRun := func() {
+				c = run(courier, []string{"fetch", "--base-url", srv.base, "--concurrency", strconv.Itoa(conc), "--summary=false"}, "COURIER_TOKEN="+token)
+			}
+			if round%2 == 0 {
+				handRun()
+				courRun()
+			} else {
+				courRun()
+				handRun()
+			}
+			ht, ct = append(ht, h.Seconds()), append(ct, c.Seconds())
+			ratios = append(ratios, h.Seconds()/c.Seconds())
+		}
+		fmt.Printf("| %d | %.2f | %.2f | %.0f | %s |\n", conc, median(ht), median(ct), float64(lines)/median(ct), spread(ratios))
+	}
+	fmt.Println()
 }

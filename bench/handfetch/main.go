@@ -1,7 +1,8 @@
 // Handfetch is the hand-written baseline for `courier fetch`: what a Go
 // programmer would write in an afternoon with net/http alone. It reads one
 // path per line, GETs each with a bearer token from 16 goroutines, and
-// writes one JSON line per request in input order. No retries, no refresh,
+// writes one JSON line per request in input order (BENCH_CONCURRENCY sets
+// another number of goroutines). No retries, no refresh,
 // no dedup: the floor that courier's extra work is measured against.
 //
 //	BENCH_TOKEN=t handfetch BASE_URL < paths > results.jsonl
@@ -14,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -35,12 +37,16 @@ type result struct {
 func main() {
 	base, token := os.Args[1], os.Getenv("BENCH_TOKEN")
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 64
+	conc := 16
+	if n, err := strconv.Atoi(os.Getenv("BENCH_CONCURRENCY")); err == nil && n > 0 {
+		conc = n
+	}
+	t.MaxIdleConnsPerHost = max(64, conc)
 	client := &http.Client{Transport: t}
 	jobs := make(chan job)
 	results := make(chan result)
 	var wg sync.WaitGroup
-	for range 16 {
+	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
