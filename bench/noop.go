@@ -114,7 +114,7 @@ func noopRun(do func(context.Context) error, callers, n int) (ns, allocs float64
 // noopTable measures what each client adds to net/http over a transport
 // that answers at once, in paired rounds, one caller and noopCallers.
 func noopTable() {
-	n := 100_000
+	n := 30_000
 	if *quick {
 		n = 2_000
 	}
