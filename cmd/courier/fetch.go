@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
@@ -300,7 +301,10 @@ type result struct {
 	Attempts   int             `json:"attempts"`
 	DurationMS float64         `json:"duration_ms"`
 	Body       any             `json:"body"`
-	Error      string          `json:"error,omitempty"`
+	// BodyBase64 holds a body that is not valid UTF-8 (binary, or text in
+	// another encoding), base64-encoded; Body is then null.
+	BodyBase64 []byte `json:"body_base64,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // fifo passes each line's details from the reader to the writer; Stream
@@ -432,9 +436,14 @@ func describe(m lineMeta, res engine.Result) result {
 		r.Status, r.Attempts = resp.Status, resp.Attempts
 		r.DurationMS = float64(resp.Duration.Microseconds()) / 1000
 		if len(resp.Body) > 0 {
-			if json.Valid(resp.Body) {
+			// Every output line is valid JSON, whatever the server sent:
+			// json.Valid alone lets invalid UTF-8 inside strings through.
+			switch {
+			case !utf8.Valid(resp.Body):
+				r.BodyBase64 = resp.Body
+			case json.Valid(resp.Body):
 				r.Body = json.RawMessage(resp.Body)
-			} else {
+			default:
 				r.Body = string(resp.Body)
 			}
 		}

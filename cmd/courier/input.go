@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/courier-go/courier/requests"
 	"github.com/courier-go/courier/upload"
@@ -82,6 +83,11 @@ func checkPath(p string) error {
 }
 
 func (in *inputLine) parseJSON(text string) error {
+	if !utf8.ValidString(text) {
+		// Its id would be echoed as is, making an output line that is not
+		// JSON.
+		return fmt.Errorf("invalid JSON: not valid UTF-8")
+	}
 	var j jsonLine
 	dec := json.NewDecoder(strings.NewReader(text))
 	dec.DisallowUnknownFields()
