@@ -42,7 +42,9 @@ const (
 type Config struct {
 	// BaseURL is the API's absolute http or https URL. Request paths are
 	// resolved against it, and its origin is the only one that receives the
-	// token. Required.
+	// token. A query in it is sent with every request given as a path; a
+	// parameter the request sets itself keeps the request's values.
+	// Required.
 	BaseURL string
 
 	// HTTPClient sends every attempt and every refresh. If nil, the engine

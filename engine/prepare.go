@@ -59,7 +59,7 @@ func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future,
 
 // resolve returns the request's absolute URL with its query merged.
 func (e *Engine) resolve(req *requests.Request) (url.URL, error) {
-	if p := req.Path; e.s.base.RawPath == "" && len(p) > 0 && p[0] == '/' && plainPath(p) {
+	if p := req.Path; e.s.base.RawPath == "" && e.s.base.RawQuery == "" && len(p) > 0 && p[0] == '/' && plainPath(p) {
 		// The common case, a clean path: no parse, no cleaning.
 		u := *e.s.base
 		u.Path = strings.TrimSuffix(u.Path, "/") + p
@@ -106,7 +106,21 @@ func (e *Engine) resolve(req *requests.Request) (url.URL, error) {
 		}
 		u.RawQuery = q.Encode()
 	}
+	if !ref.IsAbs() && e.s.base.RawQuery != "" {
+		u.RawQuery = withBaseQuery(e.s.base.Query(), u.RawQuery)
+	}
 	return *u, nil
+}
+
+// withBaseQuery merges a relative request's query over the base URL's:
+// every base parameter is kept, except those the request sets itself,
+// whose values are the request's.
+func withBaseQuery(base url.Values, own string) string {
+	q, _ := url.ParseQuery(own)
+	for k, vs := range q {
+		base[k] = vs
+	}
+	return base.Encode()
 }
 
 // dedupKey returns the key under which req merges with identical in-flight
