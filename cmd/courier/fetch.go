@@ -125,8 +125,22 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return fail("input: %v", err)
 		}
 	}
+	if err := checkOut(o.out, inPath, stdin, o.tokenFile); err != nil {
+		return fail("%v", err)
+	}
+	uploads, err := newUploadGuard(o.limits.uploadRoot, o.tokenFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	parser, err := newLineParser(o.baseURL, uploads)
+	if err != nil {
+		return fail("%v", err)
+	}
+	startInput := func() *input {
+		return newInput(openInput(inPath, stdin), int(o.limits.maxLine), parser)
+	}
 	if o.resume.wanted() {
-		return runResumable(ctx, &o, fs, cfg, openInput(inPath, stdin), stdout, stderr)
+		return runResumable(ctx, &o, fs, cfg, startInput, stdout, stderr)
 	}
 	out := stdout
 	if o.out != "" {
@@ -145,7 +159,7 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 
 	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
 	var sum summary
-	src := newInput(openInput(inPath, stdin), int(o.limits.maxLine))
+	src := startInput()
 	code, err := fetch(ctx, e, src, out, bar, &sum)
 	bar.done()
 	if err != nil {
@@ -181,8 +195,8 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 		Dedup:     engine.Dedup{Disabled: o.noDedup},
 		Headers:   http.Header{},
 	}
-	if o.concurrency < 1 {
-		return cfg, fmt.Errorf("--concurrency must be at least 1, got %d", o.concurrency)
+	if err := o.checkNumbers(); err != nil {
+		return cfg, err
 	}
 	if o.maxAttempts < 1 {
 		return cfg, fmt.Errorf("--max-attempts must be at least 1, got %d", o.maxAttempts)
@@ -353,7 +367,7 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar
 					eof = true
 					return
 				}
-				line, skip := raw.parse()
+				line, skip := src.parse(raw)
 				if skip {
 					continue
 				}

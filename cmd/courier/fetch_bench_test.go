@@ -32,7 +32,7 @@ func BenchmarkFetch(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	var sum summary
-	src := newInput(openInput("", strings.NewReader(in.String())), defaultMaxLine)
+	src := newInput(openInput("", strings.NewReader(in.String())), defaultMaxLine, &lineParser{})
 	code, err := fetch(context.Background(), e, src, io.Discard, &progress{}, &sum)
 	if err != nil || code != exitOK {
 		b.Fatalf("fetch: %d %v", code, err)

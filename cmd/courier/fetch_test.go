@@ -163,7 +163,7 @@ func TestFetchUploadsFromJSONLines(t *testing.T) {
 	require.NoError(t, os.WriteFile(a, []byte("\x89PNG\r\n\x1a\nimage bytes"), 0o600))
 	require.NoError(t, os.WriteFile(b, []byte("hello"), 0o600))
 	line := fmt.Sprintf(`{"id":"up","path":"/upload","files":{"image":[%q,%q]},"fields":{"note":"hi"}}`, a, b)
-	r := courier(t, line, tokenEnv(api.Login()), "fetch", "--base-url", api.URL)
+	r := courier(t, line, tokenEnv(api.Login()), "fetch", "--base-url", api.URL, "--upload-root", dir)
 	require.Equal(t, 0, r.code, r.stderr)
 	out := parseOutput(t, r.stdout)
 	require.Len(t, out, 1)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -36,17 +37,17 @@ type jsonLine struct {
 	Fields  map[string]string          `json:"fields"`
 }
 
-// parseLine reads line n. skip is true for blank lines and # comments.
-func parseLine(n int, text string) (in inputLine, skip bool) {
+// parse reads line n. skip is true for blank lines and # comments.
+func (p *lineParser) parse(n int, text string) (in inputLine, skip bool) {
 	in.n = n
 	text = strings.TrimSpace(text)
 	if text == "" || strings.HasPrefix(text, "#") {
 		return in, true
 	}
 	if strings.HasPrefix(text, "{") {
-		in.err = in.parseJSON(text)
+		in.err = in.parseJSON(p, text)
 	} else {
-		in.err = in.parsePlain(text)
+		in.err = in.parsePlain(p, text)
 	}
 	if in.err != nil {
 		in.err = fmt.Errorf("line %d: %w", n, in.err)
@@ -58,7 +59,7 @@ func parseLine(n int, text string) (in inputLine, skip bool) {
 	return in, false
 }
 
-func (in *inputLine) parsePlain(text string) error {
+func (in *inputLine) parsePlain(p *lineParser, text string) error {
 	fields := strings.Fields(text)
 	switch len(fields) {
 	case 1:
@@ -68,21 +69,21 @@ func (in *inputLine) parsePlain(text string) error {
 	default:
 		return fmt.Errorf("want /path, METHOD /path or a JSON object, got %d words", len(fields))
 	}
-	if err := checkPath(in.path); err != nil {
+	if err := checkPath(p, in.path); err != nil {
 		return err
 	}
 	in.req = requests.New(in.method, in.path)
 	return in.req.Err()
 }
 
-func checkPath(p string) error {
-	if strings.HasPrefix(p, "/") || strings.HasPrefix(p, "http://") || strings.HasPrefix(p, "https://") {
-		return nil
+func checkPath(p *lineParser, path string) error {
+	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "http://") && !strings.HasPrefix(path, "https://") {
+		return fmt.Errorf("path %q must start with / or be an http(s) URL", path)
 	}
-	return fmt.Errorf("path %q must start with / or be an http(s) URL", p)
+	return p.checkPath(path)
 }
 
-func (in *inputLine) parseJSON(text string) error {
+func (in *inputLine) parseJSON(p *lineParser, text string) error {
 	if !utf8.ValidString(text) {
 		// Its id would be echoed as is, making an output line that is not
 		// JSON.
@@ -110,7 +111,7 @@ func (in *inputLine) parseJSON(text string) error {
 	if in.path == "" {
 		return fmt.Errorf(`"path" is missing`)
 	}
-	if err := checkPath(in.path); err != nil {
+	if err := checkPath(p, in.path); err != nil {
 		return err
 	}
 	req := requests.New(in.method, in.path)
@@ -137,7 +138,7 @@ func (in *inputLine) parseJSON(text string) error {
 	case len(j.JSON) > 0:
 		req.Body = requests.BytesBody(j.JSON, "application/json")
 	case len(j.Files) > 0 || len(j.Fields) > 0:
-		body, err := multipartBody(j.Files, j.Fields)
+		body, err := multipartBody(p.uploads, j.Files, j.Fields)
 		if err != nil {
 			return err
 		}
@@ -176,7 +177,9 @@ func queryValues(raw json.RawMessage) ([]string, error) {
 
 // multipartBody builds an upload from "files" ({"field": "a.png"} or
 // {"field": ["a.png", "b.png"]}) and "fields".
-func multipartBody(files map[string]json.RawMessage, fields map[string]string) (requests.Body, error) {
+// With a guard, every file must pass it; the parts name the files it
+// resolved.
+func multipartBody(g *uploadGuard, files map[string]json.RawMessage, fields map[string]string) (requests.Body, error) {
 	var b upload.Builder
 	names := make([]string, 0, len(fields))
 	for k := range fields {
@@ -199,6 +202,19 @@ func multipartBody(files map[string]json.RawMessage, fields map[string]string) (
 				return nil, fmt.Errorf("files %q: want a path or a list of paths", field)
 			}
 			paths = []string{one}
+		}
+		if g != nil {
+			var refused []error
+			for i, p := range paths {
+				real, err := g.resolve(p)
+				if err != nil {
+					refused = append(refused, err)
+				}
+				paths[i] = real
+			}
+			if len(refused) > 0 {
+				return nil, errors.Join(refused...)
+			}
 		}
 		b.File(field, paths...)
 	}

@@ -13,8 +13,16 @@ func FuzzParseLine(f *testing.F) {
 		`{"path":"/u","files":{"f":"nofile"}}`, `{"path":"x"}`, "GET /a b", "https://example.test/x", "\x00/x", `{"path":"/x"} {}`} {
 		f.Add(s)
 	}
+	uploads, err := newUploadGuard(f.TempDir(), "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	p, err := newLineParser("https://example.test/api/v1?k=v", uploads)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, text string) {
-		in, skip := parseLine(7, text)
+		in, skip := p.parse(7, text)
 		if skip {
 			if s := strings.TrimSpace(text); s != "" && !strings.HasPrefix(s, "#") {
 				t.Fatalf("%q skipped", text)

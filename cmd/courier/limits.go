@@ -18,6 +18,7 @@ const (
 // servers and careless flags.
 type limitOptions struct {
 	maxLine, maxBody byteSize
+	uploadRoot       string
 }
 
 func (o *limitOptions) flags(fs *pflag.FlagSet) {
@@ -25,6 +26,7 @@ func (o *limitOptions) flags(fs *pflag.FlagSet) {
 	fs.Var(&o.maxLine, "max-line", "longest input line, in bytes or with a KiB, MiB or GiB suffix; a longer line gets an error line and the batch goes on")
 	o.maxBody = engine.DefaultMaxResponseBytes
 	fs.Var(&o.maxBody, "max-body", "largest response body, in bytes or with a KiB, MiB or GiB suffix; a larger one fails its request")
+	fs.StringVar(&o.uploadRoot, "upload-root", "", "uploads read files under this directory only, symlinks resolved; relative paths start there (default: the current directory)")
 }
 
 // apply checks the limits and sets them in cfg.

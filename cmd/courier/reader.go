@@ -83,14 +83,6 @@ type rawLine struct {
 	err  error  // the line cannot be read (it is too long); text is empty
 }
 
-// parse turns l into a request; skip is true for blank lines and comments.
-func (l rawLine) parse() (line inputLine, skip bool) {
-	if l.err != nil {
-		return failedLine(l.n, l.err), false
-	}
-	return parseLine(l.n, l.text)
-}
-
 // input reads fetch's input on a goroutine of its own, which it
 // owns: Stop ends that goroutine even while a read blocks (a quiet pipe, a
 // terminal, a FIFO), so a signal stops the batch in every state.
@@ -105,15 +97,17 @@ type input struct {
 	stop  chan struct{} // closed by Stop
 	done  chan struct{} // closed when the goroutine has returned
 	err   error         // why reading ended early; written by the goroutine before done
+	p     *lineParser   // parses lines for parse; safe for concurrent use
 
 	mu  sync.Mutex // protects src and the closing of stop
 	src io.Reader  // the open source, once the goroutine has it
 }
 
 // newInput starts reading lines from the source open returns; the
-// goroutine closes it at the end. maxLine is the longest line accepted.
-func newInput(open func() (io.ReadCloser, error), maxLine int) *input {
-	in := &input{lines: make(chan rawLine), stop: make(chan struct{}), done: make(chan struct{})}
+// goroutine closes it at the end. maxLine is the longest line accepted; p
+// parses the lines read.
+func newInput(open func() (io.ReadCloser, error), maxLine int, p *lineParser) *input {
+	in := &input{lines: make(chan rawLine), stop: make(chan struct{}), done: make(chan struct{}), p: p}
 	go in.run(open, maxLine)
 	return in
 }
@@ -185,6 +179,15 @@ func (in *input) Stop() {
 	if d, ok := src.(interface{ SetReadDeadline(time.Time) error }); ok && d.SetReadDeadline(time.Unix(1, 0)) == nil {
 		<-in.done // the pending read returns os.ErrDeadlineExceeded
 	}
+}
+
+// parse turns l into a request; skip is true for blank lines and comments.
+// A line that cannot be read or may not run fails with the reason.
+func (in *input) parse(l rawLine) (line inputLine, skip bool) {
+	if l.err != nil {
+		return failedLine(l.n, l.err), false
+	}
+	return in.p.parse(l.n, l.text)
 }
 
 // Err returns why reading ended before the end of the input, if it did. It

@@ -230,7 +230,7 @@ func (c *checkpoint) failures() int {
 
 // runResumable is `courier fetch` with --resume, --resume-failed or
 // --idempotency-keys.
-func runResumable(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, open func() (io.ReadCloser, error), stdout, stderr io.Writer) int {
+func runResumable(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, startInput func() *input, stdout, stderr io.Writer) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "courier fetch: "+format+"\n", a...)
 		return exitUsage
@@ -271,7 +271,7 @@ func runResumable(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg e
 
 	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
 	var sum summary
-	src := newInput(open, int(o.limits.maxLine))
+	src := startInput()
 	code, err := r.run(ctx, e, src, out, bar, &sum)
 	bar.done()
 	if err == nil {
@@ -501,7 +501,7 @@ lines:
 		if r.keys != nil {
 			key = r.keys.next(n, hash)
 		}
-		line, skip := raw.parse()
+		line, skip := src.parse(raw)
 		// A stored answer for a line before this one means the input now
 		// skips that line: it changed.
 		for _, ahead := range [][]answer{done, old} {
