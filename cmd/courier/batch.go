@@ -66,7 +66,7 @@ func openBatch(redisURL, name string) (*fleet.Batch, func(), error) {
 }
 
 // runBatchFetch is `courier fetch --redis URL --batch NAME [FILE]`.
-func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, stdin io.Reader, stderr io.Writer) int {
+func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, p *lineParser, stdin io.Reader, stderr io.Writer) int {
 	fail := func(code int, format string, a ...any) int {
 		fmt.Fprintf(stderr, "courier fetch: "+format+"\n", a...)
 		return code
@@ -121,7 +121,7 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 	var sum summary
 	var sumMu sync.Mutex // protects sum
 	handle := func(ctx context.Context, l fleet.Line) fleet.Outcome {
-		line, _ := parseLine(l.N, l.Text)
+		line, _ := p.parse(l.N, l.Text)
 		if line.req == nil { // a line Add would not have taken
 			line.req = requests.New("GET", "/")
 			line.req.Fail(fmt.Errorf("line %d: not a request", l.N))
@@ -217,7 +217,7 @@ func addLines(ctx context.Context, b *fleet.Batch, in io.Reader, maxLine int, ke
 			return 0, fmt.Errorf("input line %d is longer than --max-line (%s)", n, byteSize(maxLine))
 		}
 		text := string(raw)
-		if _, skip := parseLine(n, text); skip {
+		if _, skip := (&lineParser{}).parse(n, text); skip {
 			continue
 		}
 		chunk = append(chunk, fleet.Line{N: n, Text: text, Hash: lineHash(text)})

@@ -114,8 +114,16 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return fail("%v", err)
 	}
+	uploads, err := newUploadGuard(o.limits.uploadRoot, o.tokenFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	parser, err := newLineParser(o.baseURL, uploads)
+	if err != nil {
+		return fail("%v", err)
+	}
 	if o.batch.wanted() {
-		return runBatchFetch(ctx, &o, fs, cfg, stdin, stderr)
+		return runBatchFetch(ctx, &o, fs, cfg, parser, stdin, stderr)
 	}
 	inPath := fs.Arg(0) // "" or "-" for stdin
 	if inPath != "" && inPath != "-" {
@@ -126,14 +134,6 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	}
 	if err := checkOut(o.out, inPath, stdin, o.tokenFile); err != nil {
-		return fail("%v", err)
-	}
-	uploads, err := newUploadGuard(o.limits.uploadRoot, o.tokenFile)
-	if err != nil {
-		return fail("%v", err)
-	}
-	parser, err := newLineParser(o.baseURL, uploads)
-	if err != nil {
 		return fail("%v", err)
 	}
 	startInput := func() *input {
