@@ -384,7 +384,7 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 		kp.oks++
 		p.recover(kp)
 	case status == http.StatusTooManyRequests && tk.epoch == kp.epoch:
-		p.backOff(kp, now, hold)
+		p.backOff(kp, now, hold, hasQuota)
 	}
 	newHold := hold.After(kp.holdUntil)
 	if newHold {
@@ -402,16 +402,20 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 }
 
 // backOff slows kp after a 429: multiplicatively, or, for a key that was not
-// paced yet, to a learned ceiling. With p.mu held.
-func (p *pacer) backOff(kp *keyPace, now, hold time.Time) {
+// paced yet, to a learned ceiling, unless the answer announced the quota
+// (hasQuota), which paces the key more closely than a guess. With p.mu
+// held.
+func (p *pacer) backOff(kp *keyPace, now, hold time.Time, hasQuota bool) {
 	kp.epoch++
 	kp.cleanRun = 0
 	if kp.rate > 0 {
 		kp.rate = max(kp.rate*p.adapt.Decrease, min(p.adapt.MinPerSecond, kp.ceiling))
 		return
 	}
-	if kp.oks == 0 && kp.policyRate <= 0 {
-		return // nothing observed to learn from: the hold, if any, does the work
+	if hasQuota || (kp.oks == 0 && kp.policyRate <= 0) {
+		// The server counts for us (the quota paces the key, and the
+		// hold ends its excess), or nothing was observed to learn from.
+		return
 	}
 	// Learn: the server's declared quota, else the 2xx rate observed up to
 	// the end of the hold (the hold has already waited out the excess).

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -538,6 +539,7 @@ type windowServer struct {
 	limit   int
 	quota   bool
 	latency time.Duration
+	jitter  time.Duration
 
 	mu       sync.Mutex
 	window   int64 // Unix second of the current window
@@ -547,7 +549,7 @@ type windowServer struct {
 }
 
 func (s *windowServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	time.Sleep(s.latency)
+	time.Sleep(s.latency + rand.N(s.jitter+1))
 	now := time.Now()
 	s.mu.Lock()
 	if sec := now.Unix(); sec != s.window {
@@ -590,7 +592,7 @@ func TestWindowedServer500RequestsAtConcurrency32(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
-				srv := &windowServer{limit: 50, quota: tc.quota, latency: 2 * time.Millisecond}
+				srv := &windowServer{limit: 50, quota: tc.quota, latency: time.Millisecond, jitter: 10 * time.Millisecond}
 				e := pacedEngine(t, srv, engine.Config{Workers: 32})
 				start := time.Now()
 				getAll(t, e, repeat("/x", 500)...)
