@@ -30,7 +30,7 @@ type fetchOptions struct {
 	timeout                                             time.Duration
 	headers                                             []string
 	refreshPath, refreshMethod, refreshBody, clientAuth string
-	refreshForm, noDedup, summary, progress             bool
+	refreshForm, noDedup, summary, progress, otlp       bool
 	accessField, refreshField                           string
 	resume                                              resumeOptions // resume.go
 	limits                                              limitOptions  // limits.go
@@ -64,6 +64,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	o.limits.flags(fs)
 	batchFlags(fs, &o.batch)
 	progressFlag(fs, &o.progress)
+	otlpFlag(fs, &o.otlp)
 	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
 	fs.BoolVar(&o.summary, "summary", true, "print a summary to stderr at the end (--summary=false to keep stderr quiet)")
 	return fs
@@ -122,6 +123,11 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return fail("%v", err)
 	}
+	flushOTLP, err := setupOTLP(ctx, o.otlp, &cfg, stderr)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer flushOTLP() // after every engine below is closed
 	if o.batch.wanted() {
 		return runBatchFetch(ctx, &o, fs, cfg, parser, stdin, stderr)
 	}
