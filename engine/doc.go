@@ -15,6 +15,11 @@
 // collecting 401s of their own. Every goroutine is
 // owned by the [Engine] and stopped by [Engine.Shutdown] or [Engine.Close].
 //
+// [Engine.RoundTripper] (roundtrip.go) puts the engine under any client or
+// SDK that takes an *http.Client, streaming answers instead of reading
+// them. OpenTelemetry spans and metrics (telemetry.go) are off until the
+// [Config] names a provider.
+//
 // Time comes from a [Clock], so backoff, Retry-After, rate limiting and
 // proactive refresh can be driven by hand in tests.
 //
