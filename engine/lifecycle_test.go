@@ -16,43 +16,6 @@ import (
 	"github.com/courier-go/courier/requests"
 )
 
-func TestBackpressure(t *testing.T) {
-	g := newGatedServer(t)
-	e := newEngine(t, engine.Config{BaseURL: g.URL, Workers: 1, QueueSize: 2})
-	ctx := ctxTimeout(t, 5*time.Second)
-	running := e.Submit(ctx, requests.New("GET", "/0"))
-	waitFor(t, "the first in flight", func() bool { return g.calls.Load() == 1 })
-	q1 := e.Submit(ctx, requests.New("GET", "/1"))
-	q2 := e.Submit(ctx, requests.New("GET", "/2"))
-
-	f, err := e.TrySubmit(ctx, requests.New("GET", "/3"))
-	assert.ErrorIs(t, err, errors.ErrQueueFull)
-	assert.Nil(t, f)
-
-	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	_, err = e.Submit(short, requests.New("GET", "/4")).Await(context.Background())
-	assert.ErrorIs(t, err, context.DeadlineExceeded, "Submit waits for room only until its ctx ends")
-
-	waiting := make(chan *engine.Future)
-	go func() { waiting <- e.Submit(ctx, requests.New("GET", "/5")) }()
-	select {
-	case <-waiting:
-		t.Fatal("Submit returned while the queue was full")
-	case <-time.After(20 * time.Millisecond):
-	}
-	close(g.release)
-	late := <-waiting
-	for _, f := range []*engine.Future{running, q1, q2, late} {
-		_, err := f.Await(ctx)
-		require.NoError(t, err)
-	}
-	st := e.Stats()
-	assert.EqualValues(t, 5, st.Submitted, "the refused TrySubmit is not a submission")
-	assert.EqualValues(t, 4, st.Completed)
-	assert.EqualValues(t, 1, st.Failed)
-}
-
 func TestShutdownDrainsQueuedWork(t *testing.T) {
 	var calls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

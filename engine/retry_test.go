@@ -67,21 +67,6 @@ func TestRetryAfterIsHonouredOnAFakeClock(t *testing.T) {
 	}
 }
 
-func TestRetryAfterBeyondDeadlineFailsAtOnce(t *testing.T) {
-	srv, calls := flaky(t, 503, func() string { return "30" })
-	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: newFakeClock()})
-	ctx := ctxTimeout(t, 2*time.Second)
-	start := time.Now()
-	_, err := e.Get(ctx, "/x")
-	var he *errors.HTTPError
-	require.ErrorAs(t, err, &he)
-	assert.Equal(t, 503, he.Status)
-	assert.Equal(t, 30*time.Second, he.RetryAfter)
-	assert.Contains(t, err.Error(), "does not fit the deadline")
-	assert.NoError(t, ctx.Err(), "failed before the deadline, not at it (took %s)", time.Since(start))
-	assert.EqualValues(t, 1, calls.Load())
-}
-
 func TestRetryRulesByMethod(t *testing.T) {
 	// A server that answers status for every call and counts them.
 	always := func(status int) (*httptest.Server, *atomic.Int64) {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -279,6 +280,17 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 // needs no drain.
 func readBody(resp *http.Response, limit int64) (b []byte, atEnd bool, err error) {
 	n := resp.ContentLength
+	if n == 0 {
+		// Empty, as net/http's transport reports it; but a RoundTripper of
+		// the caller's (a middleware, a test double) may leave 0 on a body
+		// it did not measure. One byte tells.
+		probe := make([]byte, 1)
+		if k, _ := io.ReadFull(resp.Body, probe); k == 0 {
+			return nil, true, nil
+		}
+		b, err = readBounded(io.MultiReader(bytes.NewReader(probe), resp.Body), limit)
+		return b, false, err
+	}
 	if n < 0 || n > limit || n > 1<<20 {
 		b, err = readBounded(resp.Body, limit)
 		return b, false, err
