@@ -2,8 +2,8 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -11,31 +11,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
+
+	"github.com/courier-go/courier/engine"
 )
 
-// Limit is a rate and a burst. The zero value does not limit.
-type Limit struct {
-	// PerSecond is the sustained rate; 0 means unlimited.
-	PerSecond float64
-	// Burst is how many requests may go at once after a quiet spell. If
-	// zero, 1.
-	Burst int
-}
-
-func (l Limit) on() bool { return l.PerSecond > 0 }
-
-func (l Limit) burst() int { return max(l.Burst, 1) }
-
-// LimiterOptions sets a [Limiter]'s limits, all for the whole fleet
-// together. The zero value limits nothing.
+// LimiterOptions tunes a [Limiter]. The zero value gives the defaults.
 type LimiterOptions struct {
-	// Global paces every request of the fleet.
-	Global Limit
-	// PerHost paces the requests to each host, for hosts not in Hosts.
-	PerHost Limit
-	// Hosts paces the requests to the named hosts (as in a URL, with the
-	// port when there is one), overriding PerHost.
-	Hosts map[string]Limit
 	// Heartbeat is how often the limiter tells Redis that its process is
 	// alive; the fleet counts live processes to split the limits when Redis
 	// is unreachable. If zero, [DefaultHeartbeat].
@@ -51,62 +32,59 @@ const (
 	DefaultRetry     = 500 * time.Millisecond
 )
 
-// Limiter paces the requests of a whole fleet: a global limit, per-host
-// limits and host holds, kept in Redis and evaluated there.
+// Limiter is an [engine.Limiter] for a fleet: set it as every process's
+// [engine.RateLimit].Limiter, and the limits each engine is configured with
+// (global, per host, per route, and their adaptive changes) hold for the
+// fleet together, and a hold that one process publishes (a 429 or 503 with
+// Retry-After) holds every process.
 //
-// The algorithm is GCRA (the generic cell rate algorithm): for each limit
-// Redis keeps one theoretical arrival time, and a Lua script, in one round
-// trip per request, finds the earliest moment every limit that applies
-// allows the request, reserves it, and answers how long to wait. The
-// script reads Redis's clock (TIME), so the hosts' clocks do not matter. A
-// request waits its turn locally, so the fleet's requests leave evenly
-// spaced, with up to Burst at once after a quiet spell.
+// Waits use GCRA (the generic cell rate algorithm): for each limit key
+// Redis keeps one theoretical arrival time (TAT), and a Lua script, in one
+// round trip per Wait, reads Redis's clock (TIME, so the hosts' clocks do
+// not matter), finds the earliest moment the limit allows the attempt,
+// reserves it and answers how long to wait. The attempt waits its turn
+// locally, so the fleet's attempts leave evenly spaced, with up to Burst at
+// once after a quiet spell. The script also checks the key's hold in Redis,
+// so a hold is honoured even by a process that missed its notice.
 //
-// [Limiter.Hold] stops every process of the fleet from sending to a host
-// for a while, as a 429 or 503 with Retry-After asks.
+// Holds are written to Redis (a key that expires when the hold ends) and
+// announced on a pub/sub channel; a goroutine of the limiter keeps every
+// hold it hears of in memory, where [Limiter.HeldUntil] reads them without
+// a round trip.
 //
 // When Redis does not answer, each process paces itself with its share of
-// the limits (each limit divided by the number of processes that were
-// alive at the last heartbeat) and keeps its holds locally, and tries
-// Redis again every [LimiterOptions.Retry]. No request fails because Redis
-// is down.
+// each limit (the limit divided by the number of processes that were alive
+// at the last heartbeats) and keeps holds locally, and tries Redis again
+// every [LimiterOptions.Retry]. No attempt fails because Redis is down.
 //
 // Limiter is safe for concurrent use. The zero value is not usable; call
-// [NewLimiter], and [Limiter.Close] when done.
+// [NewLimiter], and [Limiter.Close] once the engines using it are closed.
 type Limiter struct {
 	rdb  redis.UniversalClient
 	opts LimiterOptions
 	id   string // this process's member in the heartbeat set
 	pfx  string // the fleet's key prefix
 
-	live      atomic.Int64 // live processes at the last heartbeat; read by Wait, written by the heartbeat goroutine
+	live      atomic.Int64 // live processes at the last heartbeats; written by the heartbeat goroutine
 	downUntil atomic.Int64 // Unix nanoseconds until which Redis is not tried; 0 when it answers
 
-	mu    sync.Mutex               // protects local and holds
-	local map[string]*rate.Limiter // fallback limiters: "" for the global one, else by host
-	holds map[string]time.Time     // hosts held, by this process's clock
+	mu    sync.Mutex                        // protects local and holds
+	local map[engine.LimitKey]*rate.Limiter // fallback buckets
+	holds map[engine.LimitKey]time.Time     // holds in force, by this process's clock
 
 	stop chan struct{} // closed by Close
-	done chan struct{} // closed when the heartbeat goroutine has returned
+	done chan struct{} // closed when both goroutines have returned
 	once sync.Once
 }
 
+var _ engine.Limiter = (*Limiter)(nil)
+
 // NewLimiter returns the limiter of the named fleet (see [CheckName]) on
-// rdb, and starts its heartbeat, whose first beat it waits for briefly.
-// The caller keeps ownership of rdb, closes the limiter, then rdb.
+// rdb. It starts two goroutines, the heartbeat and the hold listener, and
+// waits briefly for the first heartbeat. The caller keeps ownership of
+// rdb, and closes the limiter before it.
 func NewLimiter(rdb redis.UniversalClient, name string, opts LimiterOptions) (*Limiter, error) {
 	if err := CheckName(name); err != nil {
-		return nil, err
-	}
-	for host, l := range opts.Hosts {
-		if err := checkLimit("host "+host, l); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkLimit("global limit", opts.Global); err != nil {
-		return nil, err
-	}
-	if err := checkLimit("per-host limit", opts.PerHost); err != nil {
 		return nil, err
 	}
 	if opts.Heartbeat <= 0 {
@@ -120,36 +98,38 @@ func NewLimiter(rdb redis.UniversalClient, name string, opts LimiterOptions) (*L
 		opts:  opts,
 		id:    newOwner(),
 		pfx:   keyPrefix(name),
-		local: map[string]*rate.Limiter{},
-		holds: map[string]time.Time{},
+		local: map[engine.LimitKey]*rate.Limiter{},
+		holds: map[engine.LimitKey]time.Time{},
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
 	l.live.Store(1)
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultReadTimeout)
 	l.beat(ctx)
+	ps := rdb.Subscribe(ctx, l.pfx+"holds")
+	ps.Receive(ctx) // wait for the subscription if Redis answers
 	cancel()
-	go l.heartbeat()
+	var wg sync.WaitGroup
+	wg.Go(l.heartbeat)
+	wg.Go(func() { l.listen(ps) })
+	go func() {
+		wg.Wait()
+		close(l.done)
+	}()
 	return l, nil
 }
 
-func checkLimit(what string, l Limit) error {
-	if l.PerSecond < 0 || math.IsNaN(l.PerSecond) || math.IsInf(l.PerSecond, 0) {
-		return fmt.Errorf("fleet: %s: rate %v is not a positive number", what, l.PerSecond)
-	}
-	if l.Burst < 0 {
-		return fmt.Errorf("fleet: %s: burst %d is negative", what, l.Burst)
-	}
-	return nil
-}
-
-// Live returns the number of live processes of the fleet seen at the last
-// heartbeat that Redis answered (1 before any).
+// Live returns the number of live processes of the fleet, as of the last
+// heartbeats that Redis answered (1 before any).
 func (l *Limiter) Live() int { return int(l.live.Load()) }
 
-// Close stops the heartbeat, takes this process out of the live count, and
-// waits for the heartbeat goroutine. It is idempotent and does not close
-// the Redis client.
+// Fallback reports whether the limiter paces locally because Redis did not
+// answer lately.
+func (l *Limiter) Fallback() bool { return l.redisDown() }
+
+// Close stops the limiter's goroutines, waits for them, and takes this
+// process out of the live count. It is idempotent and does not close the
+// Redis client.
 func (l *Limiter) Close() error {
 	l.once.Do(func() {
 		close(l.stop)
@@ -175,9 +155,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return redis.call('ZCARD', KEYS[1])
 `)
 
-// heartbeat is the limiter's one goroutine, owned by Close.
+// heartbeat is one of the limiter's goroutines, stopped by Close.
 func (l *Limiter) heartbeat() {
-	defer close(l.done)
 	t := time.NewTicker(l.opts.Heartbeat)
 	defer t.Stop()
 	for {
@@ -200,21 +179,69 @@ func (l *Limiter) beat(ctx context.Context) {
 	}
 }
 
-// limitScript reserves a request's turn under every limit that applies, on
-// Redis's clock (microseconds).
+// holdNotice is what the holds channel carries.
+type holdNotice struct {
+	From  string `json:"f"` // the publisher's id: a process ignores its own
+	Host  string `json:"h"`
+	Route string `json:"r,omitempty"`
+	MS    int64  `json:"ms"` // how long the hold lasts from when it was published
+}
+
+// listen is one of the limiter's goroutines, stopped by Close: it keeps
+// the holds that other processes publish. A notice lost while the
+// connection was down is covered by the hold check in every Wait.
+func (l *Limiter) listen(ps *redis.PubSub) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		<-l.stop
+		cancel()
+		ps.Close() // ends a Receive in progress
+	})
+	defer wg.Wait()
+	for {
+		msg, err := ps.Receive(ctx)
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		if err != nil {
+			// go-redis reconnects and subscribes again on the next
+			// receive; do not spin while Redis is away.
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(jitter(50*time.Millisecond, 200*time.Millisecond)):
+			}
+			continue
+		}
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue
+		}
+		var n holdNotice
+		if json.Unmarshal([]byte(m.Payload), &n) != nil || n.From == l.id || n.Host == "" || n.MS <= 0 {
+			continue
+		}
+		l.holdLocally(engine.LimitKey{Host: n.Host, Route: n.Route}, time.Now().Add(time.Duration(n.MS)*time.Millisecond))
+	}
+}
+
+// limitScript reserves an attempt's turn under one limit, on Redis's
+// clock (microseconds).
 //
-// KEYS[1] the host's hold; KEYS[2..] one theoretical arrival time (TAT)
-// per limit
-// ARGV[1] the longest wait the caller accepts, or -1; then per limit:
-// emission interval T, tolerance (burst × T)
+// KEYS[1] the key's hold, KEYS[2] the key's theoretical arrival time (TAT)
+// ARGV[1] the longest wait the caller accepts, or -1; ARGV[2] the emission
+// interval T; ARGV[3] the tolerance, burst × T
 //
-// It answers {0, wait} when the request's turn is reserved wait from now;
-// {1, wait} when the host is held for wait (nothing reserved); {2, wait}
-// when the turn is further than the caller accepts (nothing reserved).
+// It answers {0, wait} when the turn is reserved wait from now; {1, wait}
+// when the key is held for wait (nothing reserved); {2, wait} when the turn
+// is further off than the caller accepts (nothing reserved).
 //
-// GCRA: a limit allows a request at time s when max(TAT, s) + T - s is at
-// most the tolerance. The earliest such s over all limits is the turn, and
-// each TAT becomes max(TAT, s) + T.
+// GCRA: the limit allows an attempt at time s when max(TAT, s) + T - s is
+// at most the tolerance. The earliest such s is the turn, and the TAT
+// becomes max(TAT, s) + T.
 var limitScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -222,76 +249,67 @@ local hold = redis.call('PTTL', KEYS[1])
 if hold > 0 then
   return {1, hold * 1000}
 end
-local s = now
-local tats = {}
-for i = 2, #KEYS do
-  local T = tonumber(ARGV[2 * i - 2])
-  local tol = tonumber(ARGV[2 * i - 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  tats[i] = tat
-  local e = tat + T - tol
-  if e > s then s = e end
-end
+local T = tonumber(ARGV[2])
+local tol = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+local s = math.max(now, tat + T - tol)
 local wait = s - now
 local maxwait = tonumber(ARGV[1])
 if maxwait >= 0 and wait > maxwait then
   return {2, wait}
 end
-for i = 2, #KEYS do
-  local T = tonumber(ARGV[2 * i - 2])
-  local tat = tats[i]
-  if tat < s then tat = s end
-  tat = tat + T
-  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
-end
+tat = math.max(tat, s) + T
+redis.call('SET', KEYS[2], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
 return {0, wait}
 `)
 
-// holdScript holds a host for ARGV[1] milliseconds, unless it is already
-// held longer.
+// holdScript holds a key for ARGV[1] milliseconds, unless it is already
+// held longer, and announces the hold.
 //
-// KEYS[1] the host's hold
+// KEYS[1] the key's hold; ARGV[1] milliseconds, ARGV[2] the holds channel,
+// ARGV[3] the notice
 var holdScript = redis.NewScript(`
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return 0
 `)
 
-// WaitError is returned by [Limiter.Wait] when the request's turn would
+// WaitError is returned by [Limiter.Wait] when the attempt's turn would
 // come after its context's deadline. Nothing was reserved.
 type WaitError struct {
-	Host string
-	Wait time.Duration // how long the request would have had to wait
-	Held bool          // the wait is a hold on the host
+	Key  string        // the limit key, as [engine.LimitKey.String] has it
+	Wait time.Duration // how long the attempt would have had to wait
+	Held bool          // the wait is a hold on the key
 }
 
 func (e *WaitError) Error() string {
 	what := "rate limit"
 	if e.Held {
-		what = "hold on the host"
+		what = "hold"
 	}
-	return fmt.Sprintf("fleet: %s: %s asks to wait %v, past the context's deadline", e.Host, what, e.Wait.Round(time.Millisecond))
+	return fmt.Sprintf("fleet: %s: %s asks to wait %v, past the context's deadline", e.Key, what, e.Wait.Round(time.Millisecond))
 }
 
-// Wait blocks until a request to host may be sent under the fleet's limits,
-// or ctx ends. It returns ctx's error when ctx ends first, and a
-// [*WaitError] at once when the wait would not fit ctx's deadline.
-func (l *Limiter) Wait(ctx context.Context, host string) error {
+// Wait implements [engine.Limiter]: it blocks until one more attempt under
+// key may start at limit, fleet-wide, or ctx ends (then it returns ctx's
+// error). It fails at once with a [*WaitError] when the turn would come
+// after ctx's deadline. It makes one round trip to Redis, more only when
+// the key turns out to be held.
+func (l *Limiter) Wait(ctx context.Context, key engine.LimitKey, limit engine.Rate) error {
+	if limit.PerSecond <= 0 {
+		return nil
+	}
+	limit.Burst = max(limit.Burst, 1)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if until, ok := l.localHold(host); ok {
-			if err := l.waitFor(ctx, host, time.Until(until), true); err != nil {
-				return err
-			}
-			continue
-		}
 		if l.redisDown() {
-			return l.waitLocal(ctx, host)
+			return l.waitLocal(ctx, key, limit)
 		}
-		wait, held, err := l.reserve(ctx, host)
+		wait, held, err := l.reserve(ctx, key, limit)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -300,9 +318,12 @@ func (l *Limiter) Wait(ctx context.Context, host string) error {
 				return werr
 			}
 			l.downUntil.Store(time.Now().Add(l.opts.Retry).UnixNano())
-			return l.waitLocal(ctx, host)
+			return l.waitLocal(ctx, key, limit)
 		}
-		if err := l.waitFor(ctx, host, wait, held); err != nil {
+		if held {
+			l.holdLocally(key, time.Now().Add(wait))
+		}
+		if err := waitFor(ctx, key, wait, held); err != nil {
 			return err
 		}
 		if !held {
@@ -311,36 +332,18 @@ func (l *Limiter) Wait(ctx context.Context, host string) error {
 	}
 }
 
-// limitsFor returns the keys and GCRA arguments of the limits on host.
-func (l *Limiter) limitsFor(host string) (keys []string, args []any) {
-	keys = []string{l.pfx + "hold:" + host}
-	args = []any{nil} // ARGV[1], the longest wait, set by the caller
-	add := func(key string, lim Limit) {
-		T := 1e6 / lim.PerSecond
-		keys = append(keys, key)
-		args = append(args, strconv.FormatFloat(T, 'f', 3, 64), strconv.FormatFloat(T*float64(lim.burst()), 'f', 3, 64))
-	}
-	if l.opts.Global.on() {
-		add(l.pfx+"rate", l.opts.Global)
-	}
-	if lim, ok := l.opts.Hosts[host]; ok {
-		if lim.on() {
-			add(l.pfx+"rate:"+host, lim)
-		}
-	} else if l.opts.PerHost.on() {
-		add(l.pfx+"rate:"+host, l.opts.PerHost)
-	}
-	return keys, args
-}
-
 // reserve runs the limit script: one round trip.
-func (l *Limiter) reserve(ctx context.Context, host string) (wait time.Duration, held bool, err error) {
-	keys, args := l.limitsFor(host)
-	args[0] = "-1"
+func (l *Limiter) reserve(ctx context.Context, key engine.LimitKey, limit engine.Rate) (wait time.Duration, held bool, err error) {
+	T := 1e6 / limit.PerSecond
+	maxWait := "-1"
 	if dl, ok := ctx.Deadline(); ok {
-		args[0] = strconv.FormatInt(max(time.Until(dl).Microseconds(), 0), 10)
+		maxWait = strconv.FormatInt(max(time.Until(dl).Microseconds(), 0), 10)
 	}
-	res, err := limitScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
+	ks := key.String()
+	res, err := limitScript.Run(ctx, l.rdb,
+		[]string{l.pfx + "hold:" + ks, l.pfx + "rate:" + ks},
+		maxWait, strconv.FormatFloat(T, 'f', 3, 64), strconv.FormatFloat(T*float64(limit.Burst), 'f', 3, 64),
+	).Int64Slice()
 	if err != nil {
 		return 0, false, err
 	}
@@ -352,18 +355,18 @@ func (l *Limiter) reserve(ctx context.Context, host string) (wait time.Duration,
 	case 1:
 		return wait, true, nil
 	case 2:
-		return 0, false, &WaitError{Host: host, Wait: wait}
+		return 0, false, &WaitError{Key: ks, Wait: wait}
 	}
 	return wait, false, nil
 }
 
 // waitFor sleeps d, or fails at once when d does not fit ctx's deadline.
-func (l *Limiter) waitFor(ctx context.Context, host string, d time.Duration, held bool) error {
+func waitFor(ctx context.Context, key engine.LimitKey, d time.Duration, held bool) error {
 	if d <= 0 {
 		return nil
 	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		return &WaitError{Host: host, Wait: d, Held: held}
+		return &WaitError{Key: key.String(), Wait: d, Held: held}
 	}
 	return sleep(ctx, d)
 }
@@ -380,82 +383,72 @@ func (l *Limiter) redisDown() bool {
 	return false
 }
 
-// Fallback reports whether the limiter paces locally because Redis did not
-// answer lately.
-func (l *Limiter) Fallback() bool { return l.redisDown() }
-
-// waitLocal paces with this process's share of the limits.
-func (l *Limiter) waitLocal(ctx context.Context, host string) error {
+// waitLocal paces with this process's share of the limit.
+func (l *Limiter) waitLocal(ctx context.Context, key engine.LimitKey, limit engine.Rate) error {
 	live := max(l.live.Load(), 1)
-	var lims []*rate.Limiter
+	r := rate.Limit(limit.PerSecond / float64(live))
+	b := max(limit.Burst/int(live), 1)
 	l.mu.Lock()
-	share := func(key string, lim Limit) {
-		r := rate.Limit(lim.PerSecond / float64(live))
-		b := max(lim.burst()/int(live), 1)
-		rl, ok := l.local[key]
-		if !ok {
-			rl = rate.NewLimiter(r, b)
-			l.local[key] = rl
-		} else if rl.Limit() != r || rl.Burst() != b {
-			rl.SetLimit(r)
-			rl.SetBurst(b)
-		}
-		lims = append(lims, rl)
-	}
-	if l.opts.Global.on() {
-		share("", l.opts.Global)
-	}
-	if lim, ok := l.opts.Hosts[host]; ok {
-		if lim.on() {
-			share(host, lim)
-		}
-	} else if l.opts.PerHost.on() {
-		share(host, l.opts.PerHost)
+	rl, ok := l.local[key]
+	if !ok {
+		rl = rate.NewLimiter(r, b)
+		l.local[key] = rl
+	} else if rl.Limit() != r || rl.Burst() != b {
+		rl.SetLimit(r)
+		rl.SetBurst(b)
 	}
 	l.mu.Unlock()
-	for _, rl := range lims {
-		if err := rl.Wait(ctx); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return &WaitError{Host: host, Wait: time.Duration(float64(time.Second) / float64(rl.Limit()))}
+	if err := rl.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
+		return &WaitError{Key: key.String(), Wait: time.Duration(float64(time.Second) / float64(r))}
 	}
 	return nil
 }
 
-func (l *Limiter) localHold(host string) (time.Time, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	until, ok := l.holds[host]
-	if !ok {
-		return time.Time{}, false
-	}
-	if !time.Now().Before(until) {
-		delete(l.holds, host)
-		return time.Time{}, false
-	}
-	return until, true
-}
-
-// Hold stops the whole fleet from sending to host for d (unless it is
-// already held longer), as a 429 or 503 with Retry-After asks. The hold is
-// kept locally too, so this process waits even while Redis is down.
-func (l *Limiter) Hold(ctx context.Context, host string, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	until := time.Now().Add(d)
-	l.mu.Lock()
-	if until.After(l.holds[host]) {
-		l.holds[host] = until
-	}
-	l.mu.Unlock()
-	if l.redisDown() {
+// Hold implements [engine.Limiter]: no attempt of the fleet under key may
+// start before until. It keeps the hold in memory, writes it to Redis
+// (unless a longer one is there) and announces it to the other processes;
+// while Redis is down it holds this process only.
+func (l *Limiter) Hold(key engine.LimitKey, until time.Time) {
+	d := time.Until(until)
+	if d <= 0 || !l.holdLocally(key, until) || l.redisDown() {
 		return
 	}
 	ms := max(d.Milliseconds(), 1)
-	if err := holdScript.Run(ctx, l.rdb, []string{l.pfx + "hold:" + host}, strconv.FormatInt(ms, 10)).Err(); err != nil && ctx.Err() == nil {
+	notice, _ := json.Marshal(holdNotice{From: l.id, Host: key.Host, Route: key.Route, MS: ms})
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
+	defer cancel()
+	err := holdScript.Run(ctx, l.rdb, []string{l.pfx + "hold:" + key.String()},
+		strconv.FormatInt(ms, 10), l.pfx+"holds", string(notice)).Err()
+	if err != nil {
 		l.downUntil.Store(time.Now().Add(l.opts.Retry).UnixNano())
 	}
+}
+
+// holdLocally extends key's hold in memory to until, and reports whether
+// it did (false: a longer hold was already known).
+func (l *Limiter) holdLocally(key engine.LimitKey, until time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	for k, u := range l.holds { // few keys are held at once
+		if !u.After(now) {
+			delete(l.holds, k)
+		}
+	}
+	if !until.After(l.holds[key]) {
+		return false
+	}
+	l.holds[key] = until
+	return true
+}
+
+// HeldUntil implements [engine.Limiter] from memory: the holds this process
+// published or heard of.
+func (l *Limiter) HeldUntil(key engine.LimitKey) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.holds[key]
 }
