@@ -33,7 +33,7 @@ type batchOptions struct {
 }
 
 func batchFlags(fs *pflag.FlagSet, o *batchOptions) {
-	fs.StringVar(&o.redisURL, "redis", "", "Redis URL (redis://, rediss:// or unix://; the password from COURIER_REDIS_PASSWORD)")
+	fs.StringVar(&o.redisURL, "redis", "", "fleet mode: the processes that name one Redis (and --fleet) share one session and one set of rate limits; redis://, rediss:// or unix:// URL, the password from COURIER_REDIS_PASSWORD or the URL")
 	fs.StringVar(&o.name, "batch", "", "with --redis: work on this batch; with FILE, add FILE's lines to it first")
 	fs.DurationVar(&o.lease, "lease", fleet.DefaultLease, "with --batch: how long a worker holds a line without renewing it before others take it over")
 }

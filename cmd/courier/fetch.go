@@ -36,6 +36,7 @@ type fetchOptions struct {
 	limits                                              limitOptions  // limits.go
 	batch                                               batchOptions  // batch.go
 	rates                                               rateOptions   // rate.go
+	fleet                                               fleetOptions  // fleet.go
 }
 
 func fetchFlags(o *fetchOptions) *pflag.FlagSet {
@@ -63,6 +64,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	resumeFlags(fs, &o.resume)
 	o.limits.flags(fs)
 	batchFlags(fs, &o.batch)
+	o.fleet.flags(fs)
 	progressFlag(fs, &o.progress)
 	otlpFlag(fs, &o.otlp)
 	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
@@ -128,6 +130,12 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return fail("%v", err)
 	}
 	defer flushOTLP() // after every engine below is closed
+	fm, err := o.fleet.apply(&cfg, o.batch.redisURL, os.Getenv("COURIER_CLIENT_ID"), stderr)
+	if err != nil {
+		return fail("%v", err)
+	}
+	// Deferred before the engine's Close, so it runs after it.
+	defer fm.close()
 	if o.batch.wanted() {
 		return runBatchFetch(ctx, &o, fs, cfg, parser, stdin, stderr)
 	}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/pflag"
+
+	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/fleet"
+)
+
+// fleetOptions are fetch's fleet-mode flags: the processes that name the
+// same Redis and fleet share one session and one set of rate limits.
+// --redis itself is defined with the batch flags (batch.go).
+type fleetOptions struct {
+	name string
+}
+
+func (o *fleetOptions) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.name, "fleet", "", "with --redis: the fleet's name, shared by the processes that share one session and one set of rate limits (default: derived from --base-url and COURIER_CLIENT_ID)")
+}
+
+// fleetMode is a fetch's connection to its fleet; close it after the
+// engine.
+type fleetMode struct {
+	rdb     *redis.Client
+	limiter *fleet.Limiter
+}
+
+func (m *fleetMode) close() {
+	if m == nil {
+		return
+	}
+	if m.limiter != nil {
+		m.limiter.Close()
+	}
+	m.rdb.Close()
+}
+
+// apply puts cfg in fleet mode when --redis is set: cfg's rate limits
+// become the fleet's, paced through Redis. It returns nil when --redis is
+// not set.
+func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stderr io.Writer) (*fleetMode, error) {
+	if redisURL == "" {
+		if o.name != "" {
+			return nil, fmt.Errorf("--fleet needs --redis")
+		}
+		return nil, nil
+	}
+	name := o.name
+	if name == "" {
+		name = fleet.DefaultName(cfg.BaseURL, clientID)
+	}
+	if err := fleet.CheckName(name); err != nil {
+		return nil, fmt.Errorf("--fleet: %v", err)
+	}
+	redis.SetLogger(redisQuiet{})
+	rdb, err := fleet.NewClient(redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis: %v", err)
+	}
+	m := &fleetMode{rdb: rdb}
+	ctx, cancel := context.WithTimeout(context.Background(), fleet.DefaultDialTimeout)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		// Not fatal: the limiter paces with a local share and tries
+		// again; no refresh is sent until Redis answers.
+		fmt.Fprintf(stderr, "courier fetch: redis at %s does not answer (%v); going on without it until it does\n", fleet.RedactURL(redisURL), err)
+	}
+	cancel()
+
+	m.limiter, err = fleet.NewLimiter(rdb, name, fleet.LimiterOptions{})
+	if err != nil {
+		m.close()
+		return nil, err
+	}
+	// The engine keeps its limits (--rate, --burst, per host and route)
+	// and their adaptive changes; the fleet's limiter makes them, and the
+	// holds, the whole fleet's.
+	cfg.RateLimit.Limiter = m.limiter
+	return m, nil
+}
+
+// redisQuiet keeps the Redis client's own log lines (each failed dial
+// while Redis is away) off stderr; fetch reports what matters itself.
+type redisQuiet struct{}
+
+func (redisQuiet) Printf(context.Context, string, ...any) {}
