@@ -9,7 +9,6 @@ import (
 	"iter"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +33,7 @@ type fetchOptions struct {
 	accessField, refreshField                           string
 	resume                                              resumeOptions // resume.go
 	limits                                              limitOptions  // limits.go
+	saver                                               *tokenSaver   // set by config; tokensave.go
 	batch                                               batchOptions  // batch.go
 	rates                                               rateOptions   // rate.go
 	fleet                                               fleetOptions  // fleet.go
@@ -87,16 +87,23 @@ first 128 bits of its SHA-256, in hex), checked on resume: a changed input
 is an error.
 
 Tokens come from COURIER_TOKEN and COURIER_REFRESH_TOKEN, or --token-file;
-never from flags. Exit status: 0 all 2xx, 1 some failed, 2 usage error,
-3 session expired, 130 or 143 stopped by SIGINT or SIGTERM (every line
-answered by then is written; a second signal ends courier at once).
+never from flags. Exit status: 0 all 2xx, 1 some failed or the rotated
+tokens could not be saved to --token-file, 2 usage error, 3 session
+expired, 130 or 143 stopped by SIGINT or SIGTERM (every line answered by
+then is written; a second signal ends courier at once).
 
 Flags:
 `
 
 func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o fetchOptions
-	fs := fetchFlags(&o)
+	code := o.run(ctx, args, stdin, stdout, stderr)
+	// After the engine has closed: no refresh can come any more.
+	return o.saver.finish(code)
+}
+
+func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := fetchFlags(o)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, fetchUsage); fs.PrintDefaults() }
 	fail := func(format string, a ...any) int {
@@ -137,7 +144,7 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	// Deferred before the engine's Close, so it runs after it.
 	defer fm.close()
 	if o.batch.wanted() {
-		return runBatchFetch(ctx, &o, fs, cfg, parser, stdin, stderr)
+		return runBatchFetch(ctx, o, fs, cfg, parser, stdin, stderr)
 	}
 	inPath := fs.Arg(0) // "" or "-" for stdin
 	if inPath != "" && inPath != "-" {
@@ -154,7 +161,7 @@ func runFetch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return newInput(openInput(inPath, stdin), int(o.limits.maxLine), parser)
 	}
 	if o.resume.wanted() {
-		return runResumable(ctx, &o, fs, cfg, startInput, stdout, stderr)
+		return runResumable(ctx, o, fs, cfg, startInput, stdout, stderr)
 	}
 	out := stdout
 	if o.out != "" {
@@ -266,12 +273,8 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 		}
 		cfg.Auth.Refresh = rc
 		if o.tokenFile != "" {
-			path := o.tokenFile
-			cfg.Auth.OnTokenRefreshed = func(t engine.Tokens) {
-				if err := saveTokens(path, t); err != nil {
-					fmt.Fprintf(stderr, "courier fetch: saving rotated tokens: %v\n", err)
-				}
-			}
+			o.saver = newTokenSaver(o.tokenFile, stderr)
+			cfg.Auth.OnTokenRefreshed = o.saver.save
 		}
 	}
 	return cfg, nil
@@ -296,27 +299,6 @@ func (o *fetchOptions) tokens() (tokenFile, error) {
 		return tokenFile{}, fmt.Errorf("--token-file %s: want JSON with access_token and refresh_token: %v", o.tokenFile, err)
 	}
 	return t, nil
-}
-
-// saveTokens replaces path atomically, readable by its owner only.
-func saveTokens(path string, t engine.Tokens) error {
-	b, err := json.Marshal(tokenFile{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken})
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".courier-tokens-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // result is one output line.
