@@ -33,6 +33,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,7 +149,9 @@ func readCheckpoint(r io.Reader, name string) (answers []answer, end int64, err 
 			return nil, 0, fmt.Errorf("reading %s: %w", name, err)
 		}
 		fields.Line, fields.Hash, fields.Error = 0, "", nil
-		if err := json.Unmarshal(b, &fields); err != nil {
+		if line, hash, ok := quickFields(b); ok {
+			fields.Line, fields.Hash = line, hash
+		} else if err := json.Unmarshal(b, &fields); err != nil {
 			return nil, 0, badCheckpoint("%s line %d is not a result line: %v", name, n, err)
 		}
 		if fields.Hash == "" {
@@ -160,6 +163,42 @@ func readCheckpoint(r io.Reader, name string) (answers []answer, end int64, err 
 		answers = append(answers, answer{line: fields.Line, hash: fields.Hash, failed: fields.Error != nil, off: end, size: int64(len(b))})
 		end += int64(len(b))
 	}
+}
+
+// quickFields reads the line number and hash of a result line without
+// decoding its body, which is most of the time a resume spends: lines
+// written by a resumable run start with {"line":N, and end with
+// ,"hash":"<32 hex digits>"}. ok is false for a line of another shape, or
+// one that may hold an "error" (a failure, or a body that says "error"):
+// those are decoded in full.
+func quickFields(b []byte) (line int, hash string, ok bool) {
+	const head, tail = `{"line":`, `,"hash":"`
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	rest, found := bytes.CutPrefix(b, []byte(head))
+	comma := bytes.IndexByte(rest, ',')
+	end := len(b) - len(`"}`) - 32 // where the hash starts
+	if !found || comma < 1 || end-len(tail) < len(head) || !bytes.HasSuffix(b, []byte(`"}`)) ||
+		string(b[end-len(tail):end]) != tail || bytes.Contains(b, []byte(`"error":`)) {
+		return 0, "", false
+	}
+	line, err := strconv.Atoi(string(rest[:comma]))
+	if err != nil {
+		return 0, "", false
+	}
+	h := b[end : end+32]
+	for _, c := range h {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return 0, "", false
+		}
+	}
+	return line, string(h), true
+}
+
+// blankOrComment reports whether fetch skips an input line (see
+// parseLine).
+func blankOrComment(text string) bool {
+	text = strings.TrimSpace(text)
+	return text == "" || strings.HasPrefix(text, "#")
 }
 
 // checkpoint is an open checkpoint file, with the answers it holds.
@@ -501,7 +540,6 @@ lines:
 		if r.keys != nil {
 			key = r.keys.next(n, hash)
 		}
-		line, skip := src.parse(raw)
 		// A stored answer for a line before this one means the input now
 		// skips that line: it changed.
 		for _, ahead := range [][]answer{done, old} {
@@ -510,7 +548,7 @@ lines:
 				return
 			}
 		}
-		if skip {
+		if raw.err == nil && blankOrComment(text) {
 			continue
 		}
 		if len(done) > 0 {
@@ -543,6 +581,7 @@ lines:
 				continue
 			}
 		}
+		line, _ := src.parse(raw) // not skipped: see blankOrComment
 		if key != "" {
 			setIdempotencyKey(&line, key)
 		}

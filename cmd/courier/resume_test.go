@@ -282,3 +282,30 @@ func TestFetchIdempotencyKeysApplyEachPOSTOnce(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.EqualValues(t, 7, api.Stats().Creates, "another input is another batch")
 }
+
+// TestCheckpointReadingAgreesWithDecoding pins the fast path of resume's
+// scan: it reads what full JSON decoding reads, or leaves the line to it.
+func TestCheckpointReadingAgreesWithDecoding(t *testing.T) {
+	h := lineHash("/items/1")
+	for _, tc := range []struct {
+		line       string
+		wantLine   int
+		wantFailed bool
+	}{
+		{`{"line":7,"id":null,"method":"GET","path":"/items/1","status":200,"attempts":1,"duration_ms":1,"body":{"id":"1"},"hash":"` + h + `"}`, 7, false},
+		{`{"line":8,"id":null,"method":"GET","path":"/x","status":401,"attempts":1,"duration_ms":1,"body":null,"error":"401 \"hash\":","hash":"` + h + `"}`, 8, true},
+		{`{"line":9,"id":null,"method":"GET","path":"/x","status":200,"attempts":1,"duration_ms":1,"body":{"error":"none"},"hash":"` + h + `"}`, 9, false},
+		{`{"hash":"` + h + `","line":10}`, 10, false},
+		{`{"line":11,"body":"ends like a hash","hash":"` + h + `"}`, 11, false},
+	} {
+		answers, end, err := readCheckpoint(strings.NewReader(tc.line+"\n"), "f")
+		require.NoError(t, err, tc.line)
+		require.Len(t, answers, 1)
+		assert.Equal(t, tc.wantLine, answers[0].line, tc.line)
+		assert.Equal(t, h, answers[0].hash, tc.line)
+		assert.Equal(t, tc.wantFailed, answers[0].failed, tc.line)
+		assert.EqualValues(t, len(tc.line)+1, end)
+	}
+	_, _, err := readCheckpoint(strings.NewReader(`{"line":1,"hash":"`+h+`"`+"\n"), "f")
+	assert.ErrorContains(t, err, "f line 1 is not a result line")
+}
