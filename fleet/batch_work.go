@@ -56,20 +56,28 @@ type WorkStats struct {
 	Skipped   int64 // lines left to other workers
 }
 
-// storeScript stores a line's result unless one is there already, and
-// acknowledges its entry, in one step: whichever worker comes first wins,
-// and a line is never acknowledged without a result.
+// storeScript stores results unless their lines have one already, and
+// acknowledges their entries, in one step: whichever worker comes first
+// wins, and a line is never acknowledged without a result.
 //
-// KEYS: results, lines, meta. ARGV: line, result, failed flag, entry ID.
-// Returns 1 when this result was stored, 0 when one was there already.
+// KEYS: results, lines, meta. ARGV: per result, line, result, failed flag
+// and entry ID. Returns per result 1 when it was stored, 0 when its line
+// had one already.
 var storeScript = redis.NewScript(`
-local fresh = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XACK', KEYS[2], 'workers', ARGV[4])
-if fresh == 1 then
-  redis.call('HINCRBY', KEYS[3], 'done', 1)
-  if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[3], 'failed', 1) end
+local stored, ids, done, failed = {}, {}, 0, 0
+for i = 1, #ARGV, 4 do
+  local fresh = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i+1])
+  stored[#stored+1] = fresh
+  ids[#ids+1] = ARGV[i+3]
+  if fresh == 1 then
+    done = done + 1
+    if ARGV[i+2] == '1' then failed = failed + 1 end
+  end
 end
-return fresh
+redis.call('XACK', KEYS[2], 'workers', unpack(ids))
+if done > 0 then redis.call('HINCRBY', KEYS[3], 'done', done) end
+if failed > 0 then redis.call('HINCRBY', KEYS[3], 'failed', failed) end
+return stored
 `)
 
 // leaseScript renews a worker's lease: its entry in the workers set, and
@@ -106,6 +114,12 @@ type worker struct {
 	stats struct {
 		sync.Mutex // protects s
 		s          WorkStats
+	}
+
+	flush struct {
+		sync.Mutex             // protects queue and busy
+		queue      []*storeReq // results waiting for the store under way
+		busy       bool        // a goroutine is storing
 	}
 }
 
@@ -273,8 +287,9 @@ func (w *worker) run(ctx context.Context) error {
 					w.count(func(s *WorkStats) { s.Skipped++ })
 					return // still held: leave hands it back
 				}
-				defer func() { <-running }()
-				w.do(ctx, m.ID, l)
+				out := w.handle(ctx, l)
+				<-running // the next line may start while this one is stored
+				w.store(ctx, m.ID, l, out)
 			}()
 		}
 	}
@@ -329,38 +344,85 @@ func lineFromEntry(m redis.XMessage) (Line, bool) {
 	return Line{N: n, Text: text, Hash: hash, IdempotencyKeys: keys == "1"}, err == nil && ok1 && ok2
 }
 
-// do handles one line and stores its result.
-func (w *worker) do(ctx context.Context, id string, l Line) {
-	out := w.handle(ctx, l)
+// storeReq is one result waiting to be stored.
+type storeReq struct {
+	id    string
+	line  int
+	out   Outcome
+	fresh bool  // stored first; set before done is closed
+	err   error // set before done is closed
+	done  chan struct{}
+}
+
+// store stores the outcome of a line. Results that finish while a store
+// is under way are stored together by one script call after it (a group
+// commit): one round trip for many lines when Redis is the bottleneck, and
+// no wait when it is not.
+func (w *worker) store(ctx context.Context, id string, l Line, out Outcome) {
 	if out.Skip {
 		w.count(func(s *WorkStats) { s.Skipped++ })
 		return // still held: leave hands it back
 	}
-	// The result is worth storing even when the worker is stopping; while
-	// Redis is away it keeps trying for a lease at least, after which the
-	// line may be taken over anyway.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(w.opts.Lease, 10*time.Second))
-	defer cancel()
-	var fresh int64
-	err := retry(sctx, func() error {
-		var err error
-		fresh, err = storeScript.Run(sctx, w.b.rdb, []string{w.b.keys.results, w.b.keys.lines, w.b.keys.meta},
-			l.N, out.Data, boolFlag(out.Failed), id).Int64()
-		return err
-	})
-	if err != nil {
+	r := &storeReq{id: id, line: l.N, out: out, done: make(chan struct{})}
+	w.flush.Lock()
+	w.flush.queue = append(w.flush.queue, r)
+	if !w.flush.busy {
+		// This goroutine stores what is queued until nothing is.
+		w.flush.busy = true
+		for len(w.flush.queue) > 0 {
+			batch := w.flush.queue
+			w.flush.queue = nil
+			w.flush.Unlock()
+			w.storeBatch(ctx, batch)
+			w.flush.Lock()
+		}
+		w.flush.busy = false
+	}
+	w.flush.Unlock()
+	<-r.done
+	if r.err != nil {
 		return // not stored: the entry stays pending, for another worker
 	}
 	w.mu.Lock()
 	delete(w.held, id)
 	w.mu.Unlock()
 	w.count(func(s *WorkStats) {
-		if fresh == 1 {
+		if r.fresh {
 			s.Stored++
 		} else {
 			s.Late++
 		}
 	})
+}
+
+// storeBatch stores reqs, at most 64 per script call, and closes their done.
+func (w *worker) storeBatch(ctx context.Context, reqs []*storeReq) {
+	for len(reqs) > 0 {
+		chunk := reqs[:min(64, len(reqs))]
+		reqs = reqs[len(chunk):]
+		args := make([]any, 0, 4*len(chunk))
+		for _, r := range chunk {
+			args = append(args, r.line, r.out.Data, boolFlag(r.out.Failed), r.id)
+		}
+		// The results are worth storing even when the worker is
+		// stopping; while Redis is away it keeps trying for a lease at
+		// least, after which the lines may be taken over anyway.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(w.opts.Lease, 10*time.Second))
+		var stored []int64
+		err := retry(sctx, func() error {
+			var err error
+			stored, err = storeScript.Run(sctx, w.b.rdb, []string{w.b.keys.results, w.b.keys.lines, w.b.keys.meta}, args...).Int64Slice()
+			return err
+		})
+		cancel()
+		for i, r := range chunk {
+			r.err = err
+			if err == nil && i < len(stored) {
+				r.fresh = stored[i] == 1
+			}
+			close(r.done)
+		}
+	}
 }
 
 func (w *worker) count(f func(*WorkStats)) {
