@@ -217,7 +217,7 @@ func addLines(ctx context.Context, b *fleet.Batch, in io.Reader, maxLine int, ke
 			return 0, fmt.Errorf("input line %d is longer than --max-line (%s)", n, byteSize(maxLine))
 		}
 		text := string(raw)
-		if _, skip := (&lineParser{}).parse(n, text); skip {
+		if blankOrComment(text) {
 			continue
 		}
 		chunk = append(chunk, fleet.Line{N: n, Text: text, Hash: lineHash(text)})
