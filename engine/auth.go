@@ -129,6 +129,9 @@ type RefreshConfig struct {
 	MaxAttempts int
 }
 
+// firstGen is the generation of the tokens an engine starts with.
+const firstGen uint64 = 1
+
 // tokenSnap is the published token state that workers read without a round
 // trip to the actor. It is immutable once published.
 type tokenSnap struct {

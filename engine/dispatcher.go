@@ -75,6 +75,11 @@ type dispatcher struct {
 	demandPending bool
 	demandGen     uint64
 	admitted      uint64 // calls admitted so far, for call.seq
+	// gen is the token generation as the token actor's events tell it
+	// (refreshed, stale, refresh failed): the dispatcher never reads the
+	// published snapshot. It may lag the snapshot by an event on its way,
+	// which only holds a request, or replays one, a moment later.
+	gen uint64
 	// refreshing is set from the first 401 until the actor's answer: the
 	// current token is known to be rejected, so queued requests that would
 	// carry it wait instead of collecting 401s of their own.
@@ -90,6 +95,7 @@ type dispatcher struct {
 func newDispatcher(e *Engine) *dispatcher {
 	d := &dispatcher{
 		e:       e,
+		gen:     firstGen,
 		admit:   make(chan *Future),
 		inbox:   make(chan any),
 		reports: make(chan outcome),
@@ -157,12 +163,11 @@ func (d *dispatcher) holds(c *call) bool {
 	if !c.sameOrigin || c.req.NoAuth {
 		return false
 	}
-	gen := d.e.tokenGen()
-	if d.refreshing && gen <= d.demandGen {
+	if d.refreshing {
 		return true
 	}
-	if d.stale != 0 && d.stale == gen {
-		d.demand(gen)
+	if d.stale != 0 && d.stale == d.gen {
+		d.demand(d.gen)
 		return true
 	}
 	return false
@@ -466,6 +471,7 @@ func (d *dispatcher) expire(cause error) {
 func (d *dispatcher) onEvent(ev any) {
 	switch ev := ev.(type) {
 	case refreshedEvent:
+		d.gen = max(d.gen, ev.gen)
 		// A token from before the latest demand (SetTokens racing a 401)
 		// does not end the wait for the refresh that demand asked for.
 		d.refreshing = d.refreshing && ev.gen <= d.demandGen
@@ -482,8 +488,10 @@ func (d *dispatcher) onEvent(ev any) {
 			d.replay(c)
 		}
 	case staleEvent:
+		d.gen = max(d.gen, ev.gen)
 		d.stale = ev.gen
 	case refreshFailedEvent:
+		d.gen = max(d.gen, ev.gen)
 		d.refreshing = false
 		d.stale = 0 // held back once; now the server decides
 		for c := range d.parked {
@@ -519,7 +527,7 @@ func (d *dispatcher) onOutcome(o *outcome) {
 	switch {
 	case o.authFailed && !c.req.NoAuth && s.canRefresh() && !d.paused &&
 		(c.attempts != c.replayAttempt || c.replays < maxReplays):
-		if d.e.tokenGen() > o.gen {
+		if d.gen > o.gen {
 			d.replay(c) // someone refreshed while this attempt ran
 			return
 		}

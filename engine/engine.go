@@ -376,5 +376,3 @@ func (e *Engine) deliver(f *Future, resp *requests.Response, err error) {
 		e.hooks.push("OnError", func() { fn(req, err) })
 	}
 }
-
-func (e *Engine) tokenGen() uint64 { return e.tokens.Load().gen }

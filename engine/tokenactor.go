@@ -123,7 +123,7 @@ func newTokenActor(e *Engine) *tokenActor {
 		refreshToken: e.s.Auth.RefreshToken,
 		client:       refreshClient(e.client),
 	}
-	e.tokens.Store(e.s.snapshot(e.s.Auth.AccessToken, 1))
+	e.tokens.Store(e.s.snapshot(e.s.Auth.AccessToken, firstGen))
 	a.expiry = e.s.Auth.Expiry
 	return a
 }
