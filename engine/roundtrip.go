@@ -68,6 +68,7 @@ import (
 //	refresh failure       ErrRefreshFailed or              the same errors, no response
 //	                      ErrSessionExpired
 //	per-request options   NoAuth, DedupKey, Timeout, ...   none: the config's defaults
+//	spans (TracerProvider) end at resolution                end when the headers are in
 //
 // The returned RoundTripper is safe for concurrent use. After Shutdown or
 // Close its requests fail with ErrClosed.

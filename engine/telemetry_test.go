@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -337,6 +338,34 @@ func TestTelemetryCountsSessionExpiriesAndBudgetRefusals(t *testing.T) {
 	assert.Equal(t, int64(1), sum(t, m["courier.client.session.expiries"]))
 	assert.Equal(t, int64(1), sum(t, m["courier.client.retry_budget.refusals"]))
 	assert.Equal(t, int64(1), sum(t, m["courier.client.retries"], engine.AttrRetryReason.String("503")))
+}
+
+func TestTelemetryUsesTheGlobalPropagatorUnlessConfigured(t *testing.T) {
+	prev := otel.GetTextMapPropagator()
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	t.Cleanup(func() { otel.SetTextMapPropagator(prev) })
+	var mu sync.Mutex
+	var seen []string
+	rs := newRecordingServer(t, func(_ int, r *http.Request) int {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Traceparent"))
+		mu.Unlock()
+		return 200
+	})
+	rig := newOtelRig(t)
+	e := newEngine(t, engine.Config{BaseURL: rs.URL, TracerProvider: rig.tp})
+	_, err := e.Get(context.Background(), "/x")
+	require.NoError(t, err)
+	_, attempts := rig.requestSpans()
+	require.Len(t, attempts, 1)
+	var attempt sdktrace.ReadOnlySpan
+	for _, a := range attempts {
+		attempt = a[0]
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, seen, 1)
+	assert.Equal(t, "00-"+attempt.SpanContext().TraceID().String()+"-"+attempt.SpanContext().SpanID().String()+"-01", seen[0])
 }
 
 func TestTelemetryIsOffByDefault(t *testing.T) {
