@@ -111,3 +111,40 @@ func TestMissingBinary(t *testing.T) {
 		})
 	}
 }
+
+func TestProxyCutsAndRestores(t *testing.T) {
+	s := redistest.Start(t, redistest.Options{})
+	p := s.Proxy(t)
+	addr := strings.TrimPrefix(p.URL(), "redis://")
+	send := func() (string, error) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return "", err
+		}
+		return bufio.NewReader(c).ReadString('\n')
+	}
+	line, err := send()
+	require.NoError(t, err)
+	assert.Equal(t, "+PONG\r\n", line)
+
+	// A connection open across the cut is closed by it.
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	p.Cut()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, err = bufio.NewReader(c).ReadString('\n')
+	assert.Error(t, err)
+	_, err = send()
+	assert.Error(t, err, "cut: no answer")
+
+	p.Restore()
+	line, err = send()
+	require.NoError(t, err)
+	assert.Equal(t, "+PONG\r\n", line)
+}
