@@ -93,6 +93,9 @@ type Config struct {
 
 	// MaxResponseBytes bounds the body read into memory. If zero,
 	// DefaultMaxResponseBytes; longer bodies fail with ErrResponseTooLarge.
+	// It counts the bytes as the transport hands them over, after it has
+	// unpacked a compressed answer, so a gzip bomb meets it too. Reading a
+	// body costs about its size, and a body past the limit about the limit.
 	MaxResponseBytes int64
 
 	// Middleware wraps the transport for every attempt, first element

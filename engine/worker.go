@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -272,47 +271,6 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 		hreq.Header.Set("Idempotency-Key", req.IdempotencyKey)
 	}
 	return hreq, nil
-}
-
-// readBody reads the response body, at most limit bytes, sizing its buffer
-// from Content-Length when the server sent one.
-// atEnd reports that the body was read to its announced end, so closing it
-// needs no drain.
-func readBody(resp *http.Response, limit int64) (b []byte, atEnd bool, err error) {
-	n := resp.ContentLength
-	if n == 0 {
-		// Empty, as net/http's transport reports it; but a RoundTripper of
-		// the caller's (a middleware, a test double) may leave 0 on a body
-		// it did not measure. One byte tells.
-		probe := make([]byte, 1)
-		if k, _ := io.ReadFull(resp.Body, probe); k == 0 {
-			return nil, true, nil
-		}
-		b, err = readBounded(io.MultiReader(bytes.NewReader(probe), resp.Body), limit)
-		return b, false, err
-	}
-	if n < 0 || n > limit || n > 1<<20 {
-		b, err = readBounded(resp.Body, limit)
-		return b, false, err
-	}
-	b = make([]byte, n)
-	if _, err := io.ReadFull(resp.Body, b); err != nil {
-		return nil, false, fmt.Errorf("reading body: %w", err)
-	}
-	return b, true, nil
-}
-
-// readBounded reads at most limit bytes of r, failing with
-// ErrResponseTooLarge when there are more.
-func readBounded(r io.Reader, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading body: %w", err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%w: more than %d bytes", errors.ErrResponseTooLarge, limit)
-	}
-	return b, nil
 }
 
 // closeBody drains a little of what is left so the connection can be
