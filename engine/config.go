@@ -149,8 +149,14 @@ func (f RoundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { r
 // time. The zero value is three attempts with the default policy, backoff
 // and budget.
 type Retry struct {
-	// MaxAttempts counts every attempt, the first included. If zero,
-	// DefaultMaxAttempts; 1 disables retries.
+	// MaxAttempts bounds the attempts made because attempts failed: the
+	// first and its retries. If zero, DefaultMaxAttempts; 1 disables
+	// retries. A replay after a token refresh (the request was rejected with
+	// a token since replaced, and is sent again with the new one) is not a
+	// retry and does not use it up: a request is replayed at most twice, so
+	// it may take up to MaxAttempts+2 attempts in all. Response.Attempts and
+	// the errors' Attempts count every attempt that reached the transport,
+	// replays included.
 	MaxAttempts int
 	// Policy decides whether a failed attempt is retried. If nil,
 	// DefaultRetryPolicy.

@@ -440,9 +440,22 @@ func (d *dispatcher) finish(c *call, resp *requests.Response, err error) {
 // failAll fails every call not yet resolved.
 func (d *dispatcher) failAll(err error) {
 	for d.live.next != &d.live {
-		d.finish(d.live.next, nil, err)
+		c := d.live.next
+		d.finish(c, nil, d.between(c, err))
 	}
 	d.queue.drain()
+}
+
+// between returns err, a failure the dispatcher decided between attempts
+// (a refresh that failed, the session's end, Close), for a call that has
+// already been sent: as a *errors.RequestError that says how many attempts
+// reached the server, the one running now included. A call never sent gets
+// err as it is.
+func (d *dispatcher) between(c *call, err error) error {
+	if c.attempts == 0 {
+		return err
+	}
+	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: c.attempts, Err: err}
 }
 
 func (d *dispatcher) expire(cause error) {
@@ -496,7 +509,7 @@ func (d *dispatcher) onEvent(ev any) {
 		d.stale = 0 // held back once; now the server decides
 		for c := range d.parked {
 			if c.gen <= ev.gen {
-				d.finish(c, nil, fmt.Errorf("%w: %w", errors.ErrRefreshFailed, ev.err))
+				d.finish(c, nil, d.between(c, fmt.Errorf("%w: %w", errors.ErrRefreshFailed, ev.err)))
 			}
 		}
 	case expiredEvent:

@@ -96,4 +96,27 @@
 //   - No error or log line holds a URL's query string or user info: those
 //     of the request, of a redirect's target and of the refresh endpoint are
 //     redacted, in the engine's errors and in the transport errors they wrap.
+//
+// Failures and their accounts:
+//
+//   - A failure that no retry can fix fails at its first attempt, with its
+//     cause: a TLS certificate that does not verify, a header the transport
+//     refuses (a caller's invalid header fails at Submit, naming it), a
+//     redirect loop, a refresh endpoint answering 404 or another status
+//     that will not change.
+//   - Attempts (in [requests.Response], [errors.HTTPError] and
+//     [errors.RequestError]) count every attempt that reached the transport,
+//     retries and replays after a token refresh included. A request that
+//     was sent and then failed with ErrRefreshFailed or ErrSessionExpired
+//     fails with a *errors.RequestError that says how many. Replays do not
+//     use up [Retry].MaxAttempts: a request may take up to MaxAttempts+2
+//     attempts.
+//   - A body read into memory costs about its size; one past
+//     MaxResponseBytes fails with ErrResponseTooLarge having cost about the
+//     limit. The limit counts the bytes after the transport has unpacked
+//     them, so a gzip bomb meets it.
+//
+// Caller mistakes get errors, never a panic or a stall: a nil context
+// fails the request (Await and Shutdown return an error too), and a
+// Backoff policy's wait is kept within [0, MaxDelay].
 package engine

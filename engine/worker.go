@@ -97,8 +97,11 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 
 	ctx := j.ctx
 	defer ctx.cancel(context.Canceled) // the attempt is over, whatever happened
+	// Attempts count those that reached the transport: until this one
+	// does, it is not one of them. A failure before is always final.
+	sent := j.attempt - 1
 	if err := ctx.Err(); err != nil {
-		o.err = e.requestError(c, j.attempt, err) // abandoned before it started
+		o.err = e.requestError(c, sent, err) // abandoned before it started
 		return o
 	}
 	var pace paceTicket
@@ -106,7 +109,7 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 		// The wait for the limiter is not part of the attempt's time.
 		var err error
 		if pace, err = e.pacer.wait(ctx, &c.url); err != nil {
-			o.err = e.requestError(c, j.attempt, err)
+			o.err = e.requestError(c, sent, err)
 			return o
 		}
 	}
@@ -115,7 +118,7 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 
 	hreq, err := e.newHTTPRequest(ctx, c)
 	if err != nil {
-		o.err = e.requestError(c, j.attempt, err)
+		o.err = e.requestError(c, sent, err)
 		return o
 	}
 	snap := e.tokens.Load()

@@ -75,7 +75,7 @@ type HTTPError struct {
 	Body     []byte      // the final attempt's body, bounded like any body
 	Method   string
 	URL      string // without user info; query values are not included
-	Attempts int    // how many attempts were made in all
+	Attempts int    // how many attempts reached the transport, replays included
 	// RetryAfter is the wait the server asked for (Retry-After), capped; zero
 	// when it asked for none. When it is set and the error says the wait did
 	// not fit, the request failed at once instead of waiting past its deadline.
@@ -101,11 +101,15 @@ func (e *HTTPError) Error() string {
 	return b.String()
 }
 
-// RequestError is a request that got no HTTP answer: the connection failed,
-// the attempt timed out, or the body could not be read or written.
+// RequestError is a request that got no usable HTTP answer: the connection
+// failed, the attempt timed out, the body could not be read or written, or,
+// after it was sent, its token could not be refreshed or the session ended
+// (Err then matches ErrRefreshFailed or ErrSessionExpired).
 type RequestError struct {
-	Method   string
-	URL      string // without user info or query
+	Method string
+	URL    string // without user info or query
+	// Attempts is how many attempts reached the transport, replays after a
+	// token refresh included; 0 when none did.
 	Attempts int
 	Err      error
 }

@@ -12,9 +12,12 @@ import (
 // Body slice: treat it as read-only. A Response is not changed by the
 // engine once returned, so any number of goroutines may read it.
 type Response struct {
-	Status   int
-	Header   http.Header
-	Body     []byte // nil when the request streamed to an Output writer
+	Status int
+	Header http.Header
+	Body   []byte // nil when the request streamed to an Output writer
+	// Attempts is how many attempts reached the transport: the first,
+	// retries, and replays after a token refresh (which do not count
+	// against the engine's retry limit, so Attempts may exceed it).
 	Attempts int
 	// Duration runs from the request's admission to its resolution, queueing,
 	// backoff and refresh waits included.
