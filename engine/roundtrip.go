@@ -258,49 +258,53 @@ func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request,
 	actx := hreq.Context()
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithoutCancel(actx), noFollow{}, true))
 	unlink := context.AfterFunc(actx, func() { cancel(context.Cause(actx)) })
-	hresp, err := e.transport.RoundTrip(hreq.WithContext(ctx))
-	if err == nil && !unlink() {
-		// The attempt timed out or was abandoned as the headers came in.
-		cancel(nil)
-		hresp.Body.Close()
-		hresp, err = nil, context.Cause(actx)
-	}
-	if err != nil {
+	fail := func(err error) {
 		unlink()
 		cancel(nil)
+		o.resp, o.live, o.authFailed = nil, nil, false
 		o.err = e.requestError(c, j.attempt, err)
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
 		e.logAttempt(c, j.attempt, 0, start, gen, err)
 		e.finalIfOneShot(c, o)
+	}
+	hresp, err := e.transport.RoundTrip(hreq.WithContext(ctx))
+	if err != nil {
+		fail(err)
 		return
 	}
 	e.pacer.observe(pace, hresp.StatusCode, hresp.Header)
-	e.logAttempt(c, j.attempt, hresp.StatusCode, start, gen, nil)
-	live := &liveResponse{resp: hresp, cancel: func() { cancel(nil) }}
 	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
 	o.resp = resp
-	if resp.OK() || hresp.StatusCode/100 == 3 {
-		o.live = live
+	if !resp.OK() && hresp.StatusCode/100 != 3 {
+		after, hasAfter := ParseRetryAfter(hresp.Header.Get("Retry-After"), s.Clock.Now())
+		if hasAfter {
+			after = min(after, s.Retry.MaxRetryAfter)
+		}
+		o.retryAfter, o.hasAfter = after, hasAfter
+		// Redirects are not followed here: the answer is from hreq's URL.
+		o.authFailed = carried && e.authFailed(resp.Status, resp.Header)
+		if !o.authFailed {
+			o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
+		}
+		if o.retry || (o.authFailed && s.canRefresh()) {
+			// The answer may be dropped for another attempt: read a little
+			// of it, still within the attempt's time, so that its
+			// connection can be reused then, and so that the error of a
+			// one-shot request can show it.
+			resp.Body = retain(hresp)
+		}
+		o.err = statusError(c, j.attempt, resp, after)
+	}
+	if !unlink() {
+		// The attempt timed out or was abandoned before the answer was in.
+		cancel(nil)
+		hresp.Body.Close()
+		fail(context.Cause(actx))
 		return
 	}
-	after, hasAfter := ParseRetryAfter(hresp.Header.Get("Retry-After"), s.Clock.Now())
-	if hasAfter {
-		after = min(after, s.Retry.MaxRetryAfter)
-	}
-	o.retryAfter, o.hasAfter = after, hasAfter
-	// Redirects are not followed here: the answer is from hreq's URL.
-	o.authFailed = carried && e.authFailed(resp.Status, resp.Header)
-	if !o.authFailed {
-		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
-	}
-	if o.retry || (o.authFailed && s.canRefresh()) {
-		// The answer may be dropped for another attempt: read a little of
-		// it, so that its connection can be reused then, and so that the
-		// error of a one-shot request can show it.
-		resp.Body = retain(hresp)
-	}
-	o.err = statusError(c, j.attempt, resp, after)
-	o.live = live
+	// From here on only the reader, or a release, ends the body's context.
+	e.logAttempt(c, j.attempt, resp.Status, start, gen, nil)
+	o.live = &liveResponse{resp: hresp, cancel: func() { cancel(nil) }}
 	e.finalIfOneShot(c, o)
 }
 

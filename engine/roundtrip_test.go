@@ -407,3 +407,26 @@ func TestRoundTripperFailsAfterClose(t *testing.T) {
 	_, _, err = get(t, e.HTTPClient(), srv.URL+"/x")
 	assert.ErrorIs(t, err, errors.ErrClosed)
 }
+
+// A retryable answer's body is read a little before the retry decision;
+// that read must stay within the attempt's time, or a server that stalls
+// after the headers would hold a worker for ever.
+func TestRoundTripperStalledErrorBodyTimesOutTheAttempt(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("partial"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the rest never comes
+	}))
+	t.Cleanup(srv.Close)
+	e := newEngine(t, engine.Config{BaseURL: srv.URL, Timeout: 50 * time.Millisecond,
+		Retry: engine.Retry{MaxAttempts: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}})
+	_, _, err := get(t, e.HTTPClient(), srv.URL+"/stall")
+	require.Error(t, err)
+	var re *errors.RequestError
+	require.ErrorAs(t, err, &re)
+	assert.True(t, re.Timeout(), "the attempt timed out: %v", err)
+	assert.Equal(t, int64(2), calls.Load(), "and was retried")
+}
