@@ -110,4 +110,7 @@ type outcome struct {
 	authFailed bool          // the answer rejected the token
 	retryAfter time.Duration // what Retry-After asked for, capped
 	hasAfter   bool
+	// held is set, and nothing else, when the attempt did not start: its
+	// host or route is held this long (pacing.go).
+	held time.Duration
 }

@@ -535,8 +535,21 @@ func (d *dispatcher) onOutcome(o *outcome) {
 	if c.state != stateRunning {
 		return // resolved while the attempt ran
 	}
-	c.gen = o.gen
 	s := d.e.s
+	if o.held > 0 {
+		// Not sent: the call waits out its host's hold off the workers,
+		// and the attempt it did not make is not counted.
+		c.attempts--
+		if c.attempts == 0 {
+			// The first attempt's context serves the first attempt
+			// that is sent; this one made no request with it.
+			c.ctx1 = attemptCtx{}
+		}
+		c.state = stateBackoff
+		c.timer = s.Clock.AfterFunc(o.held, func() { d.post(retryReadyMsg{c}) })
+		return
+	}
+	c.gen = o.gen
 	switch {
 	case o.authFailed && !c.req.NoAuth && s.canRefresh() && !d.paused &&
 		(c.attempts != c.replayAttempt || c.replays < maxReplays):

@@ -26,12 +26,15 @@
 // # Pacing
 //
 // Before every attempt (first attempts, retries and replays alike) the
-// worker waits for its turn (pacing.go), with the request's context: while
-// the request's host, or its route when a [Route] override covers its
-// path, is held; while the quota the server last announced for it is
-// spent; for the key's token bucket (a per-host limit, a host's override
-// or a route's); then for the global bucket. The wait is not part of the
-// attempt's timeout. After the answer the worker reports it back: a
+// worker takes its turn (pacing.go). When the request's host, or its route
+// when a [Route] override covers its path, is held, or the quota the
+// server last announced for it is spent until a reset, the attempt is not
+// made: the call goes back to the dispatcher, which re-queues it when the
+// hold ends (a backoff timer, not counted as an attempt), so a held host
+// never keeps a worker from other hosts. Otherwise the worker waits, with
+// the request's context, for the key's token bucket (a per-host limit, a
+// host's override or a route's), then for the global bucket. The wait is
+// not part of the attempt's timeout. After the answer the worker reports it back: a
 // Retry-After on a 429 or 503, or a RateLimit / X-RateLimit-* quota at
 // zero, holds the key until then for every request; a quota still above
 // zero caps the attempts that may start until its reset; a 429 backs the

@@ -43,16 +43,17 @@ func (k LimitKey) String() string {
 // holds the host for all.
 //
 // Before every attempt the engine does, for the key of the request's host
-// or route and then, when a global limit is set, for the global key:
+// or route:
 //
-//  1. HeldUntil(key): while it returns an instant after the engine clock's
-//     now, the attempt waits until then (or fails when its context ends
-//     first). Holds are on host and route keys, never on the global key.
+//  1. HeldUntil(key): when it returns an instant after the engine clock's
+//     now, the attempt is not made yet; the request waits off the workers
+//     and comes back to step 1 at that instant. Holds are on host and
+//     route keys, never on the global key.
 //  2. Wait(ctx, key, limit), when the key has a rate at all (a host with
-//     no configured, learned or quota-derived limit has none and skips
-//     this step).
+//     no configured or learned limit has none and skips this step).
 //  3. HeldUntil(key) again: a hold published during the wait delays the
-//     attempt too.
+//     attempt too (the worker waits it out, its turn taken).
+//  4. Wait(ctx, LimitKey{}, global), when a global limit is set.
 //
 // After an answer that asks for a hold (Retry-After on a 429 or 503, or a
 // quota at zero), the engine calls Hold(key, until).

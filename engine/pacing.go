@@ -265,53 +265,47 @@ func (kp *keyPace) claim(now time.Time, tk *paceTicket) (time.Duration, bool) {
 	return 0, true
 }
 
-// wait makes an attempt to u wait for its turn, with ctx: holds on its host
-// or route, the quota the server announced, the key's bucket and the
-// global one. It returns the ticket for [pacer.observe].
-func (p *pacer) wait(ctx context.Context, u *url.URL) (paceTicket, error) {
+// wait makes an attempt to u wait for its turn, with ctx: the key's bucket
+// and the global one. When the key is held, or its announced quota is spent
+// until a reset, it does not wait: it returns how long the hold lasts
+// (held > 0), and the attempt goes back to the dispatcher to wait off the
+// workers, so that a held host never keeps a worker from other hosts. On
+// success it returns the ticket for [pacer.observe].
+func (p *pacer) wait(ctx context.Context, u *url.URL) (tk paceTicket, held time.Duration, err error) {
 	key, configured := p.keyOf(u)
-	tk := paceTicket{key: key}
-	var (
-		lim   Rate
-		paced bool
-	)
-	for {
-		if !p.adapt.Disabled {
-			if err := p.waitHeld(ctx, key); err != nil {
-				return tk, err
-			}
+	tk = paceTicket{key: key}
+	now := p.clock.Now()
+	if !p.adapt.Disabled {
+		if d := p.lim.HeldUntil(key).Sub(now); d > 0 {
+			return tk, d, nil
 		}
-		p.mu.Lock()
-		now := p.clock.Now()
-		kp := p.state(key, configured, now)
-		if d, ok := kp.claim(now, &tk); !ok {
-			p.mu.Unlock()
-			if err := sleep(ctx, p.clock, d); err != nil {
-				return tk, err
-			}
-			continue
-		}
-		lim, paced = kp.limit()
-		p.mu.Unlock()
-		break
+	}
+	p.mu.Lock()
+	kp := p.state(key, configured, now)
+	d, ok := kp.claim(now, &tk)
+	lim, paced := kp.limit()
+	p.mu.Unlock()
+	if !ok {
+		return tk, d, nil
 	}
 	if paced {
 		if err := p.lim.Wait(ctx, key, lim); err != nil {
-			return tk, err
+			return tk, 0, err
 		}
 		if !p.adapt.Disabled {
-			// A hold placed while this attempt waited for its turn.
+			// A hold placed while this attempt waited for its turn: the
+			// turn is taken, so wait here.
 			if err := p.waitHeld(ctx, key); err != nil {
-				return tk, err
+				return tk, 0, err
 			}
 		}
 	}
 	if p.global.PerSecond > 0 {
 		if err := p.lim.Wait(ctx, LimitKey{}, p.global); err != nil {
-			return tk, err
+			return tk, 0, err
 		}
 	}
-	return tk, nil
+	return tk, 0, nil
 }
 
 // waitHeld waits until no hold is in force on key.

@@ -607,3 +607,36 @@ func TestWindowedServer500RequestsAtConcurrency32(t *testing.T) {
 		})
 	}
 }
+
+func TestAHeldHostKeepsNoWorkerFromOtherHosts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		var once sync.Once
+		e := pacedEngine(t, hosts{
+			"a.test": func(w http.ResponseWriter, r *http.Request) {
+				arr.note(r)
+				once.Do(func() {
+					w.Header().Set("Retry-After", "10")
+					w.WriteHeader(429)
+				})
+			},
+			"b.test": func(w http.ResponseWriter, r *http.Request) { arr.note(r) },
+		}, engine.Config{Workers: 1})
+		ctx := context.Background()
+		first := e.Submit(ctx, requests.New("GET", "/x"))
+		synctest.Wait() // a.test is held for 10s
+		var futures []*engine.Future
+		for i := range 3 {
+			futures = append(futures, e.Submit(ctx, requests.New("GET", "/x", requests.WithQuery("i", strconv.Itoa(i)))))
+		}
+		futures = append(futures, e.Submit(ctx, requests.New("GET", "http://b.test/y")))
+		requireAllOK(t, ctx, append(futures, first))
+		assert.Equal(t, seconds(0), arr.of("b.test/y"), "the one worker was not kept waiting on a.test")
+		assert.Equal(t, seconds(0, 10, 10, 10, 10), arr.of("a.test/x"))
+		for _, f := range futures[:3] {
+			resp, err := f.Await(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, 1, resp.Attempts, "waiting out a hold is not an attempt")
+		}
+	})
+}

@@ -108,8 +108,10 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	if e.pacer.active {
 		// The wait for the limiter is not part of the attempt's time.
 		var err error
-		if pace, err = e.pacer.wait(ctx, &c.url); err != nil {
-			o.err = e.requestError(c, sent, err)
+		if pace, o.held, err = e.pacer.wait(ctx, &c.url); err != nil || o.held > 0 {
+			if err != nil {
+				o.err = e.requestError(c, sent, err)
+			}
 			return o
 		}
 	}
