@@ -9,6 +9,7 @@ import (
 	"iter"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -237,6 +238,14 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 			return cfg, fmt.Errorf("--header %q: want 'Key: Value'", h)
 		}
 		cfg.Headers.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	if len(cfg.Headers) > 0 {
+		// -H is how fetch sends a key that is not a Bearer token: every one
+		// is kept off other origins when a redirect leaves the base URL's.
+		cfg.SensitiveHeaders = slices.Clone(engine.DefaultSensitiveHeaders)
+		for k := range cfg.Headers {
+			cfg.SensitiveHeaders = append(cfg.SensitiveHeaders, k)
+		}
 	}
 	if o.logLevel != "off" {
 		lvl, err := zerolog.ParseLevel(o.logLevel)

@@ -264,3 +264,25 @@ func TestFetchUploadsOnlyFromUploadRootAndNeverTheTokenFile(t *testing.T) {
 		assert.Contains(t, r.stderr, "--upload-root")
 	})
 }
+
+// TestFetchHeaderFlagsStayOnTheBaseOrigin pins a bug: a key given with -H
+// (the only way fetch sends a non-Bearer key) followed a redirect to
+// another origin.
+func TestFetchHeaderFlagsStayOnTheBaseOrigin(t *testing.T) {
+	otherSeen := make(chan http.Header, 1)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		otherSeen <- r.Header.Clone()
+		w.Write([]byte(`{}`))
+	}))
+	defer other.Close()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/landing", http.StatusFound)
+	}))
+	defer api.Close()
+	r := courier(t, "/x\n", nil, "fetch", "--base-url", api.URL, "-H", "X-Api-Key: k-secret", "-H", "X-Tenant-Secret: t-secret", "-H", "Accept: application/json")
+	require.Equal(t, 0, r.code, r.stderr)
+	h := <-otherSeen
+	assert.Empty(t, h.Get("X-Api-Key"))
+	assert.Empty(t, h.Get("X-Tenant-Secret"))
+	assert.Empty(t, h.Get("Accept"), "every -H header is treated as a credential")
+}
