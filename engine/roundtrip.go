@@ -264,7 +264,7 @@ func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request,
 		o.resp, o.live, o.authFailed = nil, nil, false
 		o.err = e.requestError(c, j.attempt, err)
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
-		e.logAttempt(c, j.attempt, 0, start, gen, err)
+		e.logAttempt(c, j.attempt, 0, start, gen, o.err)
 		e.finalIfOneShot(c, o)
 	}
 	hresp, err := e.transport.RoundTrip(hreq.WithContext(ctx))

@@ -344,6 +344,28 @@ func TestQueryStringsAndUserInfoNeverReachLogsOrErrors(t *testing.T) {
 	}
 }
 
+// The same through HTTPClient: its attempts log no query either (the
+// error the outer client returns quotes the caller's own URL, as net/http
+// always does).
+func TestQueryStringsNeverReachLogsThroughHTTPClient(t *testing.T) {
+	const secret = "s3cr3t-query-value"
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	defer api.Close()
+	log, buf := captureLog()
+	e := newEngine(t, engine.Config{BaseURL: api.URL, Logger: log, Retry: engine.Retry{MaxAttempts: 2, BaseDelay: time.Millisecond}})
+	req, err := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", api.URL+"/reset?api_key="+secret, nil)
+	require.NoError(t, err)
+	_, err = e.HTTPClient().Do(req)
+	require.Error(t, err)
+	require.NoError(t, e.Close())
+	assert.NotEmpty(t, buf.String())
+	assert.NotContains(t, buf.String(), secret)
+}
+
 // A refresh answer whose token holds CR, LF, NUL or other characters that
 // are not a Bearer token's used to be accepted, and every later request
 // failed. Such an answer is as unusable as one that does not parse: the
