@@ -156,7 +156,7 @@ func (b *Batch) Work(ctx context.Context, opts WorkerOptions, handle Handler) (W
 	if err := b.createGroup(ctx); err != nil {
 		return WorkStats{}, err
 	}
-	if err := w.renew(ctx); err != nil {
+	if err := retry(ctx, func() error { return w.renew(ctx) }); err != nil {
 		return WorkStats{}, fmt.Errorf("fleet: batch %s: joining: %w", b.name, err)
 	}
 
@@ -477,7 +477,8 @@ func (w *worker) renew(ctx context.Context) error {
 		args = append(args, id)
 	}
 	w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, w.opts.Lease/3)
+	// A renewal that comes later than the lease is of no use.
+	ctx, cancel := context.WithTimeout(ctx, w.opts.Lease)
 	defer cancel()
 	return leaseScript.Run(ctx, w.b.rdb, []string{w.b.keys.lines, w.b.keys.workers}, args...).Err()
 }
