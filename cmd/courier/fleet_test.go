@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/courier-go/courier/internal/demo"
 	"github.com/courier-go/courier/internal/redistest"
 )
 
@@ -181,4 +182,37 @@ func TestFleetRateLimitHoldsAcrossEightProcesses(t *testing.T) {
 		assert.LessOrEqual(t, n, counter.limit, "window %d", i)
 	}
 	_ = context.Background
+}
+
+func TestFetchFleetFlagsAreChecked(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--fleet", "crawl"}, "--fleet needs --redis"},
+		{[]string{"--redis", "redis://localhost:1", "--fleet", "a b"}, "--fleet: fleet name has ' '"},
+		{[]string{"--redis", "http://:hunter2@localhost"}, `--redis: redis URL "http://:xxxxx@localhost": scheme "http"`},
+		{[]string{"--redis", "redis://:hunter2@localhost/x"}, "invalid database number"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := courier(t, "/items/1\n", nil, append([]string{"fetch", "--base-url", "http://127.0.0.1:1"}, tc.args...)...)
+			assert.Equal(t, exitUsage, r.code)
+			assert.Contains(t, r.stderr, tc.want)
+			assert.NotContains(t, r.stderr, "hunter2")
+		})
+	}
+}
+
+func TestFetchWithRedisAwayGoesOnWithALocalShare(t *testing.T) {
+	// A Redis that does not answer is reported, and the batch still runs:
+	// rate limiting falls back to a local share.
+	rdb := redistest.Start(t, redistest.Options{})
+	url := rdb.URL()
+	rdb.Stop()
+	api := startDemo(t, demo.Config{})
+	r := courier(t, "/items/1\n/items/2\n", tokenEnv(api.Login()), "fetch", "--base-url", api.URL,
+		"--redis", url, "--rate", "100", "--summary=false")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "does not answer")
+	assert.Len(t, parseOutput(t, r.stdout), 2)
 }
