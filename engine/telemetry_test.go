@@ -390,3 +390,26 @@ func TestTelemetryIsOffByDefault(t *testing.T) {
 	assert.NotContains(t, headers, "traceparent")
 	assert.Empty(t, rig.spans.Ended())
 }
+
+func TestTelemetryGaugesShowTheQueueAndTheAttemptsInFlight(t *testing.T) {
+	rig := newOtelRig(t)
+	g := newGatedServer(t)
+	e := newEngine(t, rig.apply(engine.Config{BaseURL: g.URL, Workers: 2}))
+	ctx := ctxTimeout(t, 10*time.Second)
+	var futures []*engine.Future
+	for i := range 5 {
+		futures = append(futures, e.Submit(ctx, requests.New("GET", "/items/"+itoa(i))))
+	}
+	waitFor(t, "two running, three queued", func() bool { return g.calls.Load() == 2 && e.Stats().Queued == 3 })
+	m := rig.metrics(t)
+	gauge := func(name string) int64 {
+		gd, ok := m[name].(metricdata.Gauge[int64])
+		require.True(t, ok, name)
+		require.Len(t, gd.DataPoints, 1)
+		return gd.DataPoints[0].Value
+	}
+	assert.Equal(t, int64(2), gauge("courier.client.in_flight"))
+	assert.Equal(t, int64(3), gauge("courier.client.queue.depth"))
+	close(g.release)
+	requireAllOK(t, ctx, futures)
+}
