@@ -52,8 +52,12 @@ type keyPace struct {
 	cleanRun      int64 // 2xx answers at the ceiling since the last 429
 
 	// What a learned ceiling is learned from: 2xx answers since seen.
-	seen time.Time
-	oks  int64
+	// learnAt is set by a 429 to an unpaced key: the ceiling is learned
+	// at the first attempt after it (the end of the hold), so that the
+	// 2xx answers still in flight at the 429 count too.
+	seen    time.Time
+	oks     int64
+	learnAt time.Time
 
 	// The last quota an answer announced: quotaLeft attempts may start
 	// before quotaUntil (the reset). started numbers attempts, so an
@@ -282,6 +286,7 @@ func (p *pacer) wait(ctx context.Context, u *url.URL) (tk paceTicket, held time.
 	}
 	p.mu.Lock()
 	kp := p.state(key, configured, now)
+	p.learn(kp, now)
 	d, ok := kp.claim(now, &tk)
 	lim, paced := kp.limit()
 	p.mu.Unlock()
@@ -386,8 +391,12 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 			p.stats.holds.Add(1)
 		}
 		kp.holdUntil = hold
-		// Learning starts afresh when the hold ends.
-		kp.seen, kp.oks = hold, 0
+		if kp.learnAt.IsZero() {
+			// Learning starts afresh when the hold ends.
+			kp.seen, kp.oks = hold, 0
+		} else {
+			kp.learnAt = hold // learn when the longer hold ends
+		}
 	}
 	p.mu.Unlock()
 	if newHold {
@@ -406,26 +415,37 @@ func (p *pacer) backOff(kp *keyPace, now, hold time.Time, hasQuota bool) {
 		kp.rate = max(kp.rate*p.adapt.Decrease, min(p.adapt.MinPerSecond, kp.ceiling))
 		return
 	}
-	if hasQuota || (kp.oks == 0 && kp.policyRate <= 0) {
-		// The server counts for us (the quota paces the key, and the
-		// hold ends its excess), or nothing was observed to learn from.
+	if hasQuota {
+		// The server counts for us: the quota paces the key, and the hold
+		// ends its excess.
 		return
 	}
-	// Learn: the server's declared quota, else the 2xx rate observed up to
-	// the end of the hold (the hold has already waited out the excess).
-	ceiling := kp.policyRate
-	if ceiling <= 0 {
-		end := now
-		if hold.After(end) {
-			end = hold
-		}
-		if span := end.Sub(kp.seen).Seconds(); span > 0 {
-			ceiling = float64(kp.oks) / span
-		}
+	if kp.policyRate > 0 {
+		// The server's declared quota is the ceiling.
+		kp.ceiling = max(kp.policyRate, p.adapt.MinPerSecond)
+		kp.rate, kp.learned = kp.ceiling, true
+		return
 	}
-	kp.ceiling = max(ceiling, p.adapt.MinPerSecond)
-	kp.rate = kp.ceiling
-	kp.learned = true
+	// Learn the 2xx rate observed up to the end of the hold (the hold has
+	// already waited out the excess), once the hold is over (learn).
+	kp.learnAt = now
+	if hold.After(now) {
+		kp.learnAt = hold
+	}
+}
+
+// learn sets the ceiling a 429 asked for (backOff) once its hold is over:
+// the 2xx answers since seen over the time up to the hold's end. With p.mu
+// held.
+func (p *pacer) learn(kp *keyPace, now time.Time) {
+	if kp.learnAt.IsZero() || now.Before(kp.learnAt) {
+		return
+	}
+	if span := kp.learnAt.Sub(kp.seen).Seconds(); kp.oks > 0 && span > 0 && kp.rate <= 0 {
+		kp.ceiling = max(float64(kp.oks)/span, p.adapt.MinPerSecond)
+		kp.rate, kp.learned = kp.ceiling, true
+	}
+	kp.seen, kp.oks, kp.learnAt = kp.learnAt, 0, time.Time{}
 }
 
 // recover restores kp's rate additively after a 2xx. A learned ceiling
