@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -209,11 +210,16 @@ func fleetRounds(courier string, rds *redisServer, api *exec.Cmd, tokenFile, dir
 		}
 	}
 	s, f, c := median(single), median(fleet), median(collect)
+	ratios := make([]float64, len(single))
+	for i := range single {
+		ratios[i] = single[i] / fleet[i]
+	}
+	slices.Sort(ratios)
 	fmt.Printf("%d lines of `GET /items/N` against `courier serve-demo`, 16 in flight in all (one process with --concurrency 16, or four workers with --concurrency 4 each, the first adding the input to the batch); median of %d rounds, taking turns. The fleet's time runs from the first worker's start to the last one's exit; collect reads the results back in order afterwards. Every process shares the machine's two cores with the demo API and Redis.\n\n", lines, *rounds)
-	fmt.Println("| run | seconds | lines/s | ratio |")
+	fmt.Println("| run | seconds | lines/s | ratio: min / median / max of the rounds |")
 	fmt.Println("| --- | ---: | ---: | ---: |")
 	fmt.Printf("| courier fetch, one process | %.2f | %.0f | 1.000 |\n", s, float64(lines)/s)
-	fmt.Printf("| courier fetch --batch, four workers | %.2f | %.0f | %.3f |\n", f, float64(lines)/f, s/f)
+	fmt.Printf("| courier fetch --batch, four workers | %.2f | %.0f | %.3f / %.3f / %.3f |\n", f, float64(lines)/f, ratios[0], median(ratios), ratios[len(ratios)-1])
 	fmt.Printf("| courier collect | %.2f | %.0f | |\n\n", c, float64(lines)/c)
 	fmt.Printf("Redis per line (adding, working, collecting, removing): %.2f commands (a script counts with every command it runs), %.1f µs of redis-server CPU.\n\n", median(cmdsPerLine), median(cpuPerLine))
 }
