@@ -23,10 +23,10 @@ const (
 //
 // Each field has one regime. The first group is written before any worker
 // sees the call (by Submit in prepare, then by the dispatcher when it
-// admits it) and is read-only from then on: workers read it freely. Everything else is owned by the
-// dispatcher goroutine and never touched by another. A worker learns what
-// to do from its [job] and tells what happened with an [outcome]; it never
-// writes into a call.
+// admits it) and is read-only from then on: workers read it freely.
+// Everything else is owned by the dispatcher goroutine and never touched
+// by another. A worker learns what to do from its [job] and tells what
+// happened with an [outcome]; it never writes into a call.
 type call struct {
 	// Read-only once admitted.
 	req        *requests.Request
