@@ -12,6 +12,9 @@
 //
 //	POST /auth/login      {"username","password"} -> tokens
 //	POST /auth/refresh    {"refresh_token"} or the OAuth 2.0 form -> tokens
+//	POST /oauth/token     OAuth 2.0 token endpoint for a confidential client
+//	                      (Basic or form client auth): grant_type
+//	                      refresh_token or client_credentials
 //	GET  /items/{id}      one item
 //	GET  /items?page=N    a page of items
 //	POST /items           create (an Idempotency-Key makes it apply once)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,17 @@ type Config struct {
 	FlakyPercent int
 	// Now is the server's clock; if nil, time.Now.
 	Now func() time.Time
+	// ClientID and ClientSecret are the OAuth 2.0 client /oauth/token
+	// accepts, as HTTP Basic auth or form fields; if empty, "demo-client"
+	// and "demo-secret".
+	ClientID, ClientSecret string
+	// HoldRefresh, if set, is called after a refresh has rotated its token
+	// and before the answer is written: the old refresh token is already
+	// spent. It may block to hold the answer back.
+	HoldRefresh func()
+	// RefreshAnswered, if set, is called after a refresh's answer has been
+	// written and flushed.
+	RefreshAnswered func()
 }
 
 // Stats counts what the server saw. Read it with [Server.Stats].
@@ -46,6 +58,7 @@ type Stats struct {
 	Resets       int64 `json:"resets"`
 	Creates      int64 `json:"creates"`
 	Uploads      int64 `json:"uploads"`
+	ClientGrants int64 `json:"client_grants"` // client-credentials tokens issued
 }
 
 // Server is the demo API; it is an [http.Handler]. Server is safe for
@@ -62,7 +75,7 @@ type Server struct {
 	created  map[string][]byte // Idempotency-Key -> answer
 	nextSess int
 
-	requests, logins, refreshes, reuse, unauthorized, flaky, resets, creates, uploads atomic.Int64
+	requests, logins, refreshes, reuse, unauthorized, flaky, resets, creates, uploads, clientGrants atomic.Int64
 }
 
 type session struct{ revoked bool }
@@ -89,6 +102,12 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = "demo-client"
+	}
+	if cfg.ClientSecret == "" {
+		cfg.ClientSecret = "demo-secret"
+	}
 	s := &Server{
 		cfg: cfg, mux: http.NewServeMux(),
 		access: map[string]*accessToken{}, refresh: map[string]*refreshToken{},
@@ -96,6 +115,7 @@ func New(cfg Config) *Server {
 	}
 	s.mux.HandleFunc("POST /auth/login", s.login)
 	s.mux.HandleFunc("POST /auth/refresh", s.refreshTokens)
+	s.mux.HandleFunc("POST /oauth/token", s.token)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]bool{"ok": true}) })
 	s.mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, s.Stats()) })
 	s.mux.Handle("GET /items/{id}", s.authed(s.item))
@@ -121,15 +141,17 @@ func (s *Server) Stats() Stats {
 		Requests: s.requests.Load(), Logins: s.logins.Load(), Refreshes: s.refreshes.Load(),
 		RefreshReuse: s.reuse.Load(), Unauthorized: s.unauthorized.Load(), Flaky: s.flaky.Load(),
 		Resets: s.resets.Load(), Creates: s.creates.Load(), Uploads: s.uploads.Load(),
+		ClientGrants: s.clientGrants.Load(),
 	}
 }
 
 // Tokens is what /auth/login and /auth/refresh answer.
 type Tokens struct {
 	AccessToken  string `json:"access_token"`
-	RefreshToken string `json:"refresh_token"`
+	RefreshToken string `json:"refresh_token,omitempty"`
 	TokenType    string `json:"token_type"`
 	ExpiresIn    int    `json:"expires_in,omitempty"`
+	Scope        string `json:"scope,omitempty"`
 }
 
 // Login starts a session without HTTP, for tests and examples.
@@ -144,17 +166,24 @@ func (s *Server) Login() Tokens {
 
 // issue makes a token pair for session; s.mu must be held.
 func (s *Server) issue(sess int) Tokens {
+	t := s.issueAccess(sess)
+	t.RefreshToken = "rt_" + randomHex()
+	s.refresh[t.RefreshToken] = &refreshToken{session: sess}
+	return t
+}
+
+// issueAccess makes an access token alone for session; s.mu must be held.
+func (s *Server) issueAccess(sess int) Tokens {
 	at := &accessToken{session: sess, usesLeft: -1}
 	if s.cfg.AccessUses > 0 {
 		at.usesLeft = s.cfg.AccessUses
 	}
-	t := Tokens{AccessToken: "at_" + randomHex(), RefreshToken: "rt_" + randomHex(), TokenType: "Bearer"}
+	t := Tokens{AccessToken: "at_" + randomHex(), TokenType: "Bearer"}
 	if s.cfg.AccessTTL > 0 {
 		at.expires = s.cfg.Now().Add(s.cfg.AccessTTL)
 		t.ExpiresIn = int(s.cfg.AccessTTL / time.Second)
 	}
 	s.access[t.AccessToken] = at
-	s.refresh[t.RefreshToken] = &refreshToken{session: sess}
 	return t
 }
 
@@ -207,27 +236,99 @@ func (s *Server) refreshTokens(w http.ResponseWriter, r *http.Request) {
 		}
 		rt = r.FormValue("refresh_token")
 	}
+	s.answerRefresh(w, rt)
+}
+
+// answerRefresh rotates refresh token rt and answers with the new tokens.
+func (s *Server) answerRefresh(w http.ResponseWriter, rt string) {
+	t, refusal := s.rotate(rt)
+	if refusal != nil {
+		writeJSON(w, 400, refusal)
+		return
+	}
+	if s.cfg.HoldRefresh != nil {
+		s.cfg.HoldRefresh()
+	}
+	writeJSON(w, 200, t)
+	if s.cfg.RefreshAnswered != nil {
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		s.cfg.RefreshAnswered()
+	}
+}
+
+// rotate spends refresh token rt for a new pair, or says why not.
+func (s *Server) rotate(rt string) (Tokens, *apiError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, ok := s.refresh[rt]
 	switch {
 	case !ok:
-		writeJSON(w, 400, apiError{"invalid_grant", "unknown refresh token"})
-		return
+		return Tokens{}, &apiError{"invalid_grant", "unknown refresh token"}
 	case old.used:
 		// Reuse of a rotated refresh token: someone else may hold it. End
 		// the session, as RFC 6819 section 5.2.2.3 advises.
 		s.reuse.Add(1)
 		s.sessions[old.session].revoked = true
-		writeJSON(w, 400, apiError{"invalid_grant", "refresh token reused; session revoked"})
-		return
+		return Tokens{}, &apiError{"invalid_grant", "refresh token reused; session revoked"}
 	case s.sessions[old.session].revoked:
-		writeJSON(w, 400, apiError{"invalid_grant", "session revoked"})
-		return
+		return Tokens{}, &apiError{"invalid_grant", "session revoked"}
 	}
 	old.used = true
 	s.refreshes.Add(1)
-	writeJSON(w, 200, s.issue(old.session))
+	return s.issue(old.session), nil
+}
+
+// token is an OAuth 2.0 token endpoint (RFC 6749 section 3.2) for a
+// confidential client: the refresh_token grant and the client_credentials
+// grant (section 4.4, an access token and no refresh token). The client
+// authenticates with HTTP Basic or with client_id and client_secret form
+// fields, not both.
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		writeJSON(w, 400, apiError{"invalid_request", "the body must be form-encoded"})
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, 400, apiError{"invalid_request", "the form cannot be parsed"})
+		return
+	}
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		// RFC 6749 section 2.3.1: each part is form-encoded before Basic.
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(id)
+		secret, err2 = url.QueryUnescape(secret)
+		if err1 != nil || err2 != nil || r.PostForm.Has("client_secret") {
+			writeJSON(w, 400, apiError{"invalid_request", "bad client authentication"})
+			return
+		}
+	} else {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if id != s.cfg.ClientID || secret != s.cfg.ClientSecret {
+		w.Header().Set("WWW-Authenticate", `Basic realm="demo"`)
+		writeJSON(w, 401, apiError{"invalid_client", "unknown client or wrong secret"})
+		return
+	}
+	switch r.PostForm.Get("grant_type") {
+	case "client_credentials":
+		s.mu.Lock()
+		s.nextSess++
+		s.sessions[s.nextSess] = &session{}
+		t := s.issueAccess(s.nextSess)
+		s.mu.Unlock()
+		s.clientGrants.Add(1)
+		if sc := r.PostForm.Get("scope"); sc != "" {
+			t.Scope = sc
+		}
+		writeJSON(w, 200, t)
+	case "refresh_token":
+		s.answerRefresh(w, r.PostForm.Get("refresh_token"))
+	default:
+		writeJSON(w, 400, apiError{"unsupported_grant_type", "grant_type must be client_credentials or refresh_token"})
+	}
 }
 
 type apiError struct {

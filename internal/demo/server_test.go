@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -76,4 +77,43 @@ func TestCreateWithIdempotencyKeyAppliesOnce(t *testing.T) {
 		assert.Equal(t, 201, w.Code)
 	}
 	assert.EqualValues(t, 1, s.Stats().Creates)
+}
+
+func TestTokenEndpointSpeaksOAuth2ToConfidentialClients(t *testing.T) {
+	s := demo.New(demo.Config{AccessTTL: time.Minute})
+	form := func(v url.Values, basic bool) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/oauth/token", strings.NewReader(v.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if basic {
+			r.SetBasicAuth("demo-client", "demo-secret")
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		return w
+	}
+	w := form(url.Values{"grant_type": {"client_credentials"}, "scope": {"items:read"}}, true)
+	require.Equal(t, 200, w.Code, w.Body.String())
+	var tk demo.Tokens
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &tk))
+	assert.NotEmpty(t, tk.AccessToken)
+	assert.Empty(t, tk.RefreshToken, "client credentials get no refresh token")
+	assert.Equal(t, 60, tk.ExpiresIn)
+	assert.Equal(t, "items:read", tk.Scope)
+	assert.Equal(t, 200, call(t, s, "GET", "/items/1", tk.AccessToken, "", "").Code)
+
+	w = form(url.Values{"grant_type": {"client_credentials"}, "client_id": {"demo-client"}, "client_secret": {"demo-secret"}}, false)
+	assert.Equal(t, 200, w.Code, "credentials in the form work too")
+	w = form(url.Values{"grant_type": {"client_credentials"}, "client_id": {"demo-client"}, "client_secret": {"wrong"}}, false)
+	assert.Equal(t, 401, w.Code)
+	assert.Contains(t, w.Body.String(), "invalid_client")
+	w = form(url.Values{"grant_type": {"password"}}, true)
+	assert.Equal(t, 400, w.Code)
+
+	login := s.Login()
+	w = form(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {login.RefreshToken}}, true)
+	require.Equal(t, 200, w.Code)
+	w = form(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {login.RefreshToken}}, true)
+	assert.Equal(t, 400, w.Code, "a rotated refresh token is refused")
+	assert.EqualValues(t, 1, s.Stats().RefreshReuse)
+	assert.EqualValues(t, 2, s.Stats().ClientGrants)
 }
