@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // Tokens is a session's credentials, a plain value. The zero value is no
@@ -61,9 +63,18 @@ type Auth struct {
 	Scheme string
 
 	// Refresh configures an HTTP refresh endpoint. Refresher replaces it
-	// with a function. Set at most one; with neither, a 401 is final.
+	// with a function, and TokenSource with an oauth2.TokenSource. Set at
+	// most one; with none, a 401 is final.
 	Refresh   *RefreshConfig
 	Refresher Refresher
+	// TokenSource provides the tokens (golang.org/x/oauth2): the engine
+	// calls its Token once per stale token (a 401, or a known expiry) and
+	// at the start when AccessToken is empty, and leaves refreshing to it.
+	// A Token that returns the rejected token again fails the requests
+	// that waited with ErrRefreshFailed; a *oauth2.RetrieveError with
+	// status 400, 401 or 403 ends the session. Token takes no context: it
+	// must not block forever (its HTTP client should have a timeout).
+	TokenSource oauth2.TokenSource
 
 	// AuthFailed decides which answers trigger a refresh. If nil,
 	// DefaultAuthFailed.
@@ -81,8 +92,11 @@ type Auth struct {
 	// OnSessionExpired is called once each time a session ends, whether the
 	// refresh token was refused or TerminateSession was called.
 	OnSessionExpired func()
-	// OnTokenRefreshed is called after each refresh with the new tokens, so
-	// they can be persisted. It runs on the engine's hook goroutine.
+	// OnTokenRefreshed is called after each refresh this engine made, with
+	// the new tokens, once they are stored in Store (or failed to be), so
+	// they can be persisted elsewhere too. It runs on the engine's hook
+	// goroutine. Tokens adopted from the store, written by another engine,
+	// do not call it.
 	OnTokenRefreshed func(Tokens)
 }
 
@@ -96,11 +110,34 @@ const (
 	ClientAuthPost
 )
 
+// Grant names the OAuth 2.0 grant a [RefreshConfig] asks the token
+// endpoint for.
+type Grant string
+
+const (
+	// GrantRefreshToken trades the refresh token for new tokens (RFC 6749
+	// section 6). It is the default.
+	GrantRefreshToken Grant = "refresh_token"
+	// GrantClientCredentials asks for an access token with the client's
+	// own credentials (RFC 6749 section 4.4), for machine-to-machine APIs:
+	// there is no refresh token, and a new access token is fetched with
+	// ClientID and ClientSecret when the old one expires or is rejected.
+	GrantClientCredentials Grant = "client_credentials"
+)
+
 // RefreshConfig describes a refresh endpoint. Only Path is required: the
 // zero value of every other field is its documented default.
 type RefreshConfig struct {
-	// Path of the refresh endpoint, resolved against BaseURL. Required.
+	// Path of the refresh endpoint, resolved against BaseURL. Required. An
+	// absolute URL may name another origin, such as an authorization
+	// server's token endpoint; Config.Headers are then not sent with it.
 	Path string
+	// Grant is what the refresh asks for. If empty, GrantRefreshToken.
+	// GrantClientCredentials always sends the OAuth 2.0 form (Form is
+	// implied), needs ClientID, and ignores any refresh token.
+	Grant Grant
+	// Scopes, when set, are sent space-separated as the form's scope field.
+	Scopes []string
 	// Method; if empty, POST.
 	Method string
 	// Body holds extra fields sent with the refresh token, as JSON fields,
@@ -136,13 +173,14 @@ const firstGen uint64 = 1
 // trip to the actor. It is immutable once published.
 type tokenSnap struct {
 	access string
-	header string // the auth header's value (scheme and token), "" without a token
-	gen    uint64 // bumped by every refresh, SetTokens and termination
+	header string    // the auth header's value (scheme and token), "" without a token
+	gen    uint64    // bumped by every refresh, SetTokens and termination
+	expiry time.Time // when access expires; zero when unknown
 }
 
 // snapshot builds the published token state for access.
-func (s *settings) snapshot(access string, gen uint64) *tokenSnap {
-	t := &tokenSnap{access: access, gen: gen}
+func (s *settings) snapshot(access string, gen uint64, expiry time.Time) *tokenSnap {
+	t := &tokenSnap{access: access, gen: gen, expiry: expiry}
 	if access != "" {
 		t.header = s.authPrefix + access
 	}

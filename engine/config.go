@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -392,13 +393,15 @@ func (c Config) validate() (*settings, error) {
 	if strings.ContainsAny(a.AccessToken+a.Scheme, "\r\n") {
 		bad("Auth.AccessToken or Auth.Scheme contains a line break")
 	}
-	if a.Store != nil {
-		// The token actor does not use a store yet; refusing it beats
-		// ignoring it.
-		bad("Auth.Store is not wired into the token actor yet")
+	var providers []string
+	for name, set := range map[string]bool{"Auth.Refresh": a.Refresh != nil, "Auth.Refresher": a.Refresher != nil, "Auth.TokenSource": a.TokenSource != nil} {
+		if set {
+			providers = append(providers, name)
+		}
 	}
-	if a.Refresh != nil && a.Refresher != nil {
-		bad("Auth.Refresh and Auth.Refresher are both set; choose one")
+	if len(providers) > 1 {
+		slices.Sort(providers)
+		bad("%s are both set; choose one", strings.Join(providers, " and "))
 	}
 	if r := a.Refresh; r != nil {
 		switch {
@@ -415,7 +418,21 @@ func (c Config) validate() (*settings, error) {
 		if r.ClientAuth != ClientAuthBasic && r.ClientAuth != ClientAuthPost {
 			bad("Auth.Refresh.ClientAuth %d is unknown", r.ClientAuth)
 		}
-		if r.ClientAuth == ClientAuthPost && !r.Form && r.ClientID != "" {
+		switch r.Grant {
+		case "", GrantRefreshToken:
+		case GrantClientCredentials:
+			if r.ClientID == "" {
+				bad("Auth.Refresh.Grant is client_credentials but ClientID is empty")
+			}
+		default:
+			bad("Auth.Refresh.Grant %q is unknown: want refresh_token or client_credentials", r.Grant)
+		}
+		for i, sc := range r.Scopes {
+			if sc == "" || strings.ContainsAny(sc, " \t\r\n\"\\") {
+				bad("Auth.Refresh.Scopes[%d] %q is not a scope token", i, sc)
+			}
+		}
+		if r.ClientAuth == ClientAuthPost && !r.Form && r.ClientID != "" && r.Grant != GrantClientCredentials {
 			bad("Auth.Refresh.ClientAuth is ClientAuthPost but Form is off: client credentials go in the form")
 		}
 		nonNeg("Auth.Refresh.MaxAttempts", int64(r.MaxAttempts))
@@ -487,6 +504,13 @@ func (c Config) validate() (*settings, error) {
 		if cp.Method == "" {
 			cp.Method = http.MethodPost
 		}
+		if cp.Grant == "" {
+			cp.Grant = GrantRefreshToken
+		}
+		if cp.Grant == GrantClientCredentials {
+			cp.Form = true
+		}
+		cp.Scopes = slices.Clone(cp.Scopes)
 		if cp.AccessTokenField == "" {
 			cp.AccessTokenField = "access_token"
 		}
@@ -505,7 +529,28 @@ func (c Config) validate() (*settings, error) {
 }
 
 // canRefresh reports whether a rejected token can be refreshed at all.
-func (s *settings) canRefresh() bool { return s.Auth.Refresh != nil || s.Auth.Refresher != nil }
+func (s *settings) canRefresh() bool {
+	return s.Auth.Refresh != nil || s.Auth.Refresher != nil || s.Auth.TokenSource != nil
+}
+
+// needsRefreshToken reports whether a refresh needs a refresh token: not
+// for the client-credentials grant, nor for a token source.
+func (s *settings) needsRefreshToken() bool {
+	if s.Auth.TokenSource != nil {
+		return false
+	}
+	return s.Auth.Refresh == nil || s.Auth.Refresh.Grant != GrantClientCredentials
+}
+
+// refreshBound bounds one refresh with its retries: each attempt's
+// timeout and the longest pauses between them.
+func (s *settings) refreshBound() time.Duration {
+	attempts := DefaultRefreshAttempts
+	if s.Auth.Refresh != nil {
+		attempts = s.Auth.Refresh.MaxAttempts
+	}
+	return time.Duration(attempts)*(s.Timeout+s.Retry.MaxDelay) + s.Timeout
+}
 
 func validHeaderName(k string) bool {
 	if k == "" {

@@ -62,7 +62,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("courier: telemetry: %w", err)
 	}
 	e.d = newDispatcher(e)
-	e.actor = newTokenActor(e)
+	if e.actor, err = newTokenActor(e); err != nil {
+		return nil, err
+	}
 
 	e.wg.Go(func() {
 		defer close(e.finished)

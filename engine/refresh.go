@@ -35,7 +35,8 @@ type permanentError struct{ err error }
 func (p *permanentError) Error() string { return p.err.Error() }
 func (p *permanentError) Unwrap() error { return p.err }
 
-// newRefreshRequest builds the refresh call for refresh token rt.
+// newRefreshRequest builds the refresh call for refresh token rt (unused
+// by the client-credentials grant).
 func newRefreshRequest(ctx context.Context, s *settings, rt string) (*http.Request, error) {
 	rc := s.Auth.Refresh
 	u, err := s.base.Parse(rc.Path)
@@ -49,8 +50,13 @@ func newRefreshRequest(ctx context.Context, s *settings, rt string) (*http.Reque
 		for k, v := range rc.Body {
 			form.Set(k, fmt.Sprint(v))
 		}
-		form.Set("grant_type", "refresh_token")
-		form.Set(rc.RefreshTokenField, rt)
+		form.Set("grant_type", string(rc.Grant))
+		if rc.Grant == GrantRefreshToken {
+			form.Set(rc.RefreshTokenField, rt)
+		}
+		if len(rc.Scopes) > 0 {
+			form.Set("scope", strings.Join(rc.Scopes, " "))
+		}
 		if rc.ClientAuth == ClientAuthPost && rc.ClientID != "" {
 			form.Set("client_id", rc.ClientID)
 			form.Set("client_secret", rc.ClientSecret)
@@ -72,8 +78,12 @@ func newRefreshRequest(ctx context.Context, s *settings, rt string) (*http.Reque
 	if err != nil {
 		return nil, fmt.Errorf("refresh: %w", err)
 	}
-	for k, vs := range s.Headers {
-		req.Header[k] = append([]string(nil), vs...)
+	if origin(u) == s.origin {
+		// The caller's headers may carry credentials of their own: they go
+		// to the API's origin only, not to another token endpoint.
+		for k, vs := range s.Headers {
+			req.Header[k] = append([]string(nil), vs...)
+		}
 	}
 	for k, vs := range rc.Headers {
 		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)

@@ -39,11 +39,32 @@ import (
 //     session ended (the engine has already made the dispatcher fail what
 //     waits and pause, with a terminateMsg); later demands are answered with
 //     expiredEvent until SetTokens.
-//   - The refresh goroutine (start) sends exactly one refreshResult, tagged
-//     with the epoch it started in, and the actor waits for it before it
-//     exits. A result of a voided epoch is dropped, but if a demand for the
+//   - The actor's TokenStore (Auth.Store, or a MemoryStore of its own) is
+//     the source of truth; the actor's copy is the store's value at
+//     generation stored, plus, at times, tokens the store does not hold yet
+//     (unsaved: from SetTokens, TerminateSession, or a refresh whose write
+//     failed). Every trip to the store or the token endpoint is a job
+//     (tokensync.go) on a goroutine of its own, one at a time: a save of
+//     unsaved tokens first, then a refresh while a demand is outstanding
+//     (or the proactive timer asked, or Engine.TokenSource waits), then a
+//     poll when the store announced (Watch) or may have (the poll timer) a
+//     newer generation. A refresh job first reads the store: a newer
+//     generation is adopted, published and told as refreshedEvent, without
+//     a refresh. Otherwise it refreshes under the store's lock and writes
+//     the answer before the actor publishes it and tells refreshedEvent, so
+//     parked requests are replayed only once the new tokens are stored. A
+//     refresh whose answer could not be stored is published all the same
+//     (the server has spent the old refresh token), kept unsaved, and its
+//     demands are answered with refreshFailedEvent carrying the store's
+//     error; OnTokenRefreshed still runs.
+//   - The job goroutine (launch) sends exactly one jobResult, tagged with
+//     the epoch it started in, and the actor waits for it before it exits.
+//     A result of a voided epoch is dropped, but if a demand for the
 //     current generation came meanwhile, a new refresh starts at once, so
 //     that demand is answered by it.
+//   - Engine.TokenSource sends wantMsg{gen}, a demand whose answer goes back
+//     to it (nil once a generation past gen is published) instead of to
+//     the dispatcher.
 //   - The proactive timer fires once per generation, at the later of
 //     "RefreshBefore ahead of the known expiry" and "refreshFloor after the
 //     previous refresh". If the token is still valid then, the actor refreshes
@@ -61,6 +82,11 @@ import (
 //     idle engine thus never refreshes a dead token, and a busy one refreshes
 //     it once, before the request.
 //
+// On stop the actor ends the jobs' waiting (for the store, its lock, a
+// pause between refresh attempts) but not a refresh call in flight: that
+// one is finished and stored before the actor returns, so Shutdown and
+// Close return with the session's newest tokens in the store.
+//
 // Every event goes to the dispatcher's inbox, which always receives, so the
 // actor never blocks for long on the dispatcher, and the dispatcher, which
 // only offers a demand as one case of its select, never blocks on the actor.
@@ -77,22 +103,25 @@ type (
 		done chan struct{}
 	}
 	clearTokensMsg struct{ done chan struct{} }
-	refreshResult  struct {
-		epoch uint64
-		t     Tokens
-		err   error
+	wantMsg        struct {
+		gen   uint64
+		reply chan error // size 1
 	}
 )
+
+// storePoll is how often the actor reads a store that cannot notify.
+const storePoll = time.Second
 
 // tokenActor is the goroutine that owns the tokens and serializes refresh:
 // one refresh at a time, and none for a generation already replaced.
 type tokenActor struct {
 	e       *Engine
+	store   TokenStore  // the source of truth; never nil
 	demands chan uint64 // from the dispatcher: refresh past this generation
-	inbox   chan any    // setTokensMsg and clearTokensMsg
-	results chan refreshResult
+	inbox   chan any    // setTokensMsg, clearTokensMsg and wantMsg
+	results chan jobResult
 	stop    chan struct{}   // closed by the engine after the dispatcher has returned
-	ctx     context.Context // cancelled on stop; bounds refresh calls
+	ctx     context.Context // cancelled on stop; ends the jobs' waiting
 	cancel  context.CancelFunc
 
 	client *http.Client // for refresh calls: redirects stay on the endpoint's origin
@@ -101,31 +130,64 @@ type tokenActor struct {
 	refreshToken string // current refresh token
 	expiry       time.Time
 	expired      bool               // the session has ended: no refresh until SetTokens
-	running      context.CancelFunc // cancels the refresh in flight; nil when none runs
-	epoch        uint64             // bumped when tokens are replaced, voiding a running refresh
+	running      context.CancelFunc // voids the job in flight; nil when none runs
+	runningKind  jobKind            // the job in flight, when running is set
+	epoch        uint64             // bumped when tokens are replaced, voiding a running job
 	want         uint64             // highest generation demanded; outstanding while >= the current one
+	early        bool               // the proactive timer asks for a refresh
 	lastRefresh  time.Time          // when the latest refresh was published
 	proactive    Timer              // refresh ahead of the expiry; nil when not armed
 	stale        Timer              // the expiry itself, while an early refresh runs
 	staleGen     uint64             // the generation stale was armed for
+	stored       uint64             // the store's generation of the current tokens
+	unsaved      *Tokens            // tokens the store does not hold yet; nil when none
+	saveFailed   bool               // the last save failed: retry on the next need, not at once
+	saveWaiters  []chan struct{}    // SetTokens and TerminateSession calls waiting for their save
+	wanters      []chan error       // Engine.TokenSource calls waiting for a refresh
+	watch        <-chan uint64      // the store's notices; nil when it cannot notify or is private
+	poll         Timer              // reads a store that cannot notify; nil otherwise
+	pollDue      bool               // the store may hold a newer generation
 }
 
-func newTokenActor(e *Engine) *tokenActor {
+// newTokenActor reads the store (seeding it from Auth when it is empty)
+// and publishes its tokens as generation 1. A store that cannot be read
+// is an error: starting with tokens that may have been rotated away would
+// risk the session.
+func newTokenActor(e *Engine) (*tokenActor, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &tokenActor{
-		e:            e,
-		demands:      make(chan uint64),
-		inbox:        make(chan any),
-		results:      make(chan refreshResult),
-		stop:         make(chan struct{}),
-		ctx:          ctx,
-		cancel:       cancel,
-		refreshToken: e.s.Auth.RefreshToken,
-		client:       refreshClient(e.client),
+		e:       e,
+		store:   e.s.Auth.Store,
+		demands: make(chan uint64),
+		inbox:   make(chan any),
+		results: make(chan jobResult),
+		stop:    make(chan struct{}),
+		ctx:     ctx,
+		cancel:  cancel,
+		client:  refreshClient(e.client),
 	}
-	e.tokens.Store(e.s.snapshot(e.s.Auth.AccessToken, firstGen))
-	a.expiry = e.s.Auth.Expiry
-	return a
+	if a.store == nil {
+		a.store = NewMemoryStore()
+	}
+	lctx, lcancel := context.WithTimeout(ctx, e.s.Timeout)
+	defer lcancel()
+	v, err := a.store.Load(lctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("courier: Auth.Store: %w", err)
+	}
+	seed := Tokens{AccessToken: e.s.Auth.AccessToken, RefreshToken: e.s.Auth.RefreshToken, Expiry: e.s.Auth.Expiry}
+	if v.Generation == 0 && seed != (Tokens{}) {
+		cur, _, err := a.store.CompareAndSwap(lctx, 0, seed)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("courier: Auth.Store: %w", err)
+		}
+		v = cur // ours, or the value someone else seeded first
+	}
+	a.refreshToken, a.expiry, a.stored = v.RefreshToken, v.Expiry, v.Generation
+	e.tokens.Store(e.s.snapshot(v.AccessToken, firstGen, v.Expiry))
+	return a, nil
 }
 
 // ask delivers m to the actor and waits until it has been handled.
@@ -137,18 +199,51 @@ func (a *tokenActor) ask(m any, done chan struct{}) {
 	}
 }
 
+// wait asks for a generation past gen and waits until one is published
+// (nil), the refresh fails, the session ends, the engine stops or ctx
+// ends.
+func (a *tokenActor) wait(ctx context.Context, gen uint64) error {
+	reply := make(chan error, 1)
+	select {
+	case a.inbox <- wantMsg{gen: gen, reply: reply}:
+	case <-a.stop:
+		return errors.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (a *tokenActor) gen() uint64 { return a.e.tokens.Load().gen }
 
 func (a *tokenActor) run() {
 	defer a.cancel()
+	if a.e.s.Auth.Store != nil {
+		if a.watch = a.store.Watch(a.ctx); a.watch == nil {
+			a.poll = a.e.s.Clock.NewTimer(storePoll)
+		}
+	}
 	a.schedule()
+	if a.e.tokens.Load().access == "" && a.e.s.canRefresh() && !a.e.s.needsRefreshToken() {
+		// Nothing to send yet, but a way to get a token: the first
+		// request fetches one and waits for it, as after a 401.
+		a.tell(staleEvent{gen: a.gen()})
+	}
 	for {
-		var proactive, stale <-chan time.Time
+		var proactive, stale, poll <-chan time.Time
 		if a.proactive != nil {
 			proactive = a.proactive.C()
 		}
 		if a.stale != nil {
 			stale = a.stale.C()
+		}
+		if a.poll != nil {
+			poll = a.poll.C()
 		}
 		select {
 		case g := <-a.demands:
@@ -161,15 +256,22 @@ func (a *tokenActor) run() {
 			if a.staleGen == a.gen() && !a.expired {
 				a.tell(staleEvent{gen: a.staleGen})
 			}
+		case g, ok := <-a.watch:
+			if !ok {
+				a.watch = nil // the store stopped watching: we are stopping
+			} else if g > a.stored {
+				a.pollDue = true
+			}
+		case <-poll:
+			a.pollDue = true
+			a.poll = a.e.s.Clock.NewTimer(storePoll)
 		case r := <-a.results:
 			a.running = nil
 			if r.epoch == a.epoch {
 				a.onResult(r)
-			} else if a.want >= a.gen() && !a.expired {
-				// Voided by SetTokens, while the new token was rejected too:
-				// that demand is answered by a refresh of its own.
-				a.start()
 			}
+			// A voided result is dropped; an outstanding demand gets a
+			// refresh of its own below.
 		case m := <-a.inbox:
 			switch m := m.(type) {
 			case setTokensMsg:
@@ -177,24 +279,87 @@ func (a *tokenActor) run() {
 				a.expired = false
 				a.refreshToken = m.t.RefreshToken
 				a.publish(m.t)
-				close(m.done)
-				a.tell(refreshedEvent{gen: a.gen()})
+				a.keep(m.t, m.done)
+				a.answer(refreshedEvent{gen: a.gen()})
 			case clearTokensMsg:
 				a.void()
 				a.expired = true
 				a.want = 0
 				a.refreshToken = ""
 				a.publish(Tokens{})
-				close(m.done)
+				a.keep(Tokens{}, m.done)
+				a.answerWanters(errors.ErrSessionExpired)
+			case wantMsg:
+				switch {
+				case a.gen() > m.gen:
+					m.reply <- nil
+				case a.expired:
+					m.reply <- errors.ErrSessionExpired
+				default:
+					a.want = max(a.want, m.gen)
+					a.wanters = append(a.wanters, m.reply)
+					a.saveFailed = false
+				}
 			}
 		case <-a.stop:
 			a.stopTimers()
-			a.cancel()
+			if a.poll != nil {
+				a.poll.Stop()
+			}
+			a.cancel() // a refresh call in flight is finished and stored
 			if a.running != nil {
-				<-a.results
+				r := <-a.results
+				if r.epoch == a.epoch && r.refreshed {
+					a.e.log.Info().Msg("token refreshed while stopping; stored")
+					a.onResult(r) // its hook runs; the dispatcher is gone
+				}
+			}
+			for _, done := range a.saveWaiters {
+				close(done)
+			}
+			a.answerWanters(errors.ErrClosed)
+			if a.watch != nil {
+				for range a.watch { // the store's watcher has returned
+				}
 			}
 			return
 		}
+		a.next()
+	}
+}
+
+// keep records t as tokens the store must get, forcing them over whatever
+// it holds (SetTokens and TerminateSession win), and makes done wait for
+// the write.
+func (a *tokenActor) keep(t Tokens, done chan struct{}) {
+	t.ExpiresIn = 0
+	t.Expiry = a.expiry
+	a.unsaved = &t
+	a.saveFailed = false
+	a.saveWaiters = append(a.saveWaiters, done)
+}
+
+// next starts the job the actor needs, if none runs: a save of unsaved
+// tokens first, then a refresh for an outstanding demand, then a poll.
+func (a *tokenActor) next() {
+	if a.running != nil {
+		return
+	}
+	outstanding := !a.expired && (a.want >= a.gen() || a.early)
+	switch {
+	case a.unsaved != nil && !a.saveFailed:
+		a.launch(syncJob{kind: jobSave, epoch: a.epoch, base: a.stored, save: *a.unsaved, force: len(a.saveWaiters) > 0})
+	case a.unsaved != nil && outstanding:
+		// The last save failed and a refresh is wanted: the store would
+		// hand out a spent refresh token, so save again first.
+		a.saveFailed = false
+		a.launch(syncJob{kind: jobSave, epoch: a.epoch, base: a.stored, save: *a.unsaved})
+	case outstanding:
+		a.early = false
+		a.launch(syncJob{kind: jobRefresh, epoch: a.epoch, base: a.stored})
+	case a.pollDue && a.unsaved == nil:
+		a.pollDue = false
+		a.launch(syncJob{kind: jobPoll, epoch: a.epoch, base: a.stored})
 	}
 }
 
@@ -207,11 +372,9 @@ func (a *tokenActor) onDemand(g uint64) {
 		a.tell(expiredEvent{})
 	default:
 		a.want = max(a.want, g)
-		if a.running == nil {
-			a.start()
-		}
-		// Otherwise the refresh in flight answers: its result if it is of
-		// this epoch, a new refresh if it was voided.
+		a.saveFailed = false
+		// next starts a refresh, or the job in flight answers: its result
+		// if it is a refresh of this epoch, a new refresh after it if not.
 	}
 }
 
@@ -219,7 +382,7 @@ func (a *tokenActor) onDemand(g uint64) {
 // already passed, tells the dispatcher to demand a refresh before sending
 // the token again.
 func (a *tokenActor) onProactive() {
-	if a.expired || a.refreshToken == "" {
+	if a.expired || (a.refreshToken == "" && a.e.s.needsRefreshToken()) {
 		return
 	}
 	gen, now := a.gen(), a.e.s.Clock.Now()
@@ -228,16 +391,15 @@ func (a *tokenActor) onProactive() {
 		return
 	}
 	a.e.log.Debug().Uint64("token_gen", gen).Msg("refreshing token before expiry")
-	if a.running == nil {
-		a.start()
-	}
+	a.early = true
 	a.staleGen = gen
 	a.stale = a.e.s.Clock.NewTimer(a.expiry.Sub(now))
 }
 
-// void cancels the refresh in flight, if any, whose result will be dropped.
+// void cancels the job in flight, if any, whose result will be dropped.
 func (a *tokenActor) void() {
 	a.epoch++
+	a.early = false
 	if a.running != nil {
 		a.running()
 	}
@@ -259,25 +421,115 @@ func (a *tokenActor) tell(ev any) {
 	a.e.d.post(ev)
 }
 
-func (a *tokenActor) onResult(r refreshResult) {
+// answer tells the dispatcher ev, which answers its demands, and answers
+// the TokenSource calls waiting the same way.
+func (a *tokenActor) answer(ev any) {
+	a.tell(ev)
+	switch ev := ev.(type) {
+	case refreshedEvent:
+		a.answerWanters(nil)
+	case refreshFailedEvent:
+		a.answerWanters(fmt.Errorf("%w: %w", errors.ErrRefreshFailed, ev.err))
+	case expiredEvent:
+		a.answerWanters(errors.ErrSessionExpired)
+	}
+}
+
+func (a *tokenActor) answerWanters(err error) {
+	for _, w := range a.wanters {
+		w <- err
+	}
+	a.wanters = nil
+}
+
+func (a *tokenActor) onResult(r jobResult) {
+	switch r.kind {
+	case jobSave:
+		a.onSaved(r)
+	case jobPoll:
+		if r.err != nil {
+			a.e.log.Warn().Err(r.err).Msg("token store: poll")
+		} else if r.newer {
+			a.adopt(r.v)
+		}
+	case jobRefresh:
+		a.onRefreshed(r)
+	}
+}
+
+func (a *tokenActor) onSaved(r jobResult) {
+	if r.err != nil {
+		a.saveFailed = true
+		a.e.log.Warn().Err(r.err).Msg("tokens not stored")
+		if !a.expired && a.want >= a.gen() {
+			a.want = 0
+			a.answer(refreshFailedEvent{gen: a.gen(), err: r.err})
+		}
+	} else if r.newer {
+		// A refresh's tokens came back to a store that had moved on.
+		a.unsaved = nil
+		a.adopt(r.v)
+	} else {
+		a.unsaved = nil
+		a.stored = r.v.Generation
+	}
+	for _, done := range a.saveWaiters {
+		close(done)
+	}
+	a.saveWaiters = nil
+}
+
+// adopt makes v, written to the store by someone else, the current tokens.
+func (a *tokenActor) adopt(v StoredTokens) {
+	a.stored = v.Generation
+	a.refreshToken = v.RefreshToken
+	if v.AccessToken == "" && v.RefreshToken == "" {
+		// The session was ended where the store is shared.
+		if !a.expired {
+			a.expired = true
+			a.want = 0
+			a.publish(Tokens{})
+			a.answer(expiredEvent{})
+		}
+		return
+	}
+	a.expired = false
+	a.publish(v.Tokens)
+	a.e.log.Debug().Uint64("token_gen", a.gen()).Uint64("stored_gen", v.Generation).Msg("adopted newer tokens from the store")
+	a.answer(refreshedEvent{gen: a.gen()})
+}
+
+func (a *tokenActor) onRefreshed(r jobResult) {
 	var term *terminalError
 	switch {
-	case r.err == nil:
-		if r.t.RefreshToken == "" {
-			r.t.RefreshToken = a.refreshToken // not rotated
-		}
-		a.refreshToken = r.t.RefreshToken
+	case r.refreshed:
+		old := a.gen()
+		a.refreshToken = r.issued.RefreshToken
 		a.lastRefresh = a.e.s.Clock.Now()
-		a.publish(r.t)
+		a.publish(r.issued)
 		a.e.stats.refreshes.Add(1)
 		a.e.tel.refreshed("success")
 		if fn := a.e.s.Auth.OnTokenRefreshed; fn != nil {
-			t := r.t
-			t.Expiry = a.expiry
+			t := r.issued
 			a.e.hooks.push("OnTokenRefreshed", func() { fn(t) })
 		}
-		a.e.log.Info().Uint64("token_gen", a.gen()).Msg("token refreshed")
-		a.tell(refreshedEvent{gen: a.gen()})
+		if r.saveErr != nil {
+			// The server has spent the old refresh token: keep the new
+			// ones here, try to store them again, and tell the callers.
+			t := r.issued
+			a.unsaved = &t
+			a.saveFailed = true
+			a.want = 0
+			a.e.log.Error().Err(r.saveErr).Uint64("token_gen", a.gen()).Msg("token refreshed but not stored")
+			a.answer(refreshFailedEvent{gen: old, err: r.saveErr})
+			a.tell(refreshedEvent{gen: a.gen()}) // what comes next uses them
+			return
+		}
+		a.stored = r.v.Generation
+		a.e.log.Info().Uint64("token_gen", a.gen()).Uint64("stored_gen", a.stored).Msg("token refreshed")
+		a.answer(refreshedEvent{gen: a.gen()})
+	case r.err == nil && r.newer:
+		a.adopt(r.v)
 	case errors.As(r.err, &term):
 		a.expired = true
 		a.want = 0
@@ -286,24 +538,24 @@ func (a *tokenActor) onResult(r refreshResult) {
 		a.publish(Tokens{})
 		a.e.tel.refreshed("refused")
 		a.e.log.Warn().Err(r.err).Msg("refresh refused")
-		a.tell(expiredEvent{err: r.err})
+		a.answer(expiredEvent{err: r.err})
 	default:
 		a.want = 0
 		a.e.tel.refreshed("failure")
 		a.e.log.Warn().Err(r.err).Msg("refresh failed")
-		a.tell(refreshFailedEvent{gen: a.gen(), err: r.err})
+		a.answer(refreshFailedEvent{gen: a.gen(), err: r.err})
 	}
 }
 
 // publish makes t the current tokens under a new generation, and arms the
 // proactive refresh for it.
 func (a *tokenActor) publish(t Tokens) {
-	old := a.e.tokens.Load()
-	a.e.tokens.Store(a.e.s.snapshot(t.AccessToken, old.gen+1))
 	a.expiry = t.Expiry
 	if a.expiry.IsZero() && t.ExpiresIn > 0 && t.ExpiresIn <= maxExpiresIn {
 		a.expiry = a.e.s.Clock.Now().Add(t.ExpiresIn)
 	}
+	old := a.e.tokens.Load()
+	a.e.tokens.Store(a.e.s.snapshot(t.AccessToken, old.gen+1, a.expiry))
 	a.schedule()
 }
 
@@ -312,7 +564,7 @@ func (a *tokenActor) publish(t Tokens) {
 // after the previous refresh.
 func (a *tokenActor) schedule() {
 	a.stopTimers()
-	if a.expiry.IsZero() || !a.e.s.canRefresh() || a.refreshToken == "" {
+	if a.expiry.IsZero() || !a.e.s.canRefresh() || (a.refreshToken == "" && a.e.s.needsRefreshToken()) {
 		return
 	}
 	now := a.e.s.Clock.Now()
@@ -334,21 +586,10 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// start runs one refresh, with its transient retries, in a goroutine the
-// actor owns: the actor keeps answering while it runs, and waits for its
-// result before it exits.
-func (a *tokenActor) start() {
-	ctx, cancel := context.WithCancel(a.ctx)
-	a.running = cancel
-	rt, epoch := a.refreshToken, a.epoch
-	go func() {
-		defer cancel()
-		t, err := a.refreshWithRetries(ctx, rt)
-		a.results <- refreshResult{epoch: epoch, t: t, err: err}
-	}()
-}
-
-func (a *tokenActor) refreshWithRetries(ctx context.Context, rt string) (Tokens, error) {
+// refreshWithRetries refreshes cur, retrying transient failures. Each
+// call runs on call; wait ends the pauses between them, and stops a new
+// attempt from starting once the engine stops.
+func (a *tokenActor) refreshWithRetries(call, wait context.Context, cur Tokens) (Tokens, error) {
 	s := a.e.s
 	attempts := DefaultRefreshAttempts
 	if s.Auth.Refresh != nil {
@@ -356,32 +597,38 @@ func (a *tokenActor) refreshWithRetries(ctx context.Context, rt string) (Tokens,
 	}
 	var last error
 	for i := 1; i <= attempts; i++ {
-		t, err := a.refreshOnce(ctx, rt)
+		if err := wait.Err(); err != nil {
+			return Tokens{}, err
+		}
+		t, err := a.refreshOnce(call, cur)
 		if err == nil {
 			return t, nil
 		}
 		last = err
 		var term *terminalError
 		var perm *permanentError
-		if errors.As(err, &term) || errors.As(err, &perm) || ctx.Err() != nil || i == attempts {
+		if errors.As(err, &term) || errors.As(err, &perm) || call.Err() != nil || i == attempts {
 			break
 		}
-		wait, err := a.e.backoff(i)
+		pause, err := a.e.backoff(i)
 		if err != nil {
 			return Tokens{}, err
 		}
-		timer := s.Clock.NewTimer(wait)
+		timer := s.Clock.NewTimer(pause)
 		select {
 		case <-timer.C():
-		case <-ctx.Done():
+		case <-wait.Done():
 			timer.Stop()
-			return Tokens{}, ctx.Err()
+			return Tokens{}, wait.Err()
 		}
 	}
 	return Tokens{}, redactErr(last)
 }
 
-func (a *tokenActor) refreshOnce(ctx context.Context, rt string) (t Tokens, err error) {
+// refreshOnce makes one refresh of cur: a call to the refresh endpoint,
+// the Refresher or the TokenSource.
+func (a *tokenActor) refreshOnce(ctx context.Context, cur Tokens) (t Tokens, err error) {
+	rt := cur.RefreshToken
 	s := a.e.s
 	defer func() {
 		if v := recover(); v != nil {
@@ -405,7 +652,16 @@ func (a *tokenActor) refreshOnce(ctx context.Context, rt string) (t Tokens, err 
 		}
 		return t, err
 	}
-	if rt == "" {
+	if ts := s.Auth.TokenSource; ts != nil {
+		t, err := tokenFromSource(ts, cur.AccessToken)
+		if err == nil {
+			if verr := s.checkTokens(t); verr != nil {
+				return Tokens{}, &terminalError{fmt.Errorf("refresh: token source returned %w", verr)}
+			}
+		}
+		return t, err
+	}
+	if rt == "" && s.needsRefreshToken() {
 		return Tokens{}, &terminalError{fmt.Errorf("refresh: no refresh token")}
 	}
 	req, err := newRefreshRequest(ctx, s, rt)
