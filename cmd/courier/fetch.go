@@ -32,9 +32,10 @@ type fetchOptions struct {
 	refreshPath, refreshMethod, refreshBody, clientAuth string
 	refreshForm, noDedup, summary, progress, otlp       bool
 	accessField, refreshField                           string
+	sess                                                sessionOptions
 	resume                                              resumeOptions // resume.go
 	limits                                              limitOptions  // limits.go
-	saver                                               *tokenSaver   // set by config; tokensave.go
+	saver                                               *savingStore  // set by config with --token-file; tokensave.go
 	batch                                               batchOptions  // batch.go
 	rates                                               rateOptions   // rate.go
 	fleet                                               fleetOptions  // fleet.go
@@ -59,7 +60,8 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.StringVar(&o.clientAuth, "client-auth", "basic", "how COURIER_CLIENT_ID and COURIER_CLIENT_SECRET are sent: basic or post")
 	fs.StringVar(&o.accessField, "access-token-field", "access_token", "the refresh answer's access token field")
 	fs.StringVar(&o.refreshField, "refresh-token-field", "refresh_token", "the refresh token field, in the refresh and its answer")
-	fs.StringVar(&o.tokenFile, "token-file", "", "JSON file with access_token and refresh_token; rotated tokens are written back")
+	fs.StringVar(&o.tokenFile, "token-file", "", "JSON file with access_token and refresh_token: the session's store, written back durably after each refresh and shared with every courier using it")
+	sessionFlags(fs, &o.sess)
 	fs.BoolVar(&o.noDedup, "no-dedup", false, "send identical requests separately")
 	fs.StringVar(&o.out, "out", "", "write results to this file instead of stdout")
 	resumeFlags(fs, &o.resume)
@@ -256,58 +258,10 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 		cfg.Logger = &l
 	}
 
-	tk, err := o.tokens()
-	if err != nil {
+	if err := o.auth(&cfg.Auth, stderr); err != nil {
 		return cfg, err
 	}
-	cfg.Auth.AccessToken, cfg.Auth.RefreshToken = tk.AccessToken, tk.RefreshToken
-	if o.refreshPath != "" {
-		rc := &engine.RefreshConfig{
-			Path: o.refreshPath, Method: strings.ToUpper(o.refreshMethod), Form: o.refreshForm,
-			AccessTokenField: o.accessField, RefreshTokenField: o.refreshField,
-			ClientID: os.Getenv("COURIER_CLIENT_ID"), ClientSecret: os.Getenv("COURIER_CLIENT_SECRET"),
-		}
-		switch o.clientAuth {
-		case "basic":
-			rc.ClientAuth = engine.ClientAuthBasic
-		case "post":
-			rc.ClientAuth = engine.ClientAuthPost
-		default:
-			return cfg, fmt.Errorf("--client-auth %q: want basic or post", o.clientAuth)
-		}
-		if o.refreshBody != "" {
-			if err := json.Unmarshal([]byte(o.refreshBody), &rc.Body); err != nil || rc.Body == nil {
-				return cfg, fmt.Errorf("--refresh-body: want a JSON object: %v", err)
-			}
-		}
-		cfg.Auth.Refresh = rc
-		if o.tokenFile != "" {
-			o.saver = newTokenSaver(o.tokenFile, stderr)
-			cfg.Auth.OnTokenRefreshed = o.saver.save
-		}
-	}
 	return cfg, nil
-}
-
-// tokenFile is the --token-file format.
-type tokenFile struct {
-	AccessToken  string `json:"access_token"`
-	RefreshToken string `json:"refresh_token"`
-}
-
-func (o *fetchOptions) tokens() (tokenFile, error) {
-	if o.tokenFile == "" {
-		return tokenFile{AccessToken: os.Getenv("COURIER_TOKEN"), RefreshToken: os.Getenv("COURIER_REFRESH_TOKEN")}, nil
-	}
-	b, err := os.ReadFile(o.tokenFile)
-	if err != nil {
-		return tokenFile{}, fmt.Errorf("--token-file: %v", err)
-	}
-	var t tokenFile
-	if err := json.Unmarshal(b, &t); err != nil {
-		return tokenFile{}, fmt.Errorf("--token-file %s: want JSON with access_token and refresh_token: %v", o.tokenFile, err)
-	}
-	return t, nil
 }
 
 // result is one output line.

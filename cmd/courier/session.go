@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/courier-go/courier/engine"
+)
+
+// sessionOptions are the flags that say where the tokens live and how new
+// ones are obtained.
+type sessionOptions struct {
+	grant, tokenURL string
+	scopes          []string
+}
+
+func sessionFlags(fs *pflag.FlagSet, o *sessionOptions) {
+	fs.StringVar(&o.grant, "grant", "refresh_token", "how new access tokens are obtained: refresh_token, or client_credentials (COURIER_CLIENT_ID and COURIER_CLIENT_SECRET at --token-url)")
+	fs.StringVar(&o.tokenURL, "token-url", "", "the OAuth 2.0 token endpoint (absolute, or a path on --base-url); the refresh is sent as the OAuth 2.0 form")
+	fs.StringArrayVar(&o.scopes, "scope", nil, "scope to ask for with --grant client_credentials (repeatable, or space-separated)")
+}
+
+// auth fills a's tokens, store and refresh from the flags and the
+// environment. With --token-file the file is the session's store: read at
+// start, written after every refresh (durably, before the requests that
+// waited are replayed), and shared with every other courier using it.
+func (o *fetchOptions) auth(a *engine.Auth, stderr io.Writer) error {
+	s := o.sess
+	var rc *engine.RefreshConfig
+	switch s.grant {
+	case "refresh_token":
+		switch {
+		case o.refreshPath != "" && s.tokenURL != "":
+			return fmt.Errorf("--refresh-path and --token-url name the same endpoint; give one")
+		case o.refreshPath != "":
+			rc = &engine.RefreshConfig{Path: o.refreshPath, Form: o.refreshForm}
+		case s.tokenURL != "":
+			rc = &engine.RefreshConfig{Path: s.tokenURL, Form: true}
+		}
+		if len(s.scopes) > 0 {
+			return fmt.Errorf("--scope goes with --grant client_credentials")
+		}
+	case "client_credentials":
+		if s.tokenURL == "" {
+			return fmt.Errorf("--grant client_credentials needs --token-url")
+		}
+		if o.refreshPath != "" {
+			return fmt.Errorf("--grant client_credentials uses --token-url, not --refresh-path")
+		}
+		if os.Getenv("COURIER_CLIENT_ID") == "" || os.Getenv("COURIER_CLIENT_SECRET") == "" {
+			return fmt.Errorf("--grant client_credentials needs COURIER_CLIENT_ID and COURIER_CLIENT_SECRET in the environment")
+		}
+		rc = &engine.RefreshConfig{Path: s.tokenURL, Grant: engine.GrantClientCredentials}
+		for _, sc := range s.scopes {
+			rc.Scopes = append(rc.Scopes, strings.Fields(sc)...)
+		}
+	default:
+		return fmt.Errorf("--grant %q: want refresh_token or client_credentials", s.grant)
+	}
+	if s.tokenURL != "" {
+		if _, err := url.Parse(s.tokenURL); err != nil {
+			return fmt.Errorf("--token-url: %v", err)
+		}
+	}
+	if rc != nil {
+		rc.Method = strings.ToUpper(o.refreshMethod)
+		rc.AccessTokenField, rc.RefreshTokenField = o.accessField, o.refreshField
+		rc.ClientID, rc.ClientSecret = os.Getenv("COURIER_CLIENT_ID"), os.Getenv("COURIER_CLIENT_SECRET")
+		switch o.clientAuth {
+		case "basic":
+			rc.ClientAuth = engine.ClientAuthBasic
+		case "post":
+			rc.ClientAuth = engine.ClientAuthPost
+		default:
+			return fmt.Errorf("--client-auth %q: want basic or post", o.clientAuth)
+		}
+		if o.refreshBody != "" {
+			if err := json.Unmarshal([]byte(o.refreshBody), &rc.Body); err != nil || rc.Body == nil {
+				return fmt.Errorf("--refresh-body: want a JSON object: %v", err)
+			}
+		}
+		a.Refresh = rc
+	}
+
+	if o.tokenFile == "" {
+		a.AccessToken, a.RefreshToken = os.Getenv("COURIER_TOKEN"), os.Getenv("COURIER_REFRESH_TOKEN")
+		return nil
+	}
+	store, err := engine.NewFileStore(o.tokenFile)
+	if err != nil {
+		return fmt.Errorf("--token-file: %v", err)
+	}
+	// Read it now, to refuse a missing or broken file before any request.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("--token-file: %v", err)
+	}
+	if v.Generation == 0 && s.grant != "client_credentials" {
+		if _, err := os.Stat(o.tokenFile); err != nil {
+			return fmt.Errorf("--token-file: %v", err)
+		}
+		return fmt.Errorf("--token-file %s: holds no tokens", o.tokenFile)
+	}
+	o.saver = newSavingStore(store, o.tokenFile, stderr)
+	a.Store = o.saver
+	return nil
+}
+
+// saveTokens starts a new session in the token file at path, replacing
+// whatever it held, durably and readable by its owner only.
+func saveTokens(path string, t engine.Tokens) error {
+	store, err := engine.NewFileStore(path)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		v, err := store.Load(ctx)
+		if err != nil {
+			return err
+		}
+		if _, ok, err := store.CompareAndSwap(ctx, v.Generation, t); ok || err != nil {
+			return err
+		}
+	}
+}
