@@ -141,7 +141,8 @@ type tokenActor struct {
 	staleGen     uint64             // the generation stale was armed for
 	stored       uint64             // the store's generation of the current tokens
 	unsaved      *Tokens            // tokens the store does not hold yet; nil when none
-	saveFailed   bool               // the last save failed: retry on the next need, not at once
+	saveFailed   bool               // the last save failed: retry on the next need or saveRetry, not at once
+	saveRetry    Timer              // retries a failed save; nil when not armed
 	saveWaiters  []chan struct{}    // SetTokens and TerminateSession calls waiting for their save
 	wanters      []chan error       // Engine.TokenSource calls waiting for a refresh
 	watch        <-chan uint64      // the store's notices; nil when it cannot notify or is private
@@ -235,7 +236,10 @@ func (a *tokenActor) run() {
 		a.tell(staleEvent{gen: a.gen()})
 	}
 	for {
-		var proactive, stale, poll <-chan time.Time
+		var proactive, stale, poll, saveRetry <-chan time.Time
+		if a.saveRetry != nil {
+			saveRetry = a.saveRetry.C()
+		}
 		if a.proactive != nil {
 			proactive = a.proactive.C()
 		}
@@ -262,6 +266,9 @@ func (a *tokenActor) run() {
 			} else if g > a.stored {
 				a.pollDue = true
 			}
+		case <-saveRetry:
+			a.saveRetry = nil
+			a.saveFailed = false
 		case <-poll:
 			a.pollDue = true
 			a.poll = a.e.s.Clock.NewTimer(storePoll)
@@ -306,13 +313,24 @@ func (a *tokenActor) run() {
 			if a.poll != nil {
 				a.poll.Stop()
 			}
+			if a.saveRetry != nil {
+				a.saveRetry.Stop()
+			}
 			a.cancel() // a refresh call in flight is finished and stored
 			if a.running != nil {
 				r := <-a.results
 				if r.epoch == a.epoch && r.refreshed {
-					a.e.log.Info().Msg("token refreshed while stopping; stored")
+					a.e.log.Info().Msg("token refreshed while stopping")
 					a.onResult(r) // its hook runs; the dispatcher is gone
 				}
+			}
+			if a.unsaved != nil {
+				// The last chance to store tokens the store lacks: the
+				// server may have spent the refresh token it holds.
+				a.onSaved(a.saveJob(syncJob{kind: jobSave, epoch: a.epoch, base: a.stored, save: *a.unsaved, force: len(a.saveWaiters) > 0}, context.Background()))
+			}
+			if a.saveRetry != nil {
+				a.saveRetry.Stop()
 			}
 			for _, done := range a.saveWaiters {
 				close(done)
@@ -457,9 +475,18 @@ func (a *tokenActor) onResult(r jobResult) {
 	}
 }
 
+// saveLater retries a failed save after a pause, or before the next
+// refresh, whichever comes first.
+func (a *tokenActor) saveLater() {
+	a.saveFailed = true
+	if a.saveRetry == nil {
+		a.saveRetry = a.e.s.Clock.NewTimer(storePoll)
+	}
+}
+
 func (a *tokenActor) onSaved(r jobResult) {
 	if r.err != nil {
-		a.saveFailed = true
+		a.saveLater()
 		a.e.log.Warn().Err(r.err).Msg("tokens not stored")
 		if !a.expired && a.want >= a.gen() {
 			a.want = 0
@@ -518,7 +545,7 @@ func (a *tokenActor) onRefreshed(r jobResult) {
 			// ones here, try to store them again, and tell the callers.
 			t := r.issued
 			a.unsaved = &t
-			a.saveFailed = true
+			a.saveLater()
 			a.want = 0
 			a.e.log.Error().Err(r.saveErr).Uint64("token_gen", a.gen()).Msg("token refreshed but not stored")
 			a.answer(refreshFailedEvent{gen: old, err: r.saveErr})
