@@ -334,11 +334,11 @@ func (c Config) validate() (*settings, error) {
 	case c.BaseURL == "":
 		bad("BaseURL is empty")
 	case err != nil:
-		bad("BaseURL %q: %v", c.BaseURL, err)
+		bad("BaseURL %q: %v", redactRef(c.BaseURL), redactErr(err))
 	case u.Scheme != "http" && u.Scheme != "https":
-		bad("BaseURL %q: scheme must be http or https", c.BaseURL)
+		bad("BaseURL %q: scheme must be http or https", redactRef(c.BaseURL))
 	case u.Host == "":
-		bad("BaseURL %q: no host", c.BaseURL)
+		bad("BaseURL %q: no host", redactRef(c.BaseURL))
 	default:
 		s.base = u
 		s.origin = origin(u)
@@ -409,7 +409,7 @@ func (c Config) validate() (*settings, error) {
 			bad("Auth.Refresh.Path is empty")
 		default:
 			if _, err := url.Parse(r.Path); err != nil {
-				bad("Auth.Refresh.Path %q: %v", r.Path, err)
+				bad("Auth.Refresh.Path %q: %v", redactRef(r.Path), redactErr(err))
 			}
 		}
 		if r.Method != "" && !validHeaderName(r.Method) {

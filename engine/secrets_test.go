@@ -444,3 +444,20 @@ func Test401FromAnotherOriginNeverRefreshes(t *testing.T) {
 	_, err := e.Get(ctx, "/still-good")
 	require.NoError(t, err, "the real token still works")
 }
+
+// A configuration error names the BaseURL or refresh path at fault without
+// the password or query it may carry.
+func TestConfigErrorsDoNotQuoteSecrets(t *testing.T) {
+	const secret = "s3cr3t-in-config"
+	for _, cfg := range []engine.Config{
+		{BaseURL: "ftp://user:" + secret + "@host/x"},
+		{BaseURL: "https://user:" + secret + "@host/%zz"},
+		{BaseURL: "https:///x?api_key=" + secret},
+		{BaseURL: "https://host", Auth: engine.Auth{Refresh: &engine.RefreshConfig{Path: "/t%zz?client_secret=" + secret}}},
+	} {
+		_, err := engine.New(cfg)
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), secret)
+		assert.Regexp(t, `BaseURL|Auth.Refresh.Path`, err.Error(), "the error names the field")
+	}
+}
