@@ -166,6 +166,11 @@ func (b *Builder) Build() (*Body, error) {
 // inspect checks that path is a readable regular file and returns its size
 // and first bytes.
 func inspect(path string) (int64, []byte, error) {
+	// Stat before opening: opening a FIFO waits for a writer, maybe
+	// forever.
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return 0, nil, fmt.Errorf("upload: file %q: not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, nil, fmt.Errorf("upload: file %q: %w", path, unwrapPath(err))
