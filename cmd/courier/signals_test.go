@@ -152,14 +152,19 @@ func TestFetchSignalStopsRequestsWaitingOnTheLimiter(t *testing.T) {
 	api := startDemo(t, demo.Config{})
 	r := startCourier(t, tokenEnv(api.Login()), "fetch", "--base-url", api.URL, "--summary=false",
 		"--rate", "0.001", "--burst", "1", "--concurrency", "1") // one worker: line 1 takes the one token
-	_, err := io.WriteString(r.stdin, "/items/1\n/items/2\n/items/3\n")
+	// Line 1 is slow to answer, so line 2 is surely submitted by then.
+	_, err := io.WriteString(r.stdin, "/slow/1?ms=300\n/items/2\n/items/3\n")
 	require.NoError(t, err)
 	require.NoError(t, r.stdin.Close()) // the whole input is read: only the limiter holds the batch
 	first := r.line(t)
 	assert.Nil(t, first.Error)
 	code, rest := r.stop(t, syscall.SIGTERM)
 	assert.Equal(t, 143, code, r.stderr.String())
-	require.Len(t, rest, 2, "every submitted line is answered, in order")
+	// Line 2 was submitted while line 1 ran (one worker, a queue behind
+	// it); line 3 may not have been, and a line never submitted gets no
+	// output.
+	require.NotEmpty(t, rest, "every submitted line is answered, in order")
+	require.LessOrEqual(t, len(rest), 2)
 	for i, l := range rest {
 		assert.Equal(t, i+2, l.Line)
 		require.NotNil(t, l.Error)
