@@ -41,3 +41,21 @@ func TestFetchAttemptsCountEveryAttemptSent(t *testing.T) {
 	assert.EqualValues(t, 4, calls.Load())
 	assert.Equal(t, 4, out[0].Attempts, "503, 503, 401, then the replay with the new token")
 }
+
+// TestFetchAttemptsOfAParkedRequestThatFails pins a bug: a request sent,
+// answered 401 and parked while its token was refreshed said attempts 0
+// when the refresh failed.
+func TestFetchAttemptsOfAParkedRequestThatFails(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized) // the refresh too: the session ends
+	}))
+	defer srv.Close()
+	r := courier(t, "/x\n", []string{"COURIER_TOKEN=a1", "COURIER_REFRESH_TOKEN=r1"}, "fetch", "--base-url", srv.URL,
+		"--refresh-path", "/auth/refresh")
+	require.Equal(t, 3, r.code, r.stderr)
+	out := parseOutput(t, r.stdout)
+	require.Len(t, out, 1)
+	require.NotNil(t, out[0].Error)
+	assert.Contains(t, *out[0].Error, "session expired")
+	assert.Equal(t, 1, out[0].Attempts, "the request was sent once")
+}
