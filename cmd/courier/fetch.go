@@ -383,8 +383,12 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar
 		return code, nil
 	}
 	src.Stop()
-	if err := src.Err(); err != nil && ctx.Err() == nil {
-		return exitFailed, err
+	if ctx.Err() == nil {
+		// Not after a signal: Err waits for the reading goroutine, which
+		// Stop may have had to leave blocked in a read.
+		if err := src.Err(); err != nil {
+			return exitFailed, err
+		}
 	}
 	return interrupted(ctx)
 }

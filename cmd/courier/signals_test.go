@@ -292,3 +292,31 @@ func TestFetchSizeFlags(t *testing.T) {
 		assert.Contains(t, r.stderr, args[0], "the error names the flag")
 	}
 }
+
+// TestFetchSignalStopsWhileASocketOnStdinIsQuiet covers input whose reads
+// cannot be interrupted (a socket cannot be reopened non-blocking): the
+// blocked read is left to end with the process, which still exits at once.
+func TestFetchSignalStopsWhileASocketOnStdinIsQuiet(t *testing.T) {
+	api := startDemo(t, demo.Config{})
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	require.NoError(t, err)
+	ours, theirs := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs")
+	defer ours.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, courierBin, "fetch", "--base-url", api.URL, "--summary=false")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, tokenEnv(api.Login())...)
+	cmd.Stdin = theirs
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	theirs.Close()
+	r := &running{cmd: cmd, stdout: bufio.NewReader(stdout), stderr: &bytes.Buffer{}}
+	_, err = io.WriteString(ours, "/items/1\n")
+	require.NoError(t, err)
+	assert.Equal(t, 1, r.line(t).Line)
+	code, rest := r.stop(t, syscall.SIGINT)
+	assert.Equal(t, 130, code)
+	assert.Empty(t, rest)
+}
