@@ -368,11 +368,14 @@ func (d *dispatcher) watch(f *Future) {
 
 func (d *dispatcher) onLeave(f *Future) {
 	c := f.call
-	if c == nil || f.resolved.Load() {
+	// The worker running c may be resolving f (its job's first waiter)
+	// right now: whoever wins the claim resolves f, and a lost claim here
+	// means f already has its answer and stays.
+	if c == nil || !f.resolved.CompareAndSwap(false, true) {
 		return
 	}
 	d.drop(c, f)
-	d.e.settle(f, nil, f.ctx.Err())
+	d.e.deliver(f, nil, f.ctx.Err())
 	if len(c.waiters) == 0 {
 		d.abandon(c)
 	}
@@ -429,10 +432,13 @@ func (d *dispatcher) finish(c *call, resp *requests.Response, err error) {
 			r.Request = f.req
 			r.Duration = d.e.s.Clock.Now().Sub(c.admitted)
 		}
-		if f == c.first && f.resolved.Load() {
-			continue // its worker resolved it; the report is on its way
-		}
 		f.live, c.live = c.live, nil // a streamed call has one waiter
+		if f == c.first {
+			// Its worker may be resolving it right now: a lost claim means
+			// the worker's answer stands and its report is on its way.
+			d.e.settleRaced(f, r, err)
+			continue
+		}
 		d.e.settle(f, r, err)
 	}
 }

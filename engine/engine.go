@@ -361,6 +361,18 @@ func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
 	e.deliver(f, resp, err)
 }
 
+// settleRaced is settle for a future that a worker may resolve at the same
+// moment (its job's first waiter, on a 2xx answer): losing that claim is
+// expected, not a second resolution, and the worker's answer stands.
+func (e *Engine) settleRaced(f *Future, resp *requests.Response, err error) {
+	if f.stopWatch != nil {
+		f.stopWatch()
+	}
+	if f.resolved.CompareAndSwap(false, true) {
+		e.deliver(f, resp, err)
+	}
+}
+
 // deliver gives f, claimed by the caller, its result and counts it.
 func (e *Engine) deliver(f *Future, resp *requests.Response, err error) {
 	e.tel.endRequest(f, resp, err)

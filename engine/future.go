@@ -101,12 +101,13 @@ func (f *Future) Await(ctx context.Context) (*requests.Response, error) {
 	if ctx == nil {
 		// A caller's mistake: the result if there is one, else an error
 		// rather than a panic or a wait without end.
-		select {
-		case <-f.done:
+		f.mu.Lock()
+		published := f.published
+		f.mu.Unlock()
+		if published {
 			return f.resp, f.err
-		default:
-			return nil, errNilContext
 		}
+		return nil, errNilContext
 	}
 	if ctx.Done() == nil {
 		f.wg.Wait()

@@ -64,6 +64,15 @@ func TestNilContextGetsAnErrorNotAPanic(t *testing.T) {
 	resp, err := e.Get(ctxTimeout(t, 5*time.Second), "/x")
 	require.NoError(t, err, "the engine goes on")
 	assert.Equal(t, 200, resp.Status)
+
+	// Await(nil) on a future that has resolved gives its result: it used to
+	// look at a channel made only on demand, and said "nil Context".
+	done := e.Submit(context.Background(), requests.New("GET", "/x"))
+	_, err = done.Await(context.Background())
+	require.NoError(t, err)
+	resp, err = done.Await(nilCtx)
+	require.NoError(t, err, "a resolved future answers Await(nil)")
+	assert.Equal(t, 200, resp.Status)
 }
 
 // A Backoff policy returning more than MaxDelay used to be obeyed.
