@@ -21,6 +21,12 @@ import (
 var courierBin string
 
 func TestMain(m *testing.M) {
+	if fuzzing() {
+		// A fuzz run (its coordinator and every worker process) runs only
+		// the fuzz target, which needs no binary: building one in each
+		// worker costs more than the fuzzing.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "courier-bin-")
 	if err != nil {
 		panic(err)
@@ -41,6 +47,16 @@ func TestMain(m *testing.M) {
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// fuzzing reports whether this process runs a fuzz target (go test -fuzz).
+func fuzzing() bool {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzz") {
+			return true
+		}
+	}
+	return false
 }
 
 type cliRun struct {
