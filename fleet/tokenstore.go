@@ -185,12 +185,33 @@ end
 return 0
 `)
 
-// Load implements [engine.TokenStore] with one HMGET.
+// Load implements [engine.TokenStore] with one HMGET. While Redis does
+// not answer it keeps trying, for up to [StoreOptions.Outage] or until ctx
+// ends, and then fails with [ErrUnavailable]: the engine reads the store
+// before every refresh, and a request that needs one waits for Redis
+// rather than failing at the first lost connection.
 func (s *TokenStore) Load(ctx context.Context) (engine.StoredTokens, error) {
-	vals, err := s.rdb.HMGet(ctx, s.keys.tokens, "gen", "at", "rt", "exp").Result()
-	if err != nil {
-		return engine.StoredTokens{}, s.wrap(ctx, "load tokens", err)
+	var failing time.Time
+	for {
+		vals, err := s.rdb.HMGet(ctx, s.keys.tokens, "gen", "at", "rt", "exp").Result()
+		if err == nil {
+			return s.decode(vals)
+		}
+		if ctx.Err() != nil || !isConnError(err) {
+			return engine.StoredTokens{}, s.wrap(ctx, "load tokens", err)
+		}
+		if failing.IsZero() {
+			failing = time.Now()
+		} else if d := time.Since(failing); d >= s.opts.Outage {
+			return engine.StoredTokens{}, &UnavailableError{Op: "load tokens", For: d, Err: err}
+		}
+		if err := sleep(ctx, jitter(50*time.Millisecond, 200*time.Millisecond)); err != nil {
+			return engine.StoredTokens{}, s.wrap(ctx, "load tokens", err)
+		}
 	}
+}
+
+func (s *TokenStore) decode(vals []any) (engine.StoredTokens, error) {
 	str := func(v any) string {
 		if v, ok := v.(string); ok {
 			return v
