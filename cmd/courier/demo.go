@@ -23,6 +23,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	n := fs.Int("requests", 3000, "how many requests to make")
 	concurrency := fs.Int("concurrency", 32, "requests in flight at once")
+	fleetN := fs.Int("fleet", 0, "run N courier fetch processes that share one session through a redis-server the demo starts (needs redis-server on PATH)")
 	var showProgress bool
 	progressFlag(fs, &showProgress)
 	if code, done := parseFlags(fs, args, stderr); done {
@@ -31,6 +32,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *n < 1 || *concurrency < 1 || fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "courier demo: --requests and --concurrency must be at least 1, and no arguments are taken (got %q)\n", fs.Args())
 		return exitUsage
+	}
+	if *fleetN < 0 {
+		fmt.Fprintf(stderr, "courier demo: --fleet must be at least 1, got %d\n", *fleetN)
+		return exitUsage
+	}
+	if *fleetN > 0 {
+		return runFleetDemo(ctx, *fleetN, *n, *concurrency, stdout, stderr)
 	}
 
 	// Tokens expire every 700 requests; a fifth of /flaky ids fail once.

@@ -40,9 +40,9 @@ func (m *fleetMode) close() {
 	m.rdb.Close()
 }
 
-// apply puts cfg in fleet mode when --redis is set: cfg's rate limits
-// become the fleet's, paced through Redis. It returns nil when --redis is
-// not set.
+// apply puts cfg in fleet mode when --redis is set: the session's tokens
+// live in the fleet's store on Redis, and cfg's rate limits become the
+// fleet's, paced through Redis. It returns nil when --redis is not set.
 func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stderr io.Writer) (*fleetMode, error) {
 	if redisURL == "" {
 		if o.name != "" {
@@ -80,6 +80,24 @@ func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stde
 	// and their adaptive changes; the fleet's limiter makes them, and the
 	// holds, the whole fleet's.
 	cfg.RateLimit.Limiter = m.limiter
+
+	// The session: the fleet's store is the source of truth. The first
+	// process seeds it with its tokens (from the environment, or from
+	// --token-file); later ones adopt what it holds.
+	store, err := fleet.NewTokenStore(rdb, name, fleet.StoreOptions{})
+	if err != nil {
+		m.close()
+		return nil, err
+	}
+	if local := cfg.Auth.Store; local != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), fleet.DefaultDialTimeout)
+		v, err := local.Load(ctx)
+		cancel()
+		if err == nil && cfg.Auth.AccessToken == "" && cfg.Auth.RefreshToken == "" {
+			cfg.Auth.AccessToken, cfg.Auth.RefreshToken, cfg.Auth.Expiry = v.AccessToken, v.RefreshToken, v.Expiry
+		}
+	}
+	cfg.Auth.Store = store
 	return m, nil
 }
 
