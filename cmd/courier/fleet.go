@@ -65,9 +65,9 @@ func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stde
 	m := &fleetMode{rdb: rdb}
 	ctx, cancel := context.WithTimeout(context.Background(), fleet.DefaultDialTimeout)
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		// Not fatal: the limiter paces with a local share and tries
-		// again; no refresh is sent until Redis answers.
-		fmt.Fprintf(stderr, "courier fetch: redis at %s does not answer (%v); going on without it until it does\n", fleet.RedactURL(redisURL), err)
+		// The store's first read waits for it, bounded; the limiter
+		// paces with a local share until it answers.
+		fmt.Fprintf(stderr, "courier fetch: redis at %s does not answer (%v); waiting for it\n", fleet.RedactURL(redisURL), err)
 	}
 	cancel()
 

@@ -203,16 +203,18 @@ func TestFetchFleetFlagsAreChecked(t *testing.T) {
 	}
 }
 
-func TestFetchWithRedisAwayGoesOnWithALocalShare(t *testing.T) {
-	// A Redis that does not answer is reported, and the batch still runs:
-	// rate limiting falls back to a local share.
+func TestFetchWithRedisAwayFromTheStartFailsClearly(t *testing.T) {
+	// A process that cannot reach the fleet's store cannot know whether
+	// the fleet's session is newer than its own: it waits for Redis,
+	// bounded, then stops with an error that says so, having sent nothing.
 	rdb := redistest.Start(t, redistest.Options{})
 	url := rdb.URL()
 	rdb.Stop()
 	api := startDemo(t, demo.Config{})
 	r := courier(t, "/items/1\n/items/2\n", tokenEnv(api.Login()), "fetch", "--base-url", api.URL,
 		"--redis", url, "--rate", "100", "--summary=false")
-	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, exitUsage, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "does not answer")
-	assert.Len(t, parseOutput(t, r.stdout), 2)
+	assert.Contains(t, r.stderr, "redis unavailable")
+	assert.Zero(t, api.Stats().Requests, "nothing sent")
 }
