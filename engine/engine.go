@@ -143,8 +143,10 @@ func (e *Engine) TrySubmit(ctx context.Context, req *requests.Request) (*Future,
 		return nil, errors.ErrClosed
 	}
 	if err := <-reply; err != nil {
-		// Refused before admission: this was never a submission.
+		// Refused before admission: this was never a submission, but its
+		// span, started by prepare, ends with the refusal.
 		e.stats.submitted.Add(-1)
+		e.tel.endRequest(f, nil, err)
 		return nil, err
 	}
 	return f, nil

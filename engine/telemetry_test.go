@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-go/courier/engine"
+	courierrors "github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -412,4 +413,20 @@ func TestTelemetryGaugesShowTheQueueAndTheAttemptsInFlight(t *testing.T) {
 	assert.Equal(t, int64(3), gauge("courier.client.queue.depth"))
 	close(g.release)
 	requireAllOK(t, ctx, futures)
+}
+
+// A TrySubmit the engine refused used to leave its request span open, so
+// it never reached the exporter.
+func TestTelemetryEndsTheSpanOfARefusedTrySubmit(t *testing.T) {
+	rig := newOtelRig(t)
+	rs := newRecordingServer(t, func(int, *http.Request) int { return http.StatusOK })
+	e := newEngine(t, rig.apply(engine.Config{BaseURL: rs.URL}))
+	e.TerminateSession()
+	f, err := e.TrySubmit(context.Background(), requests.New("GET", "/x"))
+	require.Nil(t, f)
+	require.ErrorIs(t, err, courierrors.ErrSessionExpired)
+
+	reqs, _ := rig.requestSpans()
+	require.Len(t, reqs, 1, "the refused request's span ended")
+	assert.Equal(t, codes.Error, reqs[0].Status().Code)
 }
