@@ -57,11 +57,14 @@ func setupOTLP(ctx context.Context, flag bool, cfg *engine.Config, stderr io.Wri
 	}
 	me, err := otlpmetrichttp.New(ctx)
 	if err != nil {
+		_ = te.Shutdown(ctx)
 		return nil, fmt.Errorf("--otlp: metrics: %w", err)
 	}
 	// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over the name.
 	res, err := resource.Merge(resource.NewSchemaless(semconv.ServiceName("courier")), resource.Environment())
 	if err != nil {
+		_ = te.Shutdown(ctx)
+		_ = me.Shutdown(ctx)
 		return nil, fmt.Errorf("--otlp: resource: %w", err)
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(res))

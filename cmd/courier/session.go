@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/errors"
 )
 
 // sessionOptions are the flags that say where the tokens live and how new
@@ -67,7 +68,13 @@ func (o *fetchOptions) auth(a *engine.Auth, stderr io.Writer) error {
 	}
 	if s.tokenURL != "" {
 		if _, err := url.Parse(s.tokenURL); err != nil {
-			return fmt.Errorf("--token-url: %v", err)
+			// url.Parse's error quotes the whole URL, query and all: say
+			// what is wrong without it.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return fmt.Errorf("--token-url is not a valid URL: %v", err)
 		}
 	}
 	if rc != nil {
