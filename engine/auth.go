@@ -55,6 +55,13 @@ type Auth struct {
 	// (a generation above 0) it wins over AccessToken, RefreshToken and
 	// Expiry; when it is empty, they are written to it.
 	Store TokenStore
+	// LockLease is the lease this engine asks for when it takes Store's
+	// refresh lock, renewed every third of it while its refresh runs: a
+	// holder that dies without releasing the lock keeps the other engines
+	// from refreshing for at most this long. If zero, DefaultLockLease.
+	// Shorter leases hand a dead holder's refresh over sooner, at the cost
+	// of more renewals; every engine of a fleet should use the same one.
+	LockLease time.Duration
 
 	// Header carries the token. If empty, "Authorization".
 	Header string

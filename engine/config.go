@@ -361,6 +361,7 @@ func (c Config) validate() (*settings, error) {
 	nonNeg("Retry.Budget.TimeoutCost", int64(c.Retry.Budget.TimeoutCost))
 	nonNeg("Retry.Budget.Refund", int64(c.Retry.Budget.Refund))
 	nonNeg("Auth.RefreshBefore", int64(c.Auth.RefreshBefore))
+	nonNeg("Auth.LockLease", int64(c.Auth.LockLease))
 	c.RateLimit.check(bad)
 	if c.Retry.BaseDelay > 0 && c.Retry.MaxDelay > 0 && c.Retry.BaseDelay > c.Retry.MaxDelay {
 		bad("Retry.BaseDelay (%s) is above Retry.MaxDelay (%s)", c.Retry.BaseDelay, c.Retry.MaxDelay)

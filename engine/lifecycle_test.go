@@ -83,6 +83,7 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{engine.Config{BaseURL: "http://"}, "no host"},
 		{engine.Config{BaseURL: "http://x", Workers: -1}, "Workers is negative"},
 		{engine.Config{BaseURL: "http://x", QueueSize: -3}, "QueueSize is negative"},
+		{engine.Config{BaseURL: "http://x", Auth: engine.Auth{LockLease: -time.Second}}, "Auth.LockLease is negative"},
 		{engine.Config{BaseURL: "http://x", Auth: engine.Auth{Refresh: &engine.RefreshConfig{}}}, "Auth.Refresh.Path is empty"},
 		{engine.Config{BaseURL: "http://x", Auth: engine.Auth{Refresh: &engine.RefreshConfig{Path: "/r"},
 			Refresher: func(context.Context, string) (engine.Tokens, error) { return engine.Tokens{}, nil }}}, "both set"},

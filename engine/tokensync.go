@@ -141,7 +141,7 @@ func (a *tokenActor) refreshJob(j syncJob, call, wait context.Context) jobResult
 		r.v, r.newer = v, true // someone else refreshed: no refresh of ours
 		return r
 	}
-	lock, err := st.Lock(wait, DefaultLockLease)
+	lock, err := st.Lock(wait, a.lockLease())
 	if err != nil {
 		r.err = storeError("locking", err)
 		return r
@@ -215,13 +215,14 @@ func (a *tokenActor) renew(lock TokenLock) (stop func()) {
 	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(exited)
-		tick := time.NewTicker(DefaultLockLease / 3)
+		lease := a.lockLease()
+		tick := time.NewTicker(lease / 3)
 		defer tick.Stop()
 		for {
 			select {
 			case <-tick.C:
-				ctx, cancel := context.WithTimeout(context.Background(), DefaultLockLease/3)
-				err := lock.Renew(ctx, DefaultLockLease)
+				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
+				err := lock.Renew(ctx, lease)
 				cancel()
 				if err != nil {
 					// The commit's generation check still guards the write.
@@ -233,4 +234,13 @@ func (a *tokenActor) renew(lock TokenLock) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-exited }
+}
+
+// lockLease is the lease of the store's refresh lock: Auth.LockLease, or
+// DefaultLockLease.
+func (a *tokenActor) lockLease() time.Duration {
+	if l := a.e.s.Auth.LockLease; l > 0 {
+		return l
+	}
+	return DefaultLockLease
 }

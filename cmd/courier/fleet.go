@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
@@ -16,10 +17,12 @@ import (
 // same Redis and fleet share one session and one set of rate limits.
 // --redis itself is defined with the batch flags (batch.go).
 type fleetOptions struct {
-	name string
+	name      string
+	lockLease time.Duration
 }
 
 func (o *fleetOptions) flags(fs *pflag.FlagSet) {
+	fs.DurationVar(&o.lockLease, "lock-lease", 0, "with --redis: the lease of the fleet's refresh lock, renewed while a refresh runs; a process that dies holding it stops the fleet's refreshes for at most this long (default 15s; give every process of a fleet the same)")
 	fs.StringVar(&o.name, "fleet", "", "with --redis: the fleet's name, shared by the processes that share one session and one set of rate limits (default: derived from --base-url and COURIER_CLIENT_ID)")
 }
 
@@ -48,7 +51,13 @@ func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stde
 		if o.name != "" {
 			return nil, fmt.Errorf("--fleet needs --redis")
 		}
+		if o.lockLease != 0 {
+			return nil, fmt.Errorf("--lock-lease needs --redis")
+		}
 		return nil, nil
+	}
+	if o.lockLease < 0 {
+		return nil, fmt.Errorf("--lock-lease: %s is negative", o.lockLease)
 	}
 	name := o.name
 	if name == "" {
@@ -98,6 +107,7 @@ func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stde
 		}
 	}
 	cfg.Auth.Store = store
+	cfg.Auth.LockLease = o.lockLease
 	return m, nil
 }
 

@@ -24,6 +24,10 @@ type fleetAPI struct {
 	requests []atomic.Int64
 	refresh  []atomic.Int64 // refresh calls passed on, per listener
 	on401    func(listener int)
+	// holdRefresh, if set, sees each refresh call before it reaches the
+	// server; when it returns true the call is neither passed on nor
+	// counted (the refresh token is not spent).
+	holdRefresh func(listener int, r *http.Request) bool
 
 	mu        sync.Mutex  // protects refreshAt
 	refreshAt []time.Time // when each refresh call arrived
@@ -51,6 +55,9 @@ func startFleetAPI(t *testing.T, listeners int, cfg demo.Config) *fleetAPI {
 	for i := range listeners {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a.requests[i].Add(1)
+			if r.URL.Path == "/auth/refresh" && a.holdRefresh != nil && a.holdRefresh(i, r) {
+				return
+			}
 			if r.URL.Path == "/auth/refresh" {
 				a.mu.Lock()
 				a.refreshAt = append(a.refreshAt, time.Now())
