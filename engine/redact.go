@@ -12,7 +12,7 @@ import (
 // net/http's errors quote the full URL of the request they are about: the
 // request's own, a redirect's Location, or the refresh endpoint's. Every
 // error that leaves the engine or reaches a log line goes through
-// redactErr.
+// redactErr. What a redacted URL keeps is errors.RedactURL's policy.
 
 // redactErr returns err with every http(s) URL in its message cut down to
 // scheme, host and path, and with the URL of every *url.Error in its chain
@@ -47,7 +47,7 @@ func (r *redactedError) Unwrap() error { return r.err }
 func scrubURLErrors(err error) {
 	for err != nil {
 		if ue, ok := err.(*url.Error); ok {
-			ue.URL = redactURLString(ue.URL)
+			ue.URL = errors.RedactRawURL(ue.URL)
 		}
 		switch u := err.(type) {
 		case interface{ Unwrap() []error }:
@@ -79,7 +79,7 @@ func redactText(s string) string {
 		}
 		end := i + strings.IndexAny(s[i:]+" ", " \t\r\n\"'`<>")
 		b.WriteString(s[:i])
-		b.WriteString(redactURLString(s[i:end]))
+		b.WriteString(errors.RedactRawURL(s[i:end]))
 		s, lower = s[end:], lower[end:]
 	}
 }
@@ -95,34 +95,11 @@ func urlStart(lower string) int {
 	return min(i, j)
 }
 
-// redactURLString removes the user info, query and fragment of raw. When
-// raw does not parse, everything from the first '?' or '#' is cut, and
-// anything before an '@' in the authority.
-func redactURLString(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return errors.RedactURL(u)
-	}
-	if i := strings.IndexAny(raw, "?#"); i >= 0 {
-		raw = raw[:i]
-	}
-	if scheme, rest, ok := strings.Cut(raw, "://"); ok {
-		host, path, _ := strings.Cut(rest, "/")
-		if at := strings.LastIndex(host, "@"); at >= 0 {
-			host = host[at+1:]
-		}
-		raw = scheme + "://" + host
-		if path != "" {
-			raw += "/" + path
-		}
-	}
-	return raw
-}
-
 // redactRef returns a request path for an error message: without its
 // query, fragment or user info.
 func redactRef(p string) string {
 	if strings.Contains(p, "://") {
-		return redactURLString(p)
+		return errors.RedactRawURL(p)
 	}
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		return p[:i]

@@ -452,6 +452,9 @@ func TestConfigErrorsDoNotQuoteSecrets(t *testing.T) {
 	for _, cfg := range []engine.Config{
 		{BaseURL: "ftp://user:" + secret + "@host/x"},
 		{BaseURL: "https://user:" + secret + "@host/%zz"},
+		// A password with a '/' in a URL that does not parse used to be
+		// taken for the path, and quoted whole.
+		{BaseURL: "https://user:ab/" + secret + "@host/x"},
 		{BaseURL: "https:///x?api_key=" + secret},
 		{BaseURL: "https://host", Auth: engine.Auth{Refresh: &engine.RefreshConfig{Path: "/t%zz?client_secret=" + secret}}},
 	} {

@@ -346,16 +346,14 @@ func methodAttr(m string) attribute.KeyValue {
 	return semconv.HTTPRequestMethodOther
 }
 
-// redactURL is u for an attribute: no user info, no fragment, and the
-// query, if any, replaced by REDACTED (query strings carry API keys).
+// redactURL is u for url.full: [errors.RedactURL]'s URL, then, when u had
+// a query, "?REDACTED" to say that one was left out, as the semantic
+// conventions mark a value they take out.
 func redactURL(u *url.URL) string {
-	c := *u
-	c.User = nil
-	c.Fragment, c.RawFragment = "", ""
-	if c.RawQuery != "" || c.ForceQuery {
-		c.RawQuery, c.ForceQuery = "REDACTED", false
+	if u.RawQuery == "" && !u.ForceQuery {
+		return errors.RedactURL(u)
 	}
-	return c.String()
+	return errors.RedactURL(u) + "?REDACTED"
 }
 
 // errorType is error.type for a result: the status code of an answer of

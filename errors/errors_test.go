@@ -33,11 +33,6 @@ func TestHTTPErrorMessage(t *testing.T) {
 	assert.Equal(t, "courier: GET https://api/x: 429 Too Many Requests (attempts 1, retry after 1m30s): Retry-After wait of 1m30s does not fit the deadline", e.Error())
 }
 
-func TestRedactURLDropsSecrets(t *testing.T) {
-	u, _ := url.Parse("https://user:pass@api.example.com/v1/x?api_key=secret#frag")
-	assert.Equal(t, "https://api.example.com/v1/x", errors.RedactURL(u))
-}
-
 func TestPanicErrorUnwrapsErrorValues(t *testing.T) {
 	pe := &errors.PanicError{Where: "middleware", Value: context.Canceled}
 	assert.True(t, errors.Is(pe, context.Canceled))

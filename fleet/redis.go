@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/courier-go/courier/errors"
 )
 
 // PasswordEnv is the environment variable that holds the Redis password. It
@@ -27,7 +29,7 @@ const (
 // URLError reports a Redis URL that cannot be used. Its message names what is
 // wrong, with the URL's password (if any) redacted.
 type URLError struct {
-	URL    string // the URL, redacted by [RedactURL]
+	URL    string // the URL, redacted by [errors.RedactRawURL]
 	Reason string
 }
 
@@ -53,17 +55,17 @@ func ParseURL(raw string) (*redis.Options, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Parse's error quotes the whole URL, password included.
-		return nil, &URLError{URL: RedactURL(raw), Reason: "not a URL"}
+		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: "not a URL"}
 	}
 	switch u.Scheme {
 	case "redis", "rediss", "unix":
 	case "":
-		return nil, &URLError{URL: RedactURL(raw), Reason: "no scheme; want redis://, rediss:// or unix://"}
+		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: "no scheme; want redis://, rediss:// or unix://"}
 	default:
-		return nil, &URLError{URL: RedactURL(raw), Reason: fmt.Sprintf("scheme %q; want redis://, rediss:// or unix://", u.Scheme)}
+		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: fmt.Sprintf("scheme %q; want redis://, rediss:// or unix://", u.Scheme)}
 	}
 	if u.Scheme != "unix" && u.Host == "" {
-		return nil, &URLError{URL: RedactURL(raw), Reason: "no host"}
+		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: "no host"}
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
@@ -73,7 +75,7 @@ func ParseURL(raw string) (*redis.Options, error) {
 		if pw, ok := u.User.Password(); ok && pw != "" {
 			reason = strings.ReplaceAll(reason, pw, "xxxxx")
 		}
-		return nil, &URLError{URL: RedactURL(raw), Reason: reason}
+		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: reason}
 	}
 	if pw := os.Getenv(PasswordEnv); pw != "" {
 		opts.Password = pw
@@ -111,13 +113,11 @@ func NewClient(raw string) (*redis.Client, error) {
 	return redis.NewClient(opts), nil
 }
 
-// RedactURL returns the URL with its password, if any, replaced by "xxxxx",
-// for logs and error messages. A string that does not parse as a URL is
-// replaced entirely, since it might be a password.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	return u.Redacted()
-}
+// RedactURL returns a Redis URL for logs and error messages, without its
+// user info, query or fragment. A string that does not parse as a URL, and
+// does not even start like one, is replaced whole, since it might be a
+// password.
+//
+// Deprecated: RedactURL is shorthand for [errors.RedactRawURL], which
+// redacts every URL courier writes; use that.
+func RedactURL(raw string) string { return errors.RedactRawURL(raw) }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/fleet"
 )
 
@@ -76,7 +77,7 @@ func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stde
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		// The store's first read waits for it, bounded; the limiter
 		// paces with a local share until it answers.
-		fmt.Fprintf(stderr, "courier fetch: redis at %s does not answer (%v); waiting for it\n", fleet.RedactURL(redisURL), err)
+		fmt.Fprintf(stderr, "courier fetch: redis at %s does not answer (%v); waiting for it\n", errors.RedactRawURL(redisURL), err)
 	}
 	cancel()
 

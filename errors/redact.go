@@ -1,0 +1,73 @@
+package errors
+
+import (
+	"net/url"
+	"strings"
+)
+
+// Redaction of URLs: one policy for every URL that courier writes into an
+// error, a log line or a span attribute. User info and query strings often
+// carry credentials (https://user:pass@host, ?api_key=...,
+// redis://:password@host), so neither is ever written, in any form.
+
+// unparsable is what [RedactRawURL] gives for a string that is neither a URL
+// nor shaped like one.
+const unparsable = "<unparsable URL>"
+
+// RedactURL returns u as a string for an error message, a log line or a span
+// attribute, without the parts of a URL that carry secrets: it removes the
+// user info (user name and password alike), the whole query (names and
+// values) and the fragment, and keeps the scheme, host, port and path. A nil
+// u gives "". A secret written into the path itself is not recognised.
+//
+// Every URL in courier's errors ([HTTPError.URL], [RequestError.URL]) has
+// been through RedactURL or [RedactRawURL].
+func RedactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	c := *u
+	c.User = nil
+	c.RawQuery, c.ForceQuery = "", false
+	c.Fragment, c.RawFragment = "", ""
+	return c.String()
+}
+
+// RedactRawURL is [RedactURL] for a URL held in a string, such as one quoted
+// by another library's error or typed by a user. A string that does not
+// parse is cut down by hand, erring on the side of removing too much:
+// everything after its "scheme://" up to the last '@' goes (user info, even
+// one holding a '/', '?' or '#' that a URL may not), then everything from
+// the first '?' or '#'. A string that does not parse and does not start
+// with a scheme and "://" may be a secret typed in the wrong place: it is
+// replaced whole by "<unparsable URL>".
+func RedactRawURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return RedactURL(u)
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || !isScheme(scheme) {
+		return unparsable
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		rest = rest[at+1:]
+	}
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	return scheme + "://" + rest
+}
+
+// isScheme reports whether s is a URL scheme as RFC 3986 section 3.1 spells
+// one: a letter, then letters, digits, '+', '-' or '.'.
+func isScheme(s string) bool {
+	for i, r := range s {
+		switch {
+		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z':
+		case i > 0 && ('0' <= r && r <= '9' || r == '+' || r == '-' || r == '.'):
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
