@@ -23,15 +23,23 @@ type Tokens struct {
 
 // Refresher obtains new tokens from a refresh token, for APIs whose refresh
 // does not fit [RefreshConfig]. An error that matches ErrSessionExpired ends
-// the session; any other error is treated as transient and retried.
+// the session; any other error is treated as transient and retried. An
+// engine makes one refresh at a time; a Refresher that several engines
+// share must be safe for concurrent use. A nil Refresher in
+// [Auth.Refresher] means none.
 type Refresher func(ctx context.Context, refreshToken string) (Tokens, error)
 
 // TokenParser reads a refresh endpoint's 2xx answer. An error ends the
 // session: an answer that cannot be parsed will not parse on retry either.
+// An engine parses one answer at a time; a TokenParser that several
+// engines share must be safe for concurrent use. A nil TokenParser in
+// [RefreshConfig.Parser] means [FieldTokenParser] of the configured fields.
 type TokenParser func(body []byte) (Tokens, error)
 
 // AuthFailedFunc reports whether an answer means the token was rejected and
-// a refresh should be tried.
+// a refresh should be tried. It is called from several goroutines at once,
+// so it must be safe for concurrent use. A nil AuthFailedFunc in
+// [Auth.AuthFailed] means [DefaultAuthFailed].
 type AuthFailedFunc func(status int, header http.Header) bool
 
 // DefaultAuthFailed treats 401 as a rejected token. 403 means the token is
@@ -39,7 +47,8 @@ type AuthFailedFunc func(status int, header http.Header) bool
 func DefaultAuthFailed(status int, _ http.Header) bool { return status == http.StatusUnauthorized }
 
 // Auth configures how tokens are attached and refreshed. The zero value
-// sends no token and treats a 401 as final.
+// sends no token and treats a 401 as final. It is a plain value, part of a
+// [Config].
 type Auth struct {
 	// AccessToken and RefreshToken start the first session. Both may be
 	// empty and set later with SetTokens.
@@ -108,6 +117,7 @@ type Auth struct {
 }
 
 // ClientAuth says how OAuth 2.0 client credentials are sent with a refresh.
+// The zero value is [ClientAuthBasic].
 type ClientAuth int
 
 const (
@@ -118,7 +128,7 @@ const (
 )
 
 // Grant names the OAuth 2.0 grant a [RefreshConfig] asks the token
-// endpoint for.
+// endpoint for. The zero value, "", means [GrantRefreshToken].
 type Grant string
 
 const (
@@ -133,7 +143,9 @@ const (
 )
 
 // RefreshConfig describes a refresh endpoint. Only Path is required: the
-// zero value of every other field is its documented default.
+// zero value of every other field is its documented default, and [New]
+// refuses the zero RefreshConfig for its empty Path. It is a plain value:
+// New keeps a copy of its own.
 type RefreshConfig struct {
 	// Path of the refresh endpoint, resolved against BaseURL. Required. An
 	// absolute URL may name another origin, such as an authorization

@@ -4,7 +4,8 @@ import "time"
 
 // Clock is the engine's source of time: backoff, Retry-After waits, rate
 // limiting and proactive token refresh all go through it, so tests can drive
-// time by hand. Implementations must be safe for concurrent use.
+// time by hand. Implementations must be safe for concurrent use. A nil
+// Clock in [Config.Clock] means [SystemClock].
 //
 // Per-attempt timeouts are context deadlines and use real time.
 type Clock interface {

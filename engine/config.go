@@ -38,8 +38,10 @@ const (
 )
 
 // Config configures an [Engine]. Every zero field means its documented
-// default, so Config{BaseURL: u} is a working configuration. [New] copies
-// what it needs; changing a Config afterwards has no effect on the engine.
+// default, so Config{BaseURL: u} is a working configuration; the zero
+// Config is not, as BaseURL is required. A Config is a plain value: [New]
+// copies what it needs, so one Config may serve several engines, and
+// changing it afterwards has no effect on the engine.
 type Config struct {
 	// BaseURL is the API's absolute http or https URL. Request paths are
 	// resolved against it, and its origin is the only one that receives the
@@ -136,11 +138,15 @@ type Config struct {
 
 // Middleware wraps the transport that sends one attempt. It sees the request
 // with the token attached and may change it or the response. A panic in a
-// middleware fails only the request it happened in.
+// middleware fails only the request it happened in. [New] calls each
+// Middleware once; the RoundTripper it returns is used by every worker at
+// once, so it must be safe for concurrent use. A nil Middleware is refused
+// by New.
 type Middleware func(next http.RoundTripper) http.RoundTripper
 
 // RoundTripperFunc is shorthand for an [http.RoundTripper] written as a
-// function.
+// function. It is as safe for concurrent use as the function is; a nil
+// RoundTripperFunc panics when called.
 type RoundTripperFunc func(*http.Request) (*http.Response, error)
 
 // RoundTrip calls f(r).
@@ -148,7 +154,7 @@ func (f RoundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { r
 
 // Retry configures retries. Policy and Backoff are replaceable one at a
 // time. The zero value is three attempts with the default policy, backoff
-// and budget.
+// and budget. It is a plain value, part of a [Config].
 type Retry struct {
 	// MaxAttempts bounds the attempts made because attempts failed: the
 	// first and its retries. If zero, DefaultMaxAttempts; 1 disables
@@ -190,7 +196,9 @@ type Retry struct {
 // requests each failing once cost 500 and are refunded as they succeed),
 // while n requests to a server that is down make at most
 // n + Capacity/RetryCost upstream calls. The zero value is the default
-// budget, on; each zero field means its default.
+// budget, on; each zero field means its default. A Budget is a plain value
+// that configures the bucket; the bucket itself is the engine's own, never
+// shared with another engine.
 type Budget struct {
 	// Capacity is the size of the bucket, and what it holds at the start.
 	// If zero, DefaultBudgetCapacity.
@@ -218,7 +226,9 @@ type Budget struct {
 // retries and replays after a token refresh wait like first attempts.
 //
 // The zero value sets no limit of its own but adapts: a Retry-After or an
-// exhausted quota holds the host, and 429s slow it down.
+// exhausted quota holds the host, and 429s slow it down. A RateLimit is a
+// plain value: [New] copies Hosts and Routes, and only the Limiter, if one
+// is set, is shared.
 type RateLimit struct {
 	// PerSecond is the sustained rate of attempts over all hosts; 0 means
 	// unlimited.
@@ -252,7 +262,7 @@ type RateLimit struct {
 }
 
 // Rate is a token-bucket limit: PerSecond attempts a second on average, up
-// to Burst at once. The zero value does not limit.
+// to Burst at once. The zero value does not limit. It is a plain value.
 type Rate struct {
 	// PerSecond is the sustained rate; 0 means unlimited.
 	PerSecond float64
@@ -262,6 +272,7 @@ type Rate struct {
 }
 
 // Route is a limit for the requests to Host whose path starts with Prefix.
+// It is a plain value. The zero Route names no host, and [New] refuses it.
 type Route struct {
 	// Host is as in [RateLimit.Hosts].
 	Host string
@@ -271,7 +282,8 @@ type Route struct {
 }
 
 // Adaptive makes every host's limit follow its answers. The zero value is
-// on, with the defaults below.
+// on, with the defaults below. It is a plain value; what it learns is the
+// engine's (or its Limiter's) state, not the Adaptive's.
 //
 // Holds: a Retry-After on a 429 or 503 answer holds every request to that
 // host (or to that route, when the request fell under a route override)
@@ -309,6 +321,7 @@ type Adaptive struct {
 
 // Dedup configures in-flight merging of identical requests. The zero value
 // merges identical GET and HEAD requests and keyed requests of any method.
+// It is a plain value.
 type Dedup struct {
 	// Disabled sends every request on its own.
 	Disabled bool

@@ -192,7 +192,9 @@ func (e *Engine) Upload(ctx context.Context, path string, body requests.Body, op
 }
 
 // Result is one request's outcome from [Engine.Stream]. It is a plain
-// value: Response and Err are as [Future.Await] would return them.
+// value: Response and Err are as [Future.Await] would return them, so at
+// least one is set and the zero Result is never yielded. Treat the
+// Response as read-only: dedup followers share it.
 type Result struct {
 	Index    int // position of the request in the input, from 0
 	Request  *requests.Request
@@ -294,8 +296,10 @@ func (e *Engine) TerminateSession() {
 	e.actor.ask(clearTokensMsg{done: done}, done)
 }
 
-// Stats is a snapshot of the engine's counters, a plain value. Once the
-// engine is idle, Submitted equals Completed plus Failed.
+// Stats is a snapshot of the engine's counters, a plain value; the zero
+// Stats is a new engine's. Each counter is read atomically, but not all at
+// one instant, so while requests run they need not add up. Once the engine
+// is idle, Submitted equals Completed plus Failed.
 type Stats struct {
 	Submitted int64 // futures created, including those that failed at once
 	Completed int64 // futures resolved with a 2xx response

@@ -36,7 +36,8 @@ import (
 //
 // FileStore needs flock: it works on Linux, macOS and the BSDs;
 // elsewhere NewFileStore returns an error. A FileStore is safe for
-// concurrent use, and so are several FileStores on one path.
+// concurrent use, and so are several FileStores on one path. The zero
+// value has no file and is not usable; call [NewFileStore].
 type FileStore struct {
 	path string // the token file; immutable
 }

@@ -9,7 +9,10 @@ import (
 )
 
 // Quota is what an answer's rate-limit header fields say about the
-// client's quota, as read by [ParseRateLimit]. It is a plain value.
+// client's quota, as read by [ParseRateLimit]. It is a plain value. The
+// zero Quota does not mean "nothing known": it says the window has no
+// request left. ParseRateLimit marks what an answer does not say with -1
+// (Remaining, Limit) and HasReset false.
 type Quota struct {
 	// Remaining is how many requests the window has left, or -1 when the
 	// answer does not say.

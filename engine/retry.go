@@ -16,7 +16,8 @@ import (
 )
 
 // Attempt describes one finished attempt, for a [RetryPolicy]; a plain
-// value, valid only during the call.
+// value, valid only during the call. The engine always sets Request and
+// Number, so a policy is never given the zero Attempt.
 type Attempt struct {
 	Request *requests.Request
 	// Number counts attempts from 1.
@@ -34,11 +35,15 @@ type Attempt struct {
 // RetryPolicy reports whether a failed attempt should be tried again. The
 // engine calls it only for attempts that failed (no answer, or a status
 // outside 2xx that is not an auth failure), and enforces MaxAttempts and the
-// budget itself.
+// budget itself. It is called from several goroutines at once, so it must
+// be safe for concurrent use. A nil RetryPolicy in [Retry.Policy]
+// means [DefaultRetryPolicy].
 type RetryPolicy func(a Attempt) bool
 
 // Backoff returns the wait before retry number attempt (1 for the first
-// retry), between zero and max.
+// retry), between zero and max. Retries of requests and of token refreshes
+// call it from different goroutines, maybe at once, so it must be safe for
+// concurrent use. A nil Backoff in [Retry.Backoff] means [DefaultBackoff].
 type Backoff func(attempt int, base, max time.Duration) time.Duration
 
 // DefaultBackoff is full-jitter exponential backoff: a uniformly random wait

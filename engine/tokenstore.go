@@ -9,7 +9,8 @@ import (
 )
 
 // StoredTokens is what a [TokenStore] holds: a session's tokens and the
-// generation they were written as. It is a plain value.
+// generation they were written as. It is a plain value; the zero value is
+// what the empty store holds.
 //
 // Generation counts the writes to the store: 0 is the empty store, which
 // has never been written, and every successful compare-and-swap stores the
@@ -29,7 +30,8 @@ type StoredTokens struct {
 // TokenStore is the source of truth for a session's tokens, shared by every
 // engine that uses the same store: engines in one process ([MemoryStore]),
 // processes on one machine ([FileStore]) or a fleet (the Redis store of
-// package fleet). Set it with [Auth.Store].
+// package fleet). Set it with [Auth.Store]; nil there means a
+// [MemoryStore] of the engine's own.
 //
 // The engine uses it so that a rotating refresh token is sent exactly once
 // by all of them together:

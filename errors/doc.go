@@ -9,4 +9,8 @@
 // with [Is]; the types ([HTTPError], [RequestError], [PanicError]) are
 // extracted with [As]. Every error a courier future fails with matches at
 // least one of them, or is the context's own error when the caller gave up.
+//
+// [RedactURL] and [RedactRawURL] are the one policy for every URL that
+// courier writes into an error, a log line or a span attribute: no user
+// info, no query, no fragment.
 package errors

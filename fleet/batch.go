@@ -67,7 +67,8 @@ func OpenBatch(rdb redis.UniversalClient, name string) (*Batch, error) {
 // Name returns the batch's name.
 func (b *Batch) Name() string { return b.name }
 
-// Line is one input line of a batch.
+// Line is one input line of a batch, a plain value. Lines count from 1:
+// the zero Line is no line of any batch, and [Batch.Add] refuses it.
 type Line struct {
 	N    int    // 1-based line number in the input
 	Text string // the line as read
@@ -80,7 +81,8 @@ type Line struct {
 }
 
 // ChangedError reports an input that differs from the one the batch was
-// made from.
+// made from. It is a plain value; a zero Line means the number of lines
+// differs rather than one line.
 type ChangedError struct {
 	Batch string
 	Line  int // the first line found to differ; 0 when only the count does
@@ -217,8 +219,9 @@ func (b *Batch) Seal(ctx context.Context, total int) error {
 	return nil
 }
 
-// Status is a batch's state. Pending is Total-Done once the batch is
-// sealed.
+// Status is a batch's state, a plain value read by [Batch.Status]; the
+// zero Status is a batch that does not exist. Pending is Total-Done once
+// the batch is sealed.
 type Status struct {
 	Exists          bool
 	Sealed          bool  // every line has been added
@@ -271,7 +274,9 @@ func (b *Batch) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
-// Result is a line's stored result, or nil Data when it has none yet.
+// Result is a line's stored result, or nil Data when it has none yet. It is
+// a plain value, and [Batch.Results] gives every call results of its own;
+// the zero Result is no line's (lines count from 1).
 type Result struct {
 	Line int
 	Data []byte

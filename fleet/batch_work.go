@@ -17,7 +17,8 @@ import (
 // before other workers may take it over.
 const DefaultLease = 30 * time.Second
 
-// WorkerOptions tunes [Batch.Work]. The zero value gives the defaults.
+// WorkerOptions tunes [Batch.Work]. The zero value gives the defaults. It
+// is a plain value: Work keeps a copy.
 type WorkerOptions struct {
 	// Name names the worker in the consumer group and in
 	// [Status.Workers]. If empty, the host name, the process id and a
@@ -33,7 +34,8 @@ type WorkerOptions struct {
 	Lease time.Duration
 }
 
-// Outcome is what a [Handler] made of a line.
+// Outcome is what a [Handler] made of a line, a plain value. The zero
+// Outcome stores an empty result that is not a failure.
 type Outcome struct {
 	Data   []byte // the result to store
 	Failed bool   // the result is a failure ([Status.Failed] counts it)
@@ -43,11 +45,13 @@ type Outcome struct {
 }
 
 // Handler does one line of a batch. It is called from up to
-// [WorkerOptions.Concurrency] goroutines at once; ctx ends when the
-// worker is stopped.
+// [WorkerOptions.Concurrency] goroutines at once, so it must be safe for
+// concurrent use; ctx ends when the worker is stopped. A nil Handler is
+// not usable: [Batch.Work] calls it for every line.
 type Handler func(ctx context.Context, l Line) Outcome
 
-// WorkStats counts what one worker did.
+// WorkStats counts what one worker did, a plain value returned by
+// [Batch.Work]; the zero value is a worker that did nothing.
 type WorkStats struct {
 	Taken     int64 // lines read for the first time
 	TakenOver int64 // lines taken over from a worker whose lease ran out

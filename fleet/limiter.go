@@ -15,7 +15,8 @@ import (
 	"github.com/courier-go/courier/engine"
 )
 
-// LimiterOptions tunes a [Limiter]. The zero value gives the defaults.
+// LimiterOptions tunes a [Limiter]. The zero value gives the defaults. It
+// is a plain value: [NewLimiter] keeps a copy.
 type LimiterOptions struct {
 	// Heartbeat is how often the limiter tells Redis that its process is
 	// alive; the fleet counts live processes to split the limits when Redis
@@ -277,7 +278,8 @@ return 0
 `)
 
 // WaitError is returned by [Limiter.Wait] when the attempt's turn would
-// come after its context's deadline. Nothing was reserved.
+// come after its context's deadline. Nothing was reserved. It is a plain
+// value, made by Wait; its fields are read-only.
 type WaitError struct {
 	Key  string        // the limit key, as [engine.LimitKey.String] has it
 	Wait time.Duration // how long the attempt would have had to wait

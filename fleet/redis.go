@@ -27,7 +27,9 @@ const (
 )
 
 // URLError reports a Redis URL that cannot be used. Its message names what is
-// wrong, with the URL's password (if any) redacted.
+// wrong; the URL in it has been through [errors.RedactRawURL], so it holds
+// no user info, password or query. It is a plain value, made by
+// [ParseURL].
 type URLError struct {
 	URL    string // the URL, redacted by [errors.RedactRawURL]
 	Reason string

@@ -15,7 +15,8 @@ import (
 	"github.com/courier-go/courier/errors"
 )
 
-// StoreOptions tunes a [TokenStore]. The zero value gives the defaults.
+// StoreOptions tunes a [TokenStore]. The zero value gives the defaults. It
+// is a plain value: [NewTokenStore] keeps a copy.
 type StoreOptions struct {
 	// WatchPoll is how often a Watch reads the generation as a backstop
 	// for notices that pub/sub lost (while the connection was down). It is
@@ -45,7 +46,8 @@ var ErrUnavailable = errors.New("fleet: redis unavailable")
 
 // UnavailableError reports that Redis did not answer an operation of the
 // fleet for too long. It matches [ErrUnavailable] and wraps the last
-// error from Redis (a network error; never a token or a password).
+// error from Redis (a network error; never a token or a password). It is a
+// plain value, made by [TokenStore]; its fields are read-only.
 type UnavailableError struct {
 	Op  string        // what was tried, such as "refresh lock"
 	For time.Duration // how long it was tried
