@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -40,38 +41,50 @@ type (
 
 // dispatcher is the goroutine that owns the queue, the call table (the
 // live list and dedup), the parked set and the pause state. It never does
-// I/O and never blocks: every send it makes is a case of its one select,
-// or goes to a worker's slot that it knows is empty.
+// I/O and never blocks on anyone: it sleeps only when it has nothing to do,
+// and every send it makes is a case of its one select or goes to a
+// worker's slot that it knows is empty.
 //
 // Who talks to it, and how:
-//   - Submit hands it a future on admit (read only while the queue has
-//     room); TrySubmit, leaving waiters, backoff timers and the engine's
-//     methods post messages to inbox.
-//   - A worker gets a job in its slot, runs the attempt, and sends one
-//     outcome to reports. Until the dispatcher has read it, the worker is
-//     not idle and the call is not given to another worker.
-//   - The token actor posts its events to inbox and receives demands (the
-//     generation a refresh must pass) from the dispatcher.
+//   - Submit reserves a place in the queue and delivers its future to the
+//     mailbox (mailbox.go); when the queue is full it waits to hand the
+//     future over on admit instead. TrySubmit, leaving waiters, backoff
+//     timers and the engine's methods post messages to the mailbox.
+//   - A worker gets a job in its slot, runs the attempt, and delivers one
+//     report to the mailbox. Until the dispatcher has taken it, the worker
+//     is not idle and the call is not given to another worker.
+//   - The token actor posts its events to the mailbox and receives demands
+//     (the generation a refresh must pass) from the dispatcher.
+//
+// The dispatcher takes everything in the mailbox at once and handles the
+// reports first, then the rest in the order delivered: a worker delivers
+// its report before it wakes its caller, so the dispatcher always has the
+// outcome of a request before anything its caller submits next.
 type dispatcher struct {
 	e *Engine
 
 	// Set by newDispatcher; read by anyone.
-	admit   chan *Future  // Submit sends; the dispatcher receives
-	inbox   chan any      // anyone posts (see post); the dispatcher receives
-	reports chan outcome  // workers send, one per job; the dispatcher receives
+	mb      *mailbox
+	admit   chan *Future  // a Submit waiting for room sends; the dispatcher receives
 	stopped chan struct{} // closed by the dispatcher when it exits
+	queue   *queue        // its room is shared (queue.reserve); the rest is the dispatcher's
+	// waiting counts the Submits waiting for room on admit: written by
+	// them, read by the dispatcher, which then keeps a place for them.
+	waiting atomic.Int32
 
 	// Owned by the dispatcher goroutine: written and read by it alone.
+	mail          mail    // the latest take from the mailbox, being handled
 	slots         []*slot // one per worker
 	idle          []*slot // workers waiting for a job, most recent last
-	queue         *queue
-	live          call // sentinel of the list of every call not yet resolved
+	live          call    // sentinel of the list of every call not yet resolved
 	liveN         int
 	dedup         map[string]*call
 	parked        map[*call]struct{}
-	running       int  // jobs handed out whose report has not been read
+	running       int  // jobs handed out whose report has not been taken
+	spare         bool // a place reserved for a Submit waiting on admit
 	paused        bool // session expired: fail new submissions
 	closing       bool // Shutdown called: refuse new submissions, drain
+	killed        bool // Close called: refuse everything, exit
 	demandPending bool
 	demandGen     uint64
 	admitted      uint64 // calls admitted so far, for call.seq
@@ -96,9 +109,8 @@ func newDispatcher(e *Engine) *dispatcher {
 	d := &dispatcher{
 		e:       e,
 		gen:     firstGen,
+		mb:      newMailbox(),
 		admit:   make(chan *Future),
-		inbox:   make(chan any),
-		reports: make(chan outcome),
 		stopped: make(chan struct{}),
 		queue:   newQueue(e.s.QueueSize),
 		dedup:   make(map[string]*call),
@@ -199,73 +211,125 @@ func (d *dispatcher) unlink(c *call) {
 	d.liveN--
 }
 
-// post delivers m to the inbox unless the dispatcher has stopped, and
-// reports whether it was delivered. Used by timers, context watchers and
-// the engine's methods, never by the dispatcher itself.
-func (d *dispatcher) post(m any) bool {
+// post delivers m to the mailbox unless the dispatcher has stopped, and
+// reports whether it was delivered. It never blocks. Used by timers,
+// context watchers, the token actor and the engine's methods, never by the
+// dispatcher itself.
+func (d *dispatcher) post(m any) bool { return d.mb.post(m) }
+
+// submit hands f, prepared by Submit, to the dispatcher: into the mailbox
+// when the queue has room, else over admit once it has, or f fails when
+// ctx ends or the engine stops first. While the session is expired or the
+// engine shuts down, admit takes it at once, to fail it.
+func (d *dispatcher) submit(ctx context.Context, f *Future) {
+	if d.queue.reserve() {
+		if !d.mb.admit(f) {
+			d.queue.release()
+			d.e.settle(f, nil, errors.ErrClosed)
+		}
+		return
+	}
+	d.waiting.Add(1)
+	defer d.waiting.Add(-1)
+	d.mb.poke() // a sleeping dispatcher keeps no place for a waiter
 	select {
-	case d.inbox <- m:
-		return true
+	case d.admit <- f:
+	case <-ctx.Done():
+		d.e.settle(f, nil, ctx.Err())
 	case <-d.stopped:
-		return false
+		d.e.settle(f, nil, errors.ErrClosed)
 	}
 }
 
 func (d *dispatcher) run() {
-	defer close(d.stopped)
-	defer func() {
-		for _, w := range d.slots {
-			close(w.jobs) // the workers return
-		}
-	}()
+	defer d.exit()
 	for {
+		d.mb.take(&d.mail)
+		d.handleMail()
+		if d.killed {
+			return
+		}
 		d.assign()
 		if d.closing && d.liveN == 0 && d.running == 0 {
 			return
+		}
+		// A Submit waits for room on admit: keep a place for it while
+		// there is one. A paused or closing engine takes it at once, to
+		// fail it.
+		if !d.spare && d.waiting.Load() > 0 && d.queue.reserve() {
+			d.spare = true
 		}
 		var (
 			admit  chan *Future
 			demand chan uint64
 		)
-		if !d.queue.full() || d.paused || d.closing {
+		if d.spare || d.paused || d.closing {
 			admit = d.admit
 		}
 		if d.demandPending {
 			demand = d.e.actor.demands
 		}
+		// Lazy reports can wait unless a worker is wanted or the engine is
+		// draining. Stay up if a Submit began waiting for room after the
+		// check above.
+		eager := d.queue.live() > 0 || d.closing
+		var waiters *atomic.Int32
+		if admit == nil && !d.queue.full() {
+			waiters = &d.waiting
+		}
+		if !d.mb.sleep(eager, waiters) {
+			continue
+		}
 		select {
+		case <-d.mb.wake:
 		case f := <-admit:
-			d.onSubmit(f)
-		case o := <-d.reports:
-			d.onReport(&o)
-		case m := <-d.inbox:
-			if _, kill := m.(killMsg); kill {
-				d.failAll(errors.ErrClosed)
-				d.drainRunning()
-				return
-			}
-			d.onMessage(m)
+			reserved := d.spare
+			d.spare = false
+			d.onSubmit(f, reserved)
 		case demand <- d.demandGen:
 			d.demandPending = false
 		}
 	}
 }
 
-// drainRunning waits for the workers' reports on attempts already running,
-// so none of them is left blocked on its send after Close. Other messages
-// are answered as a closed engine would.
-func (d *dispatcher) drainRunning() {
-	for d.running > 0 {
-		var m any
-		select {
-		case o := <-d.reports:
-			if o.live != nil {
-				o.live.release()
-			}
-			d.running--
+// handleMail handles the latest take from the mailbox: reports first, so
+// workers are idle again and outcomes known before what comes after; then
+// submissions and messages in the order they came.
+func (d *dispatcher) handleMail() {
+	b := &d.mail
+	for i := range b.reports {
+		d.onReport(&b.reports[i])
+	}
+	for _, m := range b.msgs {
+		if f, ok := m.(*Future); ok {
+			d.onSubmit(f, true)
 			continue
-		case m = <-d.inbox:
 		}
+		d.onMessage(m)
+	}
+}
+
+// exit closes the mailbox and answers what was in it as a closed engine
+// would, then stops the workers. A worker still running an attempt (Close
+// cancelled it) finds the mailbox closed and answers for its report.
+func (d *dispatcher) exit() {
+	d.closing = true // what is left is refused
+	d.mb.close()
+	d.mb.take(&d.mail)
+	d.handleMail()
+	if d.spare {
+		d.queue.release()
+		d.spare = false
+	}
+	close(d.stopped)
+	for _, w := range d.slots {
+		close(w.jobs) // the workers return
+	}
+}
+
+func (d *dispatcher) onMessage(m any) {
+	if d.killed {
+		// After Close only the senders waiting for an answer get one.
 		switch m := m.(type) {
 		case trySubmitMsg:
 			m.reply <- errors.ErrClosed
@@ -274,10 +338,8 @@ func (d *dispatcher) drainRunning() {
 		case resumeMsg:
 			close(m.done)
 		}
+		return
 	}
-}
-
-func (d *dispatcher) onMessage(m any) {
 	switch m := m.(type) {
 	case refreshedEvent, refreshFailedEvent, expiredEvent, staleEvent:
 		d.onEvent(m)
@@ -288,11 +350,14 @@ func (d *dispatcher) onMessage(m any) {
 			m.reply <- errors.ErrClosed
 		case d.paused:
 			m.reply <- errors.ErrSessionExpired
-		case d.queue.full() && (m.f.own.key == "" || !shared):
+		case m.f.own.key != "" && shared:
+			m.reply <- nil
+			d.onSubmit(m.f, false) // joins: takes no place
+		case !d.queue.reserve():
 			m.reply <- errors.ErrQueueFull
 		default:
 			m.reply <- nil
-			d.onSubmit(m.f)
+			d.onSubmit(m.f, true)
 		}
 	case leaveMsg:
 		d.onLeave(m.f)
@@ -305,6 +370,11 @@ func (d *dispatcher) onMessage(m any) {
 		}
 	case shutdownMsg:
 		d.closing = true
+	case killMsg:
+		// Fail everything now; what else is in this take is refused as
+		// after Shutdown, and run exits.
+		d.failAll(errors.ErrClosed)
+		d.closing, d.killed = true, true
 	case terminateMsg:
 		d.expire(nil)
 		close(m.done)
@@ -316,20 +386,30 @@ func (d *dispatcher) onMessage(m any) {
 	}
 }
 
-func (d *dispatcher) onSubmit(f *Future) {
+// onSubmit admits f. reserved says f holds a place in the queue (see
+// queue.reserve), which it takes or gives back.
+func (d *dispatcher) onSubmit(f *Future, reserved bool) {
+	var err error
 	switch {
 	case d.closing:
-		d.e.settle(f, nil, errors.ErrClosed)
-		return
+		err = errors.ErrClosed
 	case d.paused:
-		d.e.settle(f, nil, errors.ErrSessionExpired)
-		return
-	case f.ctx.Err() != nil:
-		d.e.settle(f, nil, f.ctx.Err())
+		err = errors.ErrSessionExpired
+	default:
+		err = f.ctx.Err()
+	}
+	if err != nil {
+		if reserved {
+			d.queue.release()
+		}
+		d.e.settle(f, nil, err)
 		return
 	}
 	if key := f.own.key; key != "" {
 		if c, ok := d.dedup[key]; ok {
+			if reserved {
+				d.queue.release()
+			}
 			c.waiters = append(c.waiters, f)
 			f.call = c
 			d.watch(f)
@@ -353,7 +433,11 @@ func (d *dispatcher) onSubmit(f *Future) {
 	if c.key != "" && c.stream == nil { // a live body has one reader
 		d.dedup[c.key] = c
 	}
-	d.queue.pushBack(c)
+	if reserved {
+		d.queue.pushReserved(c)
+	} else {
+		d.queue.pushBack(c)
+	}
 	d.e.stats.queued.Add(1)
 	d.watch(f)
 }

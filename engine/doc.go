@@ -8,7 +8,9 @@
 // never blocks. Workers (worker.go) run one attempt each: they wait for
 // their turn (see Pacing), read the current token from an atomic
 // snapshot, run the middleware chain and the HTTP call, read the body
-// (bounded) and report back. The token actor (tokenactor.go) owns the tokens and serializes
+// (bounded) and report back. Everything reaches the dispatcher through its
+// mailbox (mailbox.go), which it empties in one go each time it wakes, so
+// one wake-up serves every submission and report made meanwhile. The token actor (tokenactor.go) owns the tokens and serializes
 // refresh: however many requests get 401 with the same token, one refresh
 // call is made, each parked request is replayed once, and queued requests
 // that would carry the rejected token wait for the new one instead of

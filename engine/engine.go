@@ -112,15 +112,8 @@ func guardedClient(s *settings) *http.Client {
 // (so do the other methods that take a ctx, rather than panic).
 func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 	f, ok := e.prepare(ctx, req)
-	if !ok {
-		return f
-	}
-	select {
-	case e.d.admit <- f:
-	case <-ctx.Done():
-		e.settle(f, nil, ctx.Err())
-	case <-e.d.stopped:
-		e.settle(f, nil, errors.ErrClosed)
+	if ok {
+		e.d.submit(ctx, f)
 	}
 	return f
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,4 +110,46 @@ func TestBadRequestsFailWithAClearError(t *testing.T) {
 	assert.ErrorContains(t, err, "POST /x")
 	assert.ErrorContains(t, err, "JSON body")
 	assert.EqualValues(t, 4, e.Stats().Failed, "nothing is silently dropped")
+}
+
+// TestQueueBoundHoldsWithSubmitsRacingForRoom: many callers submit at once
+// into a small queue, most of them finding it full; every request is sent
+// once and answered, and the queue never holds more than QueueSize
+// requests, however the callers race for a freed place.
+func TestQueueBoundHoldsWithSubmitsRacingForRoom(t *testing.T) {
+	const queueSize, callers, each = 2, 16, 25
+	var e *engine.Engine
+	var maxQueued, calls atomic.Int64
+	client := &http.Client{Transport: engine.RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		calls.Add(1)
+		q := e.Stats().Queued
+		for m := maxQueued.Load(); q > m && !maxQueued.CompareAndSwap(m, q); m = maxQueued.Load() {
+		}
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+	})}
+	e, err := engine.New(engine.Config{BaseURL: "http://api.test", HTTPClient: client, Workers: 2, QueueSize: queueSize})
+	require.NoError(t, err)
+	defer e.Close()
+
+	ctx := ctxTimeout(t, 30*time.Second)
+	errs := make(chan error, callers*each)
+	var wg sync.WaitGroup
+	for g := range callers {
+		wg.Go(func() {
+			for i := range each {
+				_, err := e.Do(ctx, requests.New("GET", "/x", requests.WithQuery("i", itoa(g*each+i))))
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	assert.EqualValues(t, callers*each, calls.Load(), "every request sent once")
+	assert.LessOrEqual(t, maxQueued.Load(), int64(queueSize), "the queue never held more than its bound")
+	st := e.Stats()
+	assert.EqualValues(t, callers*each, st.Completed)
+	assert.Zero(t, st.Queued)
 }

@@ -115,13 +115,7 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	f, ok := e.prepare(ctx, req)
 	if ok {
 		f.own.stream = st
-		select {
-		case e.d.admit <- f:
-		case <-ctx.Done():
-			e.settle(f, nil, ctx.Err())
-		case <-e.d.stopped:
-			e.settle(f, nil, errors.ErrClosed)
-		}
+		e.d.submit(ctx, f)
 	}
 	f.wait()
 	if body != nil {

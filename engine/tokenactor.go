@@ -87,9 +87,10 @@ import (
 // one is finished and stored before the actor returns, so Shutdown and
 // Close return with the session's newest tokens in the store.
 //
-// Every event goes to the dispatcher's inbox, which always receives, so the
-// actor never blocks for long on the dispatcher, and the dispatcher, which
-// only offers a demand as one case of its select, never blocks on the actor.
+// Every event goes to the dispatcher's mailbox, where a delivery never
+// blocks, so the actor never waits on the dispatcher; and the dispatcher,
+// which only offers a demand as one case of its select, never blocks on the
+// actor.
 
 // refreshFloor is the least time between the end of one refresh and a
 // proactive refresh of the token it produced, so that a server answering

@@ -18,9 +18,9 @@ import (
 const drainLimit = 256 << 10
 
 // slot is one worker's mailbox. The dispatcher puts a job in it only when
-// the worker is idle, so the send never blocks; the worker sends its
-// outcome to the dispatcher's reports channel and is idle again once the
-// dispatcher has read it.
+// the worker is idle, so the send never blocks; the worker delivers its
+// outcome to the dispatcher's mailbox and is idle again once the
+// dispatcher has taken it.
 type slot struct {
 	jobs chan job // size 1; closed when the dispatcher exits
 }
@@ -31,8 +31,6 @@ func (e *Engine) worker(w *slot) {
 	var t attemptTimer
 	defer t.disarm()
 	for j := range w.jobs {
-		// The dispatcher reads every report before it exits (drainRunning),
-		// so this send always completes.
 		o := e.attempt(j, &t)
 		// Counted before any waiter wakes, so a caller who has its result
 		// sees the attempt over in Stats.
@@ -47,7 +45,13 @@ func (e *Engine) worker(w *slot) {
 			o.settled = j.first
 			first = e.firstResponse(j, o.resp)
 		}
-		e.d.reports <- o
+		// A call nobody else can join (no dedup key) that the worker has
+		// resolved leaves the dispatcher nothing urgent: the report can
+		// wait for its next wake-up (see mailbox.report).
+		lazy := first != nil && j.c.key == ""
+		if !e.d.mb.report(o, lazy) && o.live != nil {
+			o.live.release() // the engine was closed: nobody takes it
+		}
 		if first != nil {
 			if f := j.first; f.stopWatch != nil {
 				f.stopWatch()

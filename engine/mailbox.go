@@ -1,0 +1,163 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// mailbox is the dispatcher's inbox. Anyone delivers to it: Submit its
+// futures, workers their reports, and timers, context watchers, the token
+// actor and the engine's methods their messages. Only the dispatcher takes
+// from it, everything at once (take), so one wake-up serves every delivery
+// made while it was busy.
+//
+// A delivery never blocks. It appends under mu and wakes the dispatcher
+// only if it sleeps, with a token on wake. The protocol, all under mu:
+//   - The dispatcher sleeps (sleep) only when the mailbox is empty: it sets
+//     asleep, then waits on wake (and the few channels it also selects on).
+//   - A delivery that finds asleep set clears it and sends one token, so
+//     one sleep gets at most one token. The send does not block: if a token
+//     is there already (the dispatcher woke by another case and slept
+//     again), the one there does the job.
+//   - take clears asleep: while the dispatcher is awake nobody sends.
+//   - A lazy delivery (see report) wakes the dispatcher only if it asked
+//     for everything at once when it slept (eager).
+//
+// Once the dispatcher has exited (close), deliveries are refused and the
+// deliverer answers for what it delivered.
+type mailbox struct {
+	wake chan struct{} // size one
+
+	mu      sync.Mutex // protects the fields below
+	reports []outcome  // workers' reports
+	// msgs is everything else, in the order delivered: submitted futures
+	// (*Future, each holding a reserved place in the queue) and messages.
+	msgs   []any
+	asleep bool // the dispatcher waits on wake and nobody has woken it
+	eager  bool // set when it slept: lazy reports wake it too
+	closed bool // the dispatcher has exited
+}
+
+func newMailbox() *mailbox { return &mailbox{wake: make(chan struct{}, 1)} }
+
+// wakeLocked reports whether the deliverer must wake the dispatcher, and
+// makes it the only one to. Called with mu held.
+func (m *mailbox) wakeLocked(lazy bool) bool {
+	if !m.asleep || (lazy && !m.eager) {
+		return false
+	}
+	m.asleep = false
+	return true
+}
+
+func (m *mailbox) signal() {
+	select {
+	case m.wake <- struct{}{}:
+	default: // a token is there already
+	}
+}
+
+// admit delivers a submitted future, and reports false once the dispatcher
+// has exited.
+func (m *mailbox) admit(f *Future) bool {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return false
+	}
+	m.msgs = append(m.msgs, f)
+	wake := m.wakeLocked(false)
+	m.mu.Unlock()
+	if wake {
+		m.signal()
+	}
+	return true
+}
+
+// report delivers a worker's report, and reports false once the dispatcher
+// has exited. A lazy report (a call its worker has resolved, with nothing
+// else waiting on it) only gives the worker back and tidies up: it waits
+// for the dispatcher's next wake-up, unless the dispatcher asked for every
+// report at once (it has queued work for the worker, or is shutting down).
+func (m *mailbox) report(o outcome, lazy bool) bool {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return false
+	}
+	m.reports = append(m.reports, o)
+	wake := m.wakeLocked(lazy)
+	m.mu.Unlock()
+	if wake {
+		m.signal()
+	}
+	return true
+}
+
+// post delivers any other message, and reports false once the dispatcher
+// has exited.
+func (m *mailbox) post(msg any) bool {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return false
+	}
+	m.msgs = append(m.msgs, msg)
+	wake := m.wakeLocked(false)
+	m.mu.Unlock()
+	if wake {
+		m.signal()
+	}
+	return true
+}
+
+// poke wakes the dispatcher, if it sleeps, to look again at state it reads
+// outside the mailbox (a Submit waiting for room).
+func (m *mailbox) poke() {
+	m.mu.Lock()
+	wake := m.wakeLocked(false)
+	m.mu.Unlock()
+	if wake {
+		m.signal()
+	}
+}
+
+// mail is one take from the mailbox.
+type mail struct {
+	reports []outcome
+	msgs    []any
+}
+
+// take swaps everything delivered for b's emptied slices, which the
+// mailbox reuses. Called by the dispatcher only.
+func (m *mailbox) take(b *mail) {
+	clear(b.reports)
+	clear(b.msgs)
+	m.mu.Lock()
+	b.reports, m.reports = m.reports, b.reports[:0]
+	b.msgs, m.msgs = m.msgs, b.msgs[:0]
+	m.asleep = false
+	m.mu.Unlock()
+}
+
+// sleep prepares the dispatcher to wait on wake, and reports false, not
+// sleeping, if there is mail, or waiters (when given) counts a Submit that
+// began waiting for room (see dispatcher.submit: it counts itself, then
+// pokes). eager asks for lazy reports at once.
+func (m *mailbox) sleep(eager bool, waiters *atomic.Int32) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.reports)+len(m.msgs) > 0 || (waiters != nil && waiters.Load() > 0) {
+		return false
+	}
+	m.asleep, m.eager = true, eager
+	return true
+}
+
+// close refuses every later delivery. Called by the dispatcher as it
+// exits; what was delivered before is still to take.
+func (m *mailbox) close() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+}
