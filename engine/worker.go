@@ -236,50 +236,54 @@ func (e *Engine) logAttempt(c *call, attempt, status int, start time.Time, gen u
 }
 
 // newHTTPRequest builds the attempt's request, opening the body afresh.
+// It does what http.NewRequestWithContext would, without parsing a URL the
+// call already holds: the request gets its own copy, which middleware may
+// change freely. The method was checked by Submit.
 func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, error) {
 	req := c.req
-	var body io.Reader
+	u := new(url.URL)
+	*u = c.url
+	// Room for the token, the configured headers and the request's own.
+	n := 1 + len(e.s.Headers) + len(req.Header)
+	if req.Body != nil {
+		n++
+	}
+	if req.IdempotencyKey != "" {
+		n++
+	}
+	r := http.Request{
+		Method: req.MethodOrGet(), URL: u, Host: u.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: make(http.Header, n),
+	}
 	if req.Body != nil {
 		rc, err := req.Body.Open()
 		if err != nil {
 			return nil, fmt.Errorf("opening body: %w", err)
 		}
-		body = rc
-	}
-	// An empty URL parses at no cost; the call's URL is then copied into
-	// the request's own, which middleware may change freely.
-	hreq, err := http.NewRequestWithContext(withSensitive(ctx, req.SensitiveHeaders), req.MethodOrGet(), "", body)
-	if err != nil {
-		if rc, ok := body.(io.Closer); ok {
-			rc.Close()
-		}
-		return nil, err
-	}
-	*hreq.URL = c.url
-	hreq.Host = c.url.Host
-	if req.Body != nil {
-		if n := req.Body.Size(); n >= 0 {
-			hreq.ContentLength = n
-			if n == 0 {
-				hreq.Body.Close()
-				hreq.Body = http.NoBody
+		r.Body = rc
+		r.GetBody = req.Body.Open
+		if size := req.Body.Size(); size >= 0 {
+			r.ContentLength = size
+			if size == 0 {
+				rc.Close()
+				r.Body = http.NoBody
 			}
 		}
-		hreq.GetBody = req.Body.Open
 		if ct := req.Body.ContentType(); ct != "" {
-			hreq.Header.Set("Content-Type", ct)
+			r.Header["Content-Type"] = []string{ct}
 		}
 	}
 	for k, vs := range e.s.Headers {
-		hreq.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+		r.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
 	for k, vs := range req.Header {
-		hreq.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+		r.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
 	if req.IdempotencyKey != "" {
-		hreq.Header.Set("Idempotency-Key", req.IdempotencyKey)
+		r.Header["Idempotency-Key"] = []string{req.IdempotencyKey}
 	}
-	return hreq, nil
+	return r.WithContext(withSensitive(ctx, req.SensitiveHeaders)), nil
 }
 
 // closeBody drains a little of what is left so the connection can be
