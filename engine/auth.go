@@ -145,7 +145,8 @@ const (
 // RefreshConfig describes a refresh endpoint. Only Path is required: the
 // zero value of every other field is its documented default, and [New]
 // refuses the zero RefreshConfig for its empty Path. It is a plain value:
-// New keeps a copy of its own.
+// New keeps a copy of its own, Headers, Scopes and Body included (though
+// not of the values Body holds).
 type RefreshConfig struct {
 	// Path of the refresh endpoint, resolved against BaseURL. Required. An
 	// absolute URL may name another origin, such as an authorization

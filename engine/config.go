@@ -3,6 +3,7 @@ package engine
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -455,6 +456,10 @@ func (c Config) validate() (*settings, error) {
 		return nil, fmt.Errorf("courier: invalid config: %s", strings.Join(problems, "; "))
 	}
 
+	// Maps are shared by reference: New keeps copies of its own, so a
+	// caller changing them afterwards changes nothing and races with no
+	// worker.
+	s.Headers = c.Headers.Clone()
 	if s.Workers == 0 {
 		s.Workers = DefaultWorkers
 	}
@@ -525,6 +530,8 @@ func (c Config) validate() (*settings, error) {
 			cp.Form = true
 		}
 		cp.Scopes = slices.Clone(cp.Scopes)
+		cp.Headers = cp.Headers.Clone()
+		cp.Body = maps.Clone(cp.Body) // one level deep: values are the caller's
 		if cp.AccessTokenField == "" {
 			cp.AccessTokenField = "access_token"
 		}
