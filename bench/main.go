@@ -40,6 +40,7 @@ func main() {
 		return
 	}
 	flag.Parse()
+	raiseFileLimit()
 	if *quick {
 		*rounds, *duration = 1, 100*time.Millisecond
 	}
