@@ -384,8 +384,7 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar
 	}
 	src.Stop()
 	if ctx.Err() == nil {
-		// Not after a signal: Err waits for the reading goroutine, which
-		// Stop may have had to leave blocked in a read.
+		// After a signal, its status wins over a read error.
 		if err := src.Err(); err != nil {
 			return exitFailed, err
 		}

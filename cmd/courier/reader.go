@@ -95,7 +95,7 @@ type rawLine struct {
 type input struct {
 	lines chan rawLine  // unbuffered; every line, in order; closed after the last
 	stop  chan struct{} // closed by Stop
-	done  chan struct{} // closed when the goroutine has returned
+	done  chan struct{} // closed as the goroutine returns, just before lines
 	err   error         // why reading ended early; written by the goroutine before done
 	p     *lineParser   // parses lines for parse; safe for concurrent use
 
@@ -113,8 +113,12 @@ func newInput(open func() (io.ReadCloser, error), maxLine int, p *lineParser) *i
 }
 
 func (in *input) run(open func() (io.ReadCloser, error), maxLine int) {
-	defer close(in.done)
-	defer close(in.lines)
+	defer func() {
+		// done before lines: whoever has seen lines closed finds err
+		// written and done closed, so Err returns it even after Stop.
+		close(in.done)
+		close(in.lines)
+	}()
 	src, err := open()
 	if err != nil {
 		in.err = fmt.Errorf("input: %w", err)
@@ -190,11 +194,23 @@ func (in *input) parse(l rawLine) (line inputLine, skip bool) {
 	return in.p.parse(l.n, l.text)
 }
 
-// Err returns why reading ended before the end of the input, if it did. It
-// waits for the goroutine: call it once lines is closed, or after Stop.
+// Err returns why reading ended before the end of the input, if it did:
+// call it once lines is closed, or after Stop. It waits for the goroutine
+// to return, unless Stop was called: then it never waits, since the
+// goroutine may be left in a read that nothing can interrupt, and a read
+// that Stop ended is no error.
 func (in *input) Err() error {
-	<-in.done
-	return in.err
+	select {
+	case <-in.done:
+		return in.err
+	case <-in.stop:
+	}
+	select {
+	case <-in.done:
+		return in.err
+	default:
+		return nil // still blocked in a read or an open that Stop ends
+	}
 }
 
 // failedLine is line n, which cannot run: it goes through the engine as a
