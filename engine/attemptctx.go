@@ -119,10 +119,11 @@ type attemptTimer struct {
 	cur atomic.Pointer[attemptCtx] // the attempt being timed, nil between attempts
 }
 
-// arm gives a a deadline d from now and starts timing it.
-func (t *attemptTimer) arm(a *attemptCtx, d time.Duration) {
+// arm gives a a deadline d after now, the time as the caller has just
+// read it, and starts timing it.
+func (t *attemptTimer) arm(a *attemptCtx, d time.Duration, now time.Time) {
 	a.mu.Lock()
-	a.deadline = time.Now().Add(d)
+	a.deadline = now.Add(d)
 	a.mu.Unlock()
 	t.cur.Store(a)
 	if t.t == nil {

@@ -18,7 +18,7 @@ func TestAttemptContextTimesOutWithDeadlineExceeded(t *testing.T) {
 		var timer attemptTimer
 		defer timer.disarm()
 		a := &attemptCtx{parent: context.WithValue(context.Background(), ctxKey{}, "v")}
-		timer.arm(a, 5*time.Second)
+		timer.arm(a, 5*time.Second, time.Now())
 		dl, ok := a.Deadline()
 		require.True(t, ok)
 		assert.Equal(t, time.Now().Add(5*time.Second), dl)
@@ -38,10 +38,10 @@ func TestAttemptTimerLeavesTheNextAttemptAloneAfterALateFire(t *testing.T) {
 		var timer attemptTimer
 		defer timer.disarm()
 		first := &attemptCtx{parent: context.Background()}
-		timer.arm(first, time.Second)
+		timer.arm(first, time.Second, time.Now())
 		timer.disarm()
 		second := &attemptCtx{parent: context.Background()}
-		timer.arm(second, time.Minute)
+		timer.arm(second, time.Minute, time.Now())
 		timer.fire() // as a fire meant for the first attempt would
 		assert.NoError(t, second.Err())
 		assert.NoError(t, first.Err(), "a disarmed attempt is not timed out")

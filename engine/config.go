@@ -336,6 +336,9 @@ type settings struct {
 	authHeader string
 	authPrefix string   // scheme plus space, or ""
 	sensitive  []string // canonical names of the headers that carry credentials
+	// systemClock is set when Clock is SystemClock: its time is real time,
+	// which attempt deadlines need, so one reading serves both.
+	systemClock bool
 }
 
 func (c Config) validate() (*settings, error) {
@@ -499,6 +502,7 @@ func (c Config) validate() (*settings, error) {
 	if s.Clock == nil {
 		s.Clock = SystemClock
 	}
+	_, s.systemClock = s.Clock.(systemClock)
 	if s.Logger == nil {
 		nop := zerolog.Nop()
 		s.Logger = &nop

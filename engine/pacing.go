@@ -78,6 +78,7 @@ type paceTicket struct {
 	kp    *keyPace
 	epoch uint64
 	seq   uint64
+	at    time.Time // when the attempt was let go
 }
 
 func newPacer(s *settings, stats *counters) *pacer {
@@ -274,11 +275,12 @@ func (kp *keyPace) claim(now time.Time, tk *paceTicket) (time.Duration, bool) {
 // until a reset, it does not wait: it returns how long the hold lasts
 // (held > 0), and the attempt goes back to the dispatcher to wait off the
 // workers, so that a held host never keeps a worker from other hosts. On
-// success it returns the ticket for [pacer.observe].
-func (p *pacer) wait(ctx context.Context, u *url.URL) (tk paceTicket, held time.Duration, err error) {
+// success it returns the ticket for [pacer.observe]. now is the clock's
+// time as the worker calls; tk.at is when the attempt was let go, now
+// itself unless a bucket made it wait.
+func (p *pacer) wait(ctx context.Context, u *url.URL, now time.Time) (tk paceTicket, held time.Duration, err error) {
 	key, configured := p.keyOf(u)
-	tk = paceTicket{key: key}
-	now := p.clock.Now()
+	tk = paceTicket{key: key, at: now}
 	if !p.adapt.Disabled {
 		if d := p.lim.HeldUntil(key).Sub(now); d > 0 {
 			return tk, d, nil
@@ -310,6 +312,9 @@ func (p *pacer) wait(ctx context.Context, u *url.URL) (tk paceTicket, held time.
 			return tk, 0, err
 		}
 	}
+	if paced || p.global.PerSecond > 0 {
+		tk.at = p.clock.Now()
+	}
 	return tk, 0, nil
 }
 
@@ -337,7 +342,12 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 	if p.adapt.Disabled || tk.kp == nil {
 		return
 	}
-	now := p.clock.Now()
+	// An answer that neither throttles nor speaks of a quota (most of
+	// them) only counts: the time the attempt started will do for it.
+	now := tk.at
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable || hasRateLimitFields(h) {
+		now = p.clock.Now()
+	}
 	var hold time.Time
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		if d, ok := ParseRetryAfter(h.Get("Retry-After"), now); ok && d > 0 {

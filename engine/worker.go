@@ -88,6 +88,8 @@ func (e *Engine) attemptTimeout(req *requests.Request) time.Duration {
 func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	c, req, s := j.c, j.c.req, e.s
 	o.c = c
+	// One reading of the clock serves the pacer, the attempt's deadline and
+	// its duration, unless the pacer makes the attempt wait.
 	start := s.Clock.Now()
 	var span attemptSpan
 	defer func() {
@@ -112,14 +114,20 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	if e.pacer.active {
 		// The wait for the limiter is not part of the attempt's time.
 		var err error
-		if pace, o.held, err = e.pacer.wait(ctx, &c.url); err != nil || o.held > 0 {
+		if pace, o.held, err = e.pacer.wait(ctx, &c.url, start); err != nil || o.held > 0 {
 			if err != nil {
 				o.err = e.requestError(c, sent, err)
 			}
 			return o
 		}
+		start = pace.at
 	}
-	t.arm(ctx, e.attemptTimeout(req))
+	// The deadline is real time, whatever the engine's clock.
+	now := start
+	if !e.s.systemClock {
+		now = time.Now()
+	}
+	t.arm(ctx, e.attemptTimeout(req), now)
 	defer t.disarm()
 
 	hreq, err := e.newHTTPRequest(ctx, c)
