@@ -389,6 +389,11 @@ func TestTerminateSessionCancelsAndPauses(t *testing.T) {
 	f := e.Submit(ctx, requests.New("GET", "/hang"))
 	<-entered
 	e.TerminateSession()
+	select {
+	case <-f.Done():
+	default:
+		t.Fatal("TerminateSession returned before the pending request failed")
+	}
 	_, err := f.Await(ctx)
 	assert.ErrorIs(t, err, errors.ErrSessionExpired)
 	_, err = e.Get(ctx, "/x")

@@ -23,20 +23,29 @@ type (
 	leaveMsg      struct{ f *Future }
 	retryReadyMsg struct{ c *call }
 	shutdownMsg   struct{}
-	terminateMsg  struct{ done chan struct{} }
-	resumeMsg     struct{ done chan struct{} }
 	killMsg       struct{}
 )
 
-// Events from the token actor; tokenactor.go says when each is sent.
+// Events from the token actor; tokenactor.go says when each is sent. The
+// dispatcher learns the token generation and the session's state from
+// them alone: refreshedEvent with started (SetTokens) ends a pause,
+// expiredEvent starts one.
 type (
-	refreshedEvent     struct{ gen uint64 }
+	refreshedEvent struct {
+		gen     uint64
+		started bool // SetTokens: a session starts or goes on
+	}
 	staleEvent         struct{ gen uint64 }
 	refreshFailedEvent struct {
 		gen uint64
 		err error
 	}
-	expiredEvent struct{ err error }
+	expiredEvent struct {
+		err error
+		// done, when set, is closed once the dispatcher has failed what
+		// was pending and paused (TerminateSession waits for it).
+		done chan struct{}
+	}
 )
 
 // dispatcher is the goroutine that owns the queue, the call table (the
@@ -82,7 +91,7 @@ type dispatcher struct {
 	parked        map[*call]struct{}
 	running       int  // jobs handed out whose report has not been taken
 	spare         bool // a place reserved for a Submit waiting on admit
-	paused        bool // session expired: fail new submissions
+	paused        bool // session expired (the token actor said so): fail new submissions
 	closing       bool // Shutdown called: refuse new submissions, drain
 	killed        bool // Close called: refuse everything, exit
 	demandPending bool
@@ -333,10 +342,10 @@ func (d *dispatcher) onMessage(m any) {
 		switch m := m.(type) {
 		case trySubmitMsg:
 			m.reply <- errors.ErrClosed
-		case terminateMsg:
-			close(m.done)
-		case resumeMsg:
-			close(m.done)
+		case expiredEvent:
+			if m.done != nil {
+				close(m.done)
+			}
 		}
 		return
 	}
@@ -375,12 +384,6 @@ func (d *dispatcher) onMessage(m any) {
 		// after Shutdown, and run exits.
 		d.failAll(errors.ErrClosed)
 		d.closing, d.killed = true, true
-	case terminateMsg:
-		d.expire(nil)
-		close(m.done)
-	case resumeMsg:
-		d.paused = false
-		close(m.done)
 	default:
 		panic(fmt.Sprintf("courier: dispatcher got unknown message %T", m))
 	}
@@ -575,6 +578,9 @@ func (d *dispatcher) onEvent(ev any) {
 	switch ev := ev.(type) {
 	case refreshedEvent:
 		d.gen = max(d.gen, ev.gen)
+		if ev.started {
+			d.paused = false
+		}
 		// A token from before the latest demand (SetTokens racing a 401)
 		// does not end the wait for the refresh that demand asked for.
 		d.refreshing = d.refreshing && ev.gen <= d.demandGen
@@ -604,6 +610,9 @@ func (d *dispatcher) onEvent(ev any) {
 		}
 	case expiredEvent:
 		d.expire(ev.err)
+		if ev.done != nil {
+			close(ev.done)
+		}
 	default:
 		panic(fmt.Sprintf("courier: dispatcher got unknown event %T", ev))
 	}

@@ -265,12 +265,10 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 // Requests parked on a refresh are replayed with the new access token, and a
 // paused engine (after the session expired) accepts requests again.
 func (e *Engine) SetTokens(t Tokens) {
+	// The actor tells the dispatcher before it answers, so a request
+	// submitted after SetTokens returns finds the engine resumed.
 	done := make(chan struct{})
 	e.actor.ask(setTokensMsg{t: t, done: done}, done)
-	done = make(chan struct{})
-	if e.d.post(resumeMsg{done: done}) {
-		<-done
-	}
 }
 
 // TerminateSession ends the session on purpose (logout): the tokens are
@@ -278,15 +276,14 @@ func (e *Engine) SetTokens(t Tokens) {
 // attempts are cancelled, OnSessionExpired runs, and new requests fail fast
 // until [Engine.SetTokens].
 func (e *Engine) TerminateSession() {
-	// The dispatcher first: once it has failed and cancelled what was
-	// pending and paused, no attempt can go out without a token, or turn
-	// the cleared token into a 401 of its own.
-	done := make(chan struct{})
-	if e.d.post(terminateMsg{done: done}) {
-		<-done
+	// The actor tells the dispatcher to fail what is pending and pause
+	// before it clears the token; this returns once both are done.
+	done, failed := make(chan struct{}), make(chan struct{})
+	e.actor.ask(clearTokensMsg{done: done, failed: failed}, done)
+	select {
+	case <-failed:
+	case <-e.d.stopped:
 	}
-	done = make(chan struct{})
-	e.actor.ask(clearTokensMsg{done: done}, done)
 }
 
 // Stats is a snapshot of the engine's counters, a plain value; the zero

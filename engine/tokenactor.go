@@ -34,11 +34,12 @@ import (
 //     clearTokensMsg, each waiting until the actor has handled it. Both bump
 //     the epoch, which voids (and cancels) a refresh in flight: its result,
 //     whatever it is, is never published, because the caller's tokens are
-//     newer. SetTokens then tells refreshedEvent with the new generation,
-//     which answers every demand made so far. TerminateSession marks the
-//     session ended (the engine has already made the dispatcher fail what
-//     waits and pause, with a terminateMsg); later demands are answered with
-//     expiredEvent until SetTokens.
+//     newer. SetTokens then tells refreshedEvent with the new generation
+//     and started set, which answers every demand made so far and ends a
+//     pause. TerminateSession tells expiredEvent (the dispatcher fails what
+//     waits and pauses) before it clears the tokens, and marks the session
+//     ended; later demands are answered with expiredEvent until SetTokens.
+//     The dispatcher learns the session's state from these events alone.
 //   - The actor's TokenStore (Auth.Store, or a MemoryStore of its own) is
 //     the source of truth; the actor's copy is the store's value at
 //     generation stored, plus, at times, tokens the store does not hold yet
@@ -103,8 +104,11 @@ type (
 		t    Tokens
 		done chan struct{}
 	}
-	clearTokensMsg struct{ done chan struct{} }
-	wantMsg        struct {
+	clearTokensMsg struct {
+		done   chan struct{}
+		failed chan struct{} // closed by the dispatcher once it has paused
+	}
+	wantMsg struct {
 		gen   uint64
 		reply chan error // size 1
 	}
@@ -288,9 +292,14 @@ func (a *tokenActor) run() {
 				a.refreshToken = m.t.RefreshToken
 				a.publish(m.t)
 				a.keep(m.t, m.done)
-				a.answer(refreshedEvent{gen: a.gen()})
+				a.answer(refreshedEvent{gen: a.gen(), started: true})
 			case clearTokensMsg:
 				a.void()
+				// The dispatcher first fails what is pending and pauses,
+				// so nothing goes out with the cleared token.
+				if !a.tell(expiredEvent{done: m.failed}) {
+					close(m.failed)
+				}
 				a.expired = true
 				a.want = 0
 				a.refreshToken = ""
@@ -435,9 +444,10 @@ func (a *tokenActor) stopTimers() {
 	}
 }
 
-// tell sends an event to the dispatcher, which always receives.
-func (a *tokenActor) tell(ev any) {
-	a.e.d.post(ev)
+// tell delivers an event to the dispatcher's mailbox, and reports false
+// when the dispatcher has stopped.
+func (a *tokenActor) tell(ev any) bool {
+	return a.e.d.post(ev)
 }
 
 // answer tells the dispatcher ev, which answers its demands, and answers
