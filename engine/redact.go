@@ -95,14 +95,6 @@ func urlStart(lower string) int {
 	return min(i, j)
 }
 
-// redactRef returns a request path for an error message: without its
-// query, fragment or user info.
-func redactRef(p string) string {
-	if strings.Contains(p, "://") {
-		return errors.RedactRawURL(p)
-	}
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		return p[:i]
-	}
-	return p
-}
+// redactRef returns a request path (or URL) for an error message: without
+// its query, fragment or user info.
+func redactRef(p string) string { return errors.RedactRawURL(p) }

@@ -324,6 +324,9 @@ func TestQueryStringsAndUserInfoNeverReachLogsOrErrors(t *testing.T) {
 		}, requests.New("GET", "/reset", requests.WithQuery("api_key", secret))},
 		{"invalid path", nil, requests.New("GET", "/x%zz?api_key="+secret)},
 		{"invalid method", nil, requests.New("GE T", "/x?api_key="+secret)},
+		// A path naming a host without a scheme is refused, and its user
+		// info used to be quoted in the error.
+		{"invalid path: a host without a scheme", nil, requests.New("GET", "//user:"+secret+"@evil.test/x")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, buf := captureLog()

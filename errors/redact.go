@@ -33,29 +33,37 @@ func RedactURL(u *url.URL) string {
 	return c.String()
 }
 
-// RedactRawURL is [RedactURL] for a URL held in a string, such as one quoted
-// by another library's error or typed by a user. A string that does not
-// parse is cut down by hand, erring on the side of removing too much:
-// everything after its "scheme://" up to the last '@' goes (user info, even
-// one holding a '/', '?' or '#' that a URL may not), then everything from
-// the first '?' or '#'. A string that does not parse and does not start
-// with a scheme and "://" may be a secret typed in the wrong place: it is
-// replaced whole by "<unparsable URL>".
+// RedactRawURL is [RedactURL] for a URL or a path held in a string: one
+// quoted by another library's error, typed by a user, or a request's path
+// (which may be a whole URL). A string that does not parse is cut down by
+// hand, erring on the side of removing too much:
+//
+//   - after a "scheme://" or a leading "//", everything up to the last '@'
+//     goes (user info, even one holding a '/', '?' or '#' that a URL may
+//     not);
+//   - everything from the first '?' or '#' goes;
+//   - a string shaped like neither a URL nor a path (no "scheme://", no
+//     leading '/') may be a secret typed in the wrong place: it is
+//     replaced whole by "<unparsable URL>".
 func RedactRawURL(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
 		return RedactURL(u)
 	}
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok || !isScheme(scheme) {
+	authority, rest := "", raw
+	if scheme, after, ok := strings.Cut(raw, "://"); ok && isScheme(scheme) {
+		authority, rest = scheme+"://", after
+	} else if after, ok := strings.CutPrefix(raw, "//"); ok {
+		authority, rest = "//", after
+	} else if !strings.HasPrefix(raw, "/") {
 		return unparsable
 	}
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 && authority != "" {
 		rest = rest[at+1:]
 	}
 	if i := strings.IndexAny(rest, "?#"); i >= 0 {
 		rest = rest[:i]
 	}
-	return scheme + "://" + rest
+	return authority + rest
 }
 
 // isScheme reports whether s is a URL scheme as RFC 3986 section 3.1 spells

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/courier-go/courier/errors"
 )
 
 // Request is one API call to submit to an engine. Build it with [New] and
@@ -91,7 +93,7 @@ func (r *Request) Err() error {
 		return fmt.Errorf("requests: %s request has an empty path", r.MethodOrGet())
 	}
 	if !validMethod(r.MethodOrGet()) {
-		return fmt.Errorf("requests: invalid method %q for %s", r.Method, redactPath(r.Path))
+		return fmt.Errorf("requests: invalid method %q for %s", r.Method, errors.RedactRawURL(r.Path))
 	}
 	return nil
 }
@@ -163,7 +165,7 @@ func WithJSON(v any) Option {
 	return func(r *Request) {
 		b, err := JSONBody(v)
 		if err != nil {
-			r.Fail(fmt.Errorf("requests: %s %s: %w", r.MethodOrGet(), redactPath(r.Path), err))
+			r.Fail(fmt.Errorf("requests: %s %s: %w", r.MethodOrGet(), errors.RedactRawURL(r.Path), err))
 			return
 		}
 		r.Body = b
@@ -197,7 +199,7 @@ func WithoutDedup() Option { return func(r *Request) { r.NoDedup = true } }
 func WithTimeout(d time.Duration) Option {
 	return func(r *Request) {
 		if d < 0 {
-			r.Fail(fmt.Errorf("requests: %s %s: negative timeout %s", r.MethodOrGet(), redactPath(r.Path), d))
+			r.Fail(fmt.Errorf("requests: %s %s: negative timeout %s", r.MethodOrGet(), errors.RedactRawURL(r.Path), d))
 			return
 		}
 		r.Timeout = d
@@ -206,17 +208,3 @@ func WithTimeout(d time.Duration) Option {
 
 // WithOutput streams the response body to w instead of Response.Body.
 func WithOutput(w io.Writer) Option { return func(r *Request) { r.Output = w } }
-
-// redactPath returns p for an error message: without its query or
-// fragment, which may carry credentials, or a URL's user info.
-func redactPath(p string) string {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
-	}
-	if scheme, rest, ok := strings.Cut(p, "://"); ok {
-		if at := strings.LastIndex(rest, "@"); at >= 0 && !strings.Contains(rest[:at], "/") {
-			p = scheme + "://" + rest[at+1:]
-		}
-	}
-	return p
-}

@@ -44,6 +44,29 @@ func TestOptionErrorsNameTheRequest(t *testing.T) {
 	assert.NoError(t, requests.New("", "/x").Err(), "empty method means GET")
 }
 
+// A request's errors quote its path without the query or user info it may
+// carry. A URL whose password held a '/' used to be quoted whole.
+func TestOptionErrorsDoNotQuoteSecrets(t *testing.T) {
+	const secret = "s3cr3t"
+	for _, path := range []string{
+		"/orders?api_key=" + secret,
+		"https://user:" + secret + "@api.example/orders",
+		"https://user:ab/" + secret + "@api.example/orders",
+		"//user:" + secret + "@api.example/orders",
+	} {
+		for _, r := range []*requests.Request{
+			requests.New("GE T", path),
+			requests.New("POST", path, requests.WithJSON(make(chan int))),
+			requests.New("GET", path, requests.WithTimeout(-1)),
+		} {
+			err := r.Err()
+			require.Error(t, err, path)
+			assert.NotContains(t, err.Error(), secret)
+			assert.Contains(t, err.Error(), "/orders", "the error names the path")
+		}
+	}
+}
+
 func TestDecode(t *testing.T) {
 	v, err := requests.Decode[struct{ N int }](&requests.Response{Status: 200, Body: []byte(`{"n":3}`)})
 	require.NoError(t, err)
