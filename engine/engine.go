@@ -187,7 +187,7 @@ func (e *Engine) Upload(ctx context.Context, path string, body requests.Body, op
 // Result is one request's outcome from [Engine.Stream]. It is a plain
 // value: Response and Err are as [Future.Await] would return them, so at
 // least one is set and the zero Result is never yielded. Treat the
-// Response as read-only: dedup followers share it.
+// Response's Body as read-only: requests merged by dedup share it.
 type Result struct {
 	Index    int // position of the request in the input, from 0
 	Request  *requests.Request
