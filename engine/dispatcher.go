@@ -232,7 +232,7 @@ func (d *dispatcher) post(m any) bool { return d.mb.post(m) }
 // engine shuts down, admit takes it at once, to fail it.
 func (d *dispatcher) submit(ctx context.Context, f *Future) {
 	if d.queue.reserve() {
-		if !d.mb.admit(f) {
+		if !d.mb.post(f) {
 			d.queue.release()
 			d.e.settle(f, nil, errors.ErrClosed)
 		}

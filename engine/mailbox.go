@@ -40,38 +40,16 @@ type mailbox struct {
 
 func newMailbox() *mailbox { return &mailbox{wake: make(chan struct{}, 1)} }
 
-// wakeLocked reports whether the deliverer must wake the dispatcher, and
-// makes it the only one to. Called with mu held.
-func (m *mailbox) wakeLocked(lazy bool) bool {
-	if !m.asleep || (lazy && !m.eager) {
-		return false
-	}
-	m.asleep = false
-	return true
-}
-
-func (m *mailbox) signal() {
-	select {
-	case m.wake <- struct{}{}:
-	default: // a token is there already
-	}
-}
-
-// admit delivers a submitted future, and reports false once the dispatcher
-// has exited.
-func (m *mailbox) admit(f *Future) bool {
+// post delivers a submitted future or any other message, and reports
+// false once the dispatcher has exited.
+func (m *mailbox) post(msg any) bool {
 	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return false
+	ok := !m.closed
+	if ok {
+		m.msgs = append(m.msgs, msg)
 	}
-	m.msgs = append(m.msgs, f)
-	wake := m.wakeLocked(false)
-	m.mu.Unlock()
-	if wake {
-		m.signal()
-	}
-	return true
+	m.unlockAndWake(ok, false)
+	return ok
 }
 
 // report delivers a worker's report, and reports false once the dispatcher
@@ -81,44 +59,37 @@ func (m *mailbox) admit(f *Future) bool {
 // report at once (it has queued work for the worker, or is shutting down).
 func (m *mailbox) report(o outcome, lazy bool) bool {
 	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return false
+	ok := !m.closed
+	if ok {
+		m.reports = append(m.reports, o)
 	}
-	m.reports = append(m.reports, o)
-	wake := m.wakeLocked(lazy)
-	m.mu.Unlock()
-	if wake {
-		m.signal()
-	}
-	return true
-}
-
-// post delivers any other message, and reports false once the dispatcher
-// has exited.
-func (m *mailbox) post(msg any) bool {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return false
-	}
-	m.msgs = append(m.msgs, msg)
-	wake := m.wakeLocked(false)
-	m.mu.Unlock()
-	if wake {
-		m.signal()
-	}
-	return true
+	m.unlockAndWake(ok, lazy)
+	return ok
 }
 
 // poke wakes the dispatcher, if it sleeps, to look again at state it reads
 // outside the mailbox (a Submit waiting for room).
 func (m *mailbox) poke() {
 	m.mu.Lock()
-	wake := m.wakeLocked(false)
+	m.unlockAndWake(true, false)
+}
+
+// unlockAndWake unlocks mu, after a delivery, and wakes the dispatcher if
+// it sleeps and the delivery calls for it; only one deliverer per sleep
+// does (it clears asleep). The token's send never blocks: if one is there
+// already (the dispatcher woke by another case and slept again), that one
+// does the job.
+func (m *mailbox) unlockAndWake(delivered, lazy bool) {
+	wake := delivered && m.asleep && (!lazy || m.eager)
+	if wake {
+		m.asleep = false
+	}
 	m.mu.Unlock()
 	if wake {
-		m.signal()
+		select {
+		case m.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
