@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -46,32 +47,45 @@ func TestShutdownDrainsQueuedWork(t *testing.T) {
 }
 
 func TestShutdownReturnsCtxErrThenCloseCancels(t *testing.T) {
-	g := newGatedServer(t)
-	defer close(g.release)
-	e, err := engine.New(engine.Config{BaseURL: g.URL, Workers: 1})
-	require.NoError(t, err)
-	ctx := context.Background()
-	inflight := e.Submit(ctx, requests.New("GET", "/a"))
-	queued := e.Submit(ctx, requests.New("GET", "/b"))
-	waitFor(t, "in flight", func() bool { return g.calls.Load() == 1 })
+	synctest.Test(t, func(t *testing.T) {
+		g := newGatedAPI()
+		defer close(g.release)
+		cfg := g.config()
+		cfg.Workers = 1
+		e, err := engine.New(cfg)
+		require.NoError(t, err)
+		ctx := context.Background()
+		inflight := e.Submit(ctx, requests.New("GET", "/a"))
+		queued := e.Submit(ctx, requests.New("GET", "/b"))
+		synctest.Wait()
+		require.EqualValues(t, 1, g.calls.Load(), "one in flight, one queued")
 
-	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-	defer cancel()
-	assert.ErrorIs(t, e.Shutdown(short), context.DeadlineExceeded)
+		short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		assert.ErrorIs(t, e.Shutdown(short), context.DeadlineExceeded)
+		assert.Equal(t, 20*time.Millisecond, time.Since(start), "Shutdown waited until its ctx ended")
+		select {
+		case <-g.cancelled:
+			t.Fatal("Shutdown cancelled the in-flight attempt")
+		default:
+		}
 
-	require.NoError(t, e.Close())
-	require.NoError(t, e.Close(), "idempotent")
-	for _, f := range []*engine.Future{inflight, queued} {
-		_, err := f.Await(ctx)
+		require.NoError(t, e.Close())
+		require.NoError(t, e.Close(), "idempotent")
+		for _, f := range []*engine.Future{inflight, queued} {
+			_, err := f.Await(ctx)
+			assert.ErrorIs(t, err, errors.ErrClosed)
+		}
+		synctest.Wait()
+		select {
+		case <-g.cancelled:
+		default:
+			t.Fatal("Close did not cancel the in-flight attempt")
+		}
+		_, err = e.Get(ctx, "/c")
 		assert.ErrorIs(t, err, errors.ErrClosed)
-	}
-	select {
-	case <-g.cancelled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not cancel the in-flight attempt")
-	}
-	_, err = e.Get(ctx, "/c")
-	assert.ErrorIs(t, err, errors.ErrClosed)
+	})
 }
 
 func TestConfigErrorsNameTheProblem(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -295,31 +296,37 @@ func TestRoundTripperLeavesRedirectsToTheClientAndTheTokenToItsOrigin(t *testing
 }
 
 func TestRoundTripperQueueWaitEndsWithTheRequestContext(t *testing.T) {
-	g := newGatedServer(t)
-	defer close(g.release)
-	e := newEngine(t, engine.Config{BaseURL: g.URL, Workers: 1, QueueSize: 1})
-	busy := e.Submit(context.Background(), requests.New("GET", "/busy"))
-	waitFor(t, "the worker to be busy", func() bool { return g.calls.Load() == 1 })
+	synctest.Test(t, func(t *testing.T) {
+		g := newGatedAPI()
+		defer close(g.release)
+		cfg := g.config()
+		cfg.Workers, cfg.QueueSize = 1, 1
+		e := virtualEngine(t, cfg)
+		busy := e.Submit(context.Background(), requests.New("GET", "/busy"))
+		synctest.Wait()
+		require.EqualValues(t, 1, g.calls.Load(), "the worker is busy")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/queued", nil)
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() {
-		resp, err := e.HTTPClient().Do(req)
-		if resp != nil {
-			resp.Body.Close()
-		}
-		done <- err
-	}()
-	waitFor(t, "the request to be queued", func() bool { return e.Stats().Queued == 1 })
-	cancel()
-	err = <-done
-	assert.ErrorIs(t, err, context.Canceled)
-	assert.Equal(t, int64(1), g.calls.Load(), "the queued request never went out")
-	g.release <- struct{}{}
-	_, err = busy.Await(context.Background())
-	require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/queued", nil)
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() {
+			resp, err := e.HTTPClient().Do(req)
+			if resp != nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+		synctest.Wait()
+		require.EqualValues(t, 1, e.Stats().Queued, "the request is queued")
+		cancel()
+		err = <-done
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, int64(1), g.calls.Load(), "the queued request never went out")
+		g.release <- struct{}{}
+		_, err = busy.Await(context.Background())
+		require.NoError(t, err)
+	})
 }
 
 func TestRoundTripperBodyEndsWithTheRequestContext(t *testing.T) {
@@ -349,53 +356,57 @@ func TestRoundTripperBodyEndsWithTheRequestContext(t *testing.T) {
 }
 
 func TestRoundTripperJoinsACallFromSubmitButIsNeverShared(t *testing.T) {
-	g := newGatedServer(t)
-	e := newEngine(t, engine.Config{BaseURL: g.URL})
-	ctx := ctxTimeout(t, 10*time.Second)
-	first := e.Submit(ctx, requests.New("GET", "/items"))
-	waitFor(t, "the upstream call", func() bool { return g.calls.Load() == 1 })
+	synctest.Test(t, func(t *testing.T) {
+		g := newGatedAPI()
+		e := virtualEngine(t, g.config())
+		ctx := context.Background()
+		first := e.Submit(ctx, requests.New("GET", "/items"))
+		synctest.Wait()
+		require.EqualValues(t, 1, g.calls.Load(), "the upstream call")
 
-	type result struct {
-		status int
-		body   string
-		err    error
-	}
-	results := make(chan result, 3)
-	for range 3 {
-		go func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/items", nil)
-			resp, err := e.RoundTripper().RoundTrip(req)
-			if err != nil {
-				results <- result{err: err}
-				return
-			}
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			results <- result{resp.StatusCode, string(b), err}
-		}()
-	}
-	waitFor(t, "three joins", func() bool { return e.Stats().DedupHits == 3 })
-	close(g.release)
-	for range 3 {
-		r := <-results
-		require.NoError(t, r.err)
-		assert.Equal(t, 200, r.status)
-		assert.Equal(t, `{"n":42}`, r.body)
-	}
-	_, err := first.Await(ctx)
-	require.NoError(t, err)
-	assert.Equal(t, int64(1), g.calls.Load(), "they joined the call in flight")
+		type result struct {
+			status int
+			body   string
+			err    error
+		}
+		results := make(chan result, 3)
+		for range 3 {
+			go func() {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/items", nil)
+				resp, err := e.RoundTripper().RoundTrip(req)
+				if err != nil {
+					results <- result{err: err}
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				results <- result{resp.StatusCode, string(b), err}
+			}()
+		}
+		synctest.Wait()
+		require.EqualValues(t, 3, e.Stats().DedupHits, "three joins")
+		close(g.release)
+		for range 3 {
+			r := <-results
+			require.NoError(t, r.err)
+			assert.Equal(t, 200, r.status)
+			assert.Equal(t, `{"n":42}`, r.body)
+		}
+		_, err := first.Await(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), g.calls.Load(), "they joined the call in flight")
 
-	// Streamed requests alone each make their own call.
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() {
-			_, _, err := get(t, e.HTTPClient(), g.URL+"/items")
-			assert.NoError(t, err)
-		})
-	}
-	wg.Wait()
-	assert.Equal(t, int64(4), g.calls.Load())
+		// Streamed requests alone each make their own call.
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() {
+				_, _, err := get(t, e.HTTPClient(), g.URL+"/items")
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+		assert.Equal(t, int64(4), g.calls.Load())
+	})
 }
 
 func TestRoundTripperFailsAfterClose(t *testing.T) {

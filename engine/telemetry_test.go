@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -256,49 +257,53 @@ func TestTelemetryOfARequestParkedForRefresh(t *testing.T) {
 }
 
 func TestTelemetryOfADedupJoin(t *testing.T) {
-	rig := newOtelRig(t)
-	g := newGatedServer(t)
-	e := newEngine(t, rig.apply(engine.Config{BaseURL: g.URL}))
-	ctx := ctxTimeout(t, 10*time.Second)
-	lead := e.Submit(ctx, requests.New("GET", "/items"))
-	waitFor(t, "the upstream call", func() bool { return g.calls.Load() == 1 })
-	follower := e.Submit(ctx, requests.New("GET", "/items"))
-	waitFor(t, "the join", func() bool { return e.Stats().DedupHits == 1 })
+	synctest.Test(t, func(t *testing.T) {
+		rig := newOtelRig(t)
+		g := newGatedAPI()
+		e := virtualEngine(t, rig.apply(g.config()))
+		ctx := context.Background()
+		lead := e.Submit(ctx, requests.New("GET", "/items"))
+		synctest.Wait()
+		require.EqualValues(t, 1, g.calls.Load(), "the upstream call")
+		follower := e.Submit(ctx, requests.New("GET", "/items"))
+		synctest.Wait()
+		require.EqualValues(t, 1, e.Stats().DedupHits, "the join")
 
-	m := rig.metrics(t)
-	gauge := func(name string) int64 {
-		gd, ok := m[name].(metricdata.Gauge[int64])
-		require.True(t, ok, name)
-		require.Len(t, gd.DataPoints, 1)
-		return gd.DataPoints[0].Value
-	}
-	assert.Equal(t, int64(1), gauge("courier.client.in_flight"))
-	assert.Equal(t, int64(0), gauge("courier.client.queue.depth"))
-
-	close(g.release)
-	_, err := lead.Await(ctx)
-	require.NoError(t, err)
-	_, err = follower.Await(ctx)
-	require.NoError(t, err)
-
-	reqs, attempts := rig.requestSpans()
-	require.Len(t, reqs, 2)
-	var leader, joined sdktrace.ReadOnlySpan
-	for _, s := range reqs {
-		if len(s.Events()) > 0 {
-			joined = s
-		} else {
-			leader = s
+		m := rig.metrics(t)
+		gauge := func(name string) int64 {
+			gd, ok := m[name].(metricdata.Gauge[int64])
+			require.True(t, ok, name)
+			require.Len(t, gd.DataPoints, 1)
+			return gd.DataPoints[0].Value
 		}
-	}
-	require.NotNil(t, joined, "the follower's own span has the event")
-	require.NotNil(t, leader)
-	assert.Equal(t, []string{engine.EventDedupJoined}, eventNames(joined))
-	assert.Len(t, attempts[leader.SpanContext().SpanID()], 1, "one upstream call")
-	assert.Empty(t, attempts[joined.SpanContext().SpanID()])
-	require.Len(t, joined.Links(), 1)
-	assert.Equal(t, leader.SpanContext().SpanID(), joined.Links()[0].SpanContext.SpanID(), "linked to the leader")
-	assert.Equal(t, int64(1), sum(t, rig.metrics(t)["courier.client.dedup.hits"]))
+		assert.Equal(t, int64(1), gauge("courier.client.in_flight"))
+		assert.Equal(t, int64(0), gauge("courier.client.queue.depth"))
+
+		close(g.release)
+		_, err := lead.Await(ctx)
+		require.NoError(t, err)
+		_, err = follower.Await(ctx)
+		require.NoError(t, err)
+
+		reqs, attempts := rig.requestSpans()
+		require.Len(t, reqs, 2)
+		var leader, joined sdktrace.ReadOnlySpan
+		for _, s := range reqs {
+			if len(s.Events()) > 0 {
+				joined = s
+			} else {
+				leader = s
+			}
+		}
+		require.NotNil(t, joined, "the follower's own span has the event")
+		require.NotNil(t, leader)
+		assert.Equal(t, []string{engine.EventDedupJoined}, eventNames(joined))
+		assert.Len(t, attempts[leader.SpanContext().SpanID()], 1, "one upstream call")
+		assert.Empty(t, attempts[joined.SpanContext().SpanID()])
+		require.Len(t, joined.Links(), 1)
+		assert.Equal(t, leader.SpanContext().SpanID(), joined.Links()[0].SpanContext.SpanID(), "linked to the leader")
+		assert.Equal(t, int64(1), sum(t, rig.metrics(t)["courier.client.dedup.hits"]))
+	})
 }
 
 func TestTelemetryRequestSpansNestUnderTheCallersSpan(t *testing.T) {
@@ -393,26 +398,32 @@ func TestTelemetryIsOffByDefault(t *testing.T) {
 }
 
 func TestTelemetryGaugesShowTheQueueAndTheAttemptsInFlight(t *testing.T) {
-	rig := newOtelRig(t)
-	g := newGatedServer(t)
-	e := newEngine(t, rig.apply(engine.Config{BaseURL: g.URL, Workers: 2}))
-	ctx := ctxTimeout(t, 10*time.Second)
-	var futures []*engine.Future
-	for i := range 5 {
-		futures = append(futures, e.Submit(ctx, requests.New("GET", "/items/"+itoa(i))))
-	}
-	waitFor(t, "two running, three queued", func() bool { return g.calls.Load() == 2 && e.Stats().Queued == 3 })
-	m := rig.metrics(t)
-	gauge := func(name string) int64 {
-		gd, ok := m[name].(metricdata.Gauge[int64])
-		require.True(t, ok, name)
-		require.Len(t, gd.DataPoints, 1)
-		return gd.DataPoints[0].Value
-	}
-	assert.Equal(t, int64(2), gauge("courier.client.in_flight"))
-	assert.Equal(t, int64(3), gauge("courier.client.queue.depth"))
-	close(g.release)
-	requireAllOK(t, ctx, futures)
+	synctest.Test(t, func(t *testing.T) {
+		rig := newOtelRig(t)
+		g := newGatedAPI()
+		cfg := g.config()
+		cfg.Workers = 2
+		e := virtualEngine(t, rig.apply(cfg))
+		ctx := context.Background()
+		var futures []*engine.Future
+		for i := range 5 {
+			futures = append(futures, e.Submit(ctx, requests.New("GET", "/items/"+itoa(i))))
+		}
+		synctest.Wait()
+		require.EqualValues(t, 2, g.calls.Load(), "two running")
+		require.EqualValues(t, 3, e.Stats().Queued, "three queued")
+		m := rig.metrics(t)
+		gauge := func(name string) int64 {
+			gd, ok := m[name].(metricdata.Gauge[int64])
+			require.True(t, ok, name)
+			require.Len(t, gd.DataPoints, 1)
+			return gd.DataPoints[0].Value
+		}
+		assert.Equal(t, int64(2), gauge("courier.client.in_flight"))
+		assert.Equal(t, int64(3), gauge("courier.client.queue.depth"))
+		close(g.release)
+		requireAllOK(t, ctx, futures)
+	})
 }
 
 // A TrySubmit the engine refused used to leave its request span open, so
