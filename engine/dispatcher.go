@@ -289,6 +289,10 @@ func (d *dispatcher) run() {
 		if !d.mb.sleep(eager, waiters) {
 			continue
 		}
+		if admit == nil && demand == nil {
+			<-d.mb.wake // the usual case, without a select
+			continue
+		}
 		select {
 		case <-d.mb.wake:
 		case f := <-admit:
