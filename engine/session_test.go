@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/oauth2"
@@ -292,5 +293,31 @@ func TestEngineTokenSourceRefreshesAnExpiredToken(t *testing.T) {
 		e.TerminateSession()
 		_, err = e.TokenSource().Token()
 		assert.ErrorIs(t, err, errors.ErrSessionExpired)
+	})
+}
+
+// openWatchStore is a store whose Watch channel is never closed, against
+// the TokenStore contract.
+type openWatchStore struct{ *engine.MemoryStore }
+
+func (openWatchStore) Watch(context.Context) <-chan uint64 { return make(chan uint64) }
+
+// A store whose Watch channel never closed used to hang Close for ever:
+// Close now waits for it a bounded time, and says so in the log.
+func TestCloseDoesNotHangOnAStoreThatNeverClosesItsWatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs syncBuffer
+		logger := zerolog.New(&logs)
+		e, err := engine.New(engine.Config{BaseURL: "http://api.test", Logger: &logger,
+			Auth: engine.Auth{AccessToken: "t", Store: openWatchStore{engine.NewMemoryStore()}}})
+		require.NoError(t, err)
+		closed := make(chan struct{})
+		go func() { e.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(time.Minute):
+			t.Fatal("Close hung on the store's Watch channel")
+		}
+		assert.Contains(t, logs.String(), "Watch channel still open")
 	})
 }

@@ -346,13 +346,37 @@ func (a *tokenActor) run() {
 				close(done)
 			}
 			a.answerWanters(errors.ErrClosed)
-			if a.watch != nil {
-				for range a.watch { // the store's watcher has returned
-				}
-			}
+			a.endWatch()
 			return
 		}
 		a.next()
+	}
+}
+
+// watchCloseWait bounds how long stopping waits for the store to close its
+// Watch channel, as the TokenStore contract says it does once the context
+// has ended: a store that never does must not hang Close.
+const watchCloseWait = 5 * time.Second
+
+// endWatch waits for the store's Watch channel to close (its watcher has
+// returned), at most watchCloseWait, in real time.
+func (a *tokenActor) endWatch() {
+	if a.watch == nil {
+		return
+	}
+	t := time.NewTimer(watchCloseWait)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-a.watch:
+			if !ok {
+				return
+			}
+		case <-t.C:
+			a.e.log.Error().Dur("waited", watchCloseWait).
+				Msg("token store: Watch channel still open after its context ended; stopping without it")
+			return
+		}
 	}
 }
 
