@@ -135,6 +135,11 @@ return {added, 0}
 // [*ChangedError]. idempotencyKeys marks the batch so that every worker
 // gives its POST and PATCH lines idempotency keys.
 func (b *Batch) Add(ctx context.Context, lines []Line, idempotencyKeys bool) error {
+	for i, l := range lines {
+		if l.N < 1 {
+			return fmt.Errorf("fleet: batch %s: adding lines: lines[%d] has number %d; lines are numbered from 1", b.name, i, l.N)
+		}
+	}
 	if err := b.createGroup(ctx); err != nil {
 		return err
 	}

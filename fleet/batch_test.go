@@ -269,3 +269,25 @@ func TestBatchRemove(t *testing.T) {
 	assert.Empty(t, keys)
 	assert.False(t, errors.Is(err, redis.Nil))
 }
+
+// Bad input to Add and Work is an error naming what was wrong: a line
+// numbered 0 used to fail as a changed input ("another number of lines"),
+// and a nil Handler panicked inside a worker goroutine.
+func TestBatchRefusesLinesNumberedBelowOneAndANilHandler(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b, _ := newBatch(t, srv, "b")
+	ctx := context.Background()
+	bad := lines(1, 3)
+	bad[1].N = 0
+	err := b.Add(ctx, bad, false)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "lines[1] has number 0")
+	var ce *fleet.ChangedError
+	assert.False(t, errors.As(err, &ce), "not a changed input")
+	st, err := b.Status(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, st.Total, "nothing was added")
+
+	_, err = b.Work(ctx, fleet.WorkerOptions{}, nil)
+	assert.ErrorContains(t, err, "nil")
+}

@@ -147,6 +147,9 @@ type worker struct {
 // Work returns ctx's error when ctx ends first; the lines it held and did
 // not finish are handed back at once, without waiting for the lease.
 func (b *Batch) Work(ctx context.Context, opts WorkerOptions, handle Handler) (WorkStats, error) {
+	if handle == nil {
+		return WorkStats{}, fmt.Errorf("fleet: batch %s: Work needs a Handler, got nil", b.name)
+	}
 	if opts.Name == "" {
 		opts.Name = defaultWorkerName()
 	}
