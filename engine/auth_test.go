@@ -1,11 +1,13 @@
 package engine_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -87,36 +89,38 @@ func TestStale401AfterRefreshIsReplayedWithoutSecondRefresh(t *testing.T) {
 }
 
 func TestQueuedRequestsWaitForTheRefreshInsteadOfCollecting401s(t *testing.T) {
-	var rejected, sent atomic.Int64
-	srv := newAuthServer(t, nil)
-	srv.refreshGate = make(chan struct{})
-	inner := srv.Config.Handler
-	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/refresh" {
-			sent.Add(1)
-			if r.Header.Get("Authorization") == "Bearer stale" {
-				rejected.Add(1)
+	synctest.Test(t, func(t *testing.T) {
+		var rejected, sent atomic.Int64
+		srv := newVirtualAuthServer(nil)
+		srv.refreshGate = make(chan struct{})
+		inner := srv.Config.Handler
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/refresh" {
+				sent.Add(1)
+				if r.Header.Get("Authorization") == "Bearer stale" {
+					rejected.Add(1)
+				}
 			}
-		}
-		inner.ServeHTTP(w, r)
+			inner.ServeHTTP(w, r)
+		})
+		cfg := srv.virtualConfig()
+		cfg.Workers = 1
+		e := virtualEngine(t, cfg)
+		ctx := context.Background()
+
+		futures := submitItems(ctx, e, 20)
+		synctest.Wait()
+		require.EqualValues(t, 1, srv.refreshCalls.Load(), "the refresh call, held")
+		// The worker is free, but every queued request would carry the token
+		// the server has just rejected.
+		assert.EqualValues(t, 1, sent.Load(), "requests sent with a token known to be rejected")
+		close(srv.refreshGate)
+
+		requireAllOK(t, ctx, futures)
+		assert.EqualValues(t, 1, rejected.Load(), "401s")
+		assert.EqualValues(t, 21, sent.Load(), "one rejected attempt and one per request")
+		assert.EqualValues(t, 1, srv.refreshCalls.Load())
 	})
-	cfg := authConfig(srv)
-	cfg.Workers = 1
-	e := newEngine(t, cfg)
-	ctx := ctxTimeout(t, 10*time.Second)
-
-	futures := submitItems(ctx, e, 20)
-	waitFor(t, "the refresh call", func() bool { return srv.refreshCalls.Load() == 1 })
-	// The worker is free, but every queued request would carry the token
-	// the server has just rejected.
-	assert.Never(t, func() bool { return sent.Load() > 1 }, 50*time.Millisecond, time.Millisecond,
-		"requests sent with a token known to be rejected")
-	close(srv.refreshGate)
-
-	requireAllOK(t, ctx, futures)
-	assert.EqualValues(t, 1, rejected.Load(), "401s")
-	assert.EqualValues(t, 21, sent.Load(), "one rejected attempt and one per request")
-	assert.EqualValues(t, 1, srv.refreshCalls.Load())
 }
 
 func Test401AfterReplayIsReturnedNotLooped(t *testing.T) {
@@ -140,72 +144,88 @@ func Test401AfterReplayIsReturnedNotLooped(t *testing.T) {
 }
 
 func TestRefreshRefusedExpiresSession(t *testing.T) {
-	clock := newFakeClock()
-	hangEntered := make(chan string, 2)
-	srv := newAuthServer(t, nil)
-	srv.refreshGate = make(chan struct{})
-	srv.refreshStatus = func(int64) int { return http.StatusBadRequest }
-	inner := srv.Config.Handler
-	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/hang1", "/hang2":
-			hangEntered <- r.URL.Path
-			<-r.Context().Done()
-			return
-		case "/flaky":
-			w.Header().Set("Retry-After", "5")
-			http.Error(w, "busy", http.StatusServiceUnavailable)
-			return
-		case "/need-auth":
-			http.Error(w, "expired", http.StatusUnauthorized)
-			return
+	synctest.Test(t, func(t *testing.T) {
+		hangEntered := make(chan string, 2)
+		var flakyCalls atomic.Int64
+		srv := newVirtualAuthServer(nil)
+		srv.refreshGate = make(chan struct{})
+		srv.refreshStatus = func(int64) int { return http.StatusBadRequest }
+		inner := srv.Config.Handler
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/hang1", "/hang2":
+				hangEntered <- r.URL.Path
+				<-r.Context().Done()
+				return
+			case "/flaky":
+				flakyCalls.Add(1)
+				w.Header().Set("Retry-After", "5")
+				http.Error(w, "busy", http.StatusServiceUnavailable)
+				return
+			case "/need-auth":
+				http.Error(w, "expired", http.StatusUnauthorized)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
+		var expiredCalls atomic.Int64
+		cfg := srv.virtualConfig()
+		cfg.Workers = 3
+		cfg.Auth.AccessToken = "access-1"
+		cfg.Auth.OnSessionExpired = func() { expiredCalls.Add(1) }
+		// /flaky's Retry-After would hold the whole host, /need-auth included.
+		cfg.RateLimit.Adaptive.Disabled = true
+		var onError atomic.Int64
+		cfg.OnError = func(*requests.Request, error) { onError.Add(1) }
+		e := virtualEngine(t, cfg)
+		ctx := context.Background()
+
+		// Time stands still until the test waits on a future: one request
+		// of each kind is pending when the refresh is refused.
+		var futures []*engine.Future
+		futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang1")))
+		assert.Equal(t, "/hang1", <-hangEntered)
+		futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang2")))
+		assert.Equal(t, "/hang2", <-hangEntered)
+		futures = append(futures, e.Submit(ctx, requests.New("GET", "/flaky")))
+		synctest.Wait()
+		require.EqualValues(t, 1, flakyCalls.Load(), "the 503 is backing off")
+		futures = append(futures, e.Submit(ctx, requests.New("GET", "/need-auth")))
+		synctest.Wait()
+		require.EqualValues(t, 1, srv.refreshCalls.Load(), "the refresh call, held")
+		// A worker is free, but these wait for the refresh.
+		for _, p := range []string{"/q1", "/q2", "/q3"} {
+			futures = append(futures, e.Submit(ctx, requests.New("GET", p)))
 		}
-		inner.ServeHTTP(w, r)
+		synctest.Wait()
+		require.EqualValues(t, 3, e.Stats().Queued, "three queued")
+		for i, f := range futures {
+			select {
+			case <-f.Done():
+				t.Fatalf("future %d resolved before the refresh answered", i)
+			default:
+			}
+		}
+
+		close(srv.refreshGate) // the refresh now answers 400
+		for i, f := range futures {
+			_, err := f.Await(ctx)
+			assert.ErrorIs(t, err, errors.ErrSessionExpired, "future %d", i)
+		}
+		synctest.Wait()
+		assert.EqualValues(t, 1, expiredCalls.Load(), "OnSessionExpired")
+		assert.EqualValues(t, 7, onError.Load(), "OnError for each")
+		assert.EqualValues(t, 1, flakyCalls.Load(), "the backing-off request was not sent again")
+
+		_, err := e.Get(ctx, "/after")
+		assert.ErrorIs(t, err, errors.ErrSessionExpired, "submissions fail fast while expired")
+		assert.EqualValues(t, 1, expiredCalls.Load())
+
+		e.SetTokens(engine.Tokens{AccessToken: "access-1", RefreshToken: "refresh-1"})
+		resp, err := e.Get(ctx, "/after")
+		require.NoError(t, err)
+		assert.Equal(t, 200, resp.Status)
 	})
-	var expiredCalls atomic.Int64
-	cfg := authConfig(srv)
-	cfg.Workers = 3
-	cfg.Clock = clock
-	cfg.Auth.AccessToken = "access-1"
-	cfg.Auth.OnSessionExpired = func() { expiredCalls.Add(1) }
-	// /flaky's Retry-After would hold the whole host, /need-auth included.
-	cfg.RateLimit.Adaptive.Disabled = true
-	var onError atomic.Int64
-	cfg.OnError = func(*requests.Request, error) { onError.Add(1) }
-	e := newEngine(t, cfg)
-	ctx := ctxTimeout(t, 10*time.Second)
-
-	var futures []*engine.Future
-	futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang1")))
-	assert.Equal(t, "/hang1", <-hangEntered)
-	futures = append(futures, e.Submit(ctx, requests.New("GET", "/hang2")))
-	assert.Equal(t, "/hang2", <-hangEntered)
-	futures = append(futures, e.Submit(ctx, requests.New("GET", "/flaky")))
-	require.True(t, clock.BlockUntil(1, 5*time.Second), "the 503 should be backing off")
-	futures = append(futures, e.Submit(ctx, requests.New("GET", "/need-auth")))
-	waitFor(t, "the refresh call", func() bool { return srv.refreshCalls.Load() == 1 })
-	// A worker is free, but these wait for the refresh.
-	for _, p := range []string{"/q1", "/q2", "/q3"} {
-		futures = append(futures, e.Submit(ctx, requests.New("GET", p)))
-	}
-	waitFor(t, "three queued", func() bool { return e.Stats().Queued == 3 })
-
-	close(srv.refreshGate) // the refresh now answers 400
-	for i, f := range futures {
-		_, err := f.Await(ctx)
-		assert.ErrorIs(t, err, errors.ErrSessionExpired, "future %d", i)
-	}
-	waitFor(t, "OnSessionExpired", func() bool { return expiredCalls.Load() == 1 })
-	waitFor(t, "OnError for each", func() bool { return onError.Load() == 7 })
-
-	_, err := e.Get(ctx, "/after")
-	assert.ErrorIs(t, err, errors.ErrSessionExpired, "submissions fail fast while expired")
-	assert.EqualValues(t, 1, expiredCalls.Load())
-
-	e.SetTokens(engine.Tokens{AccessToken: "access-1", RefreshToken: "refresh-1"})
-	resp, err := e.Get(ctx, "/after")
-	require.NoError(t, err)
-	assert.Equal(t, 200, resp.Status)
 }
 
 func TestRefreshTransientFailureRecovers(t *testing.T) {
@@ -250,26 +270,29 @@ func TestRefreshKeepsFailingGivesErrRefreshFailedButKeepsSession(t *testing.T) {
 }
 
 func TestRotatedRefreshTokenIsNeverSentAgain(t *testing.T) {
-	srv := newAuthServer(t, nil)
-	var persisted []engine.Tokens
-	var mu sync.Mutex
-	cfg := authConfig(srv)
-	cfg.Auth.OnTokenRefreshed = func(tk engine.Tokens) { mu.Lock(); persisted = append(persisted, tk); mu.Unlock() }
-	e := newEngine(t, cfg)
-	ctx := ctxTimeout(t, 5*time.Second)
-	for range 3 {
-		_, err := e.Get(ctx, "/x", requests.WithoutDedup())
-		require.NoError(t, err)
-		srv.expire()
-	}
-	srv.mu.Lock()
-	assert.Equal(t, []string{"refresh-1", "refresh-2", "refresh-3"}, srv.seenRefresh)
-	srv.mu.Unlock()
-	waitFor(t, "OnTokenRefreshed", func() bool { mu.Lock(); defer mu.Unlock(); return len(persisted) == 3 })
-	mu.Lock()
-	assert.Equal(t, "refresh-4", persisted[2].RefreshToken)
-	assert.Equal(t, "access-4", persisted[2].AccessToken)
-	mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		srv := newVirtualAuthServer(nil)
+		var persisted []engine.Tokens
+		var mu sync.Mutex
+		cfg := srv.virtualConfig()
+		cfg.Auth.OnTokenRefreshed = func(tk engine.Tokens) { mu.Lock(); persisted = append(persisted, tk); mu.Unlock() }
+		e := virtualEngine(t, cfg)
+		ctx := context.Background()
+		for range 3 {
+			_, err := e.Get(ctx, "/x", requests.WithoutDedup())
+			require.NoError(t, err)
+			srv.expire()
+		}
+		srv.mu.Lock()
+		assert.Equal(t, []string{"refresh-1", "refresh-2", "refresh-3"}, srv.seenRefresh)
+		srv.mu.Unlock()
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		require.Len(t, persisted, 3, "OnTokenRefreshed for each refresh")
+		assert.Equal(t, "refresh-4", persisted[2].RefreshToken)
+		assert.Equal(t, "access-4", persisted[2].AccessToken)
+	})
 }
 
 func TestOAuthFormRefreshWithBasicClientAuth(t *testing.T) {
@@ -344,65 +367,70 @@ func TestNoAuthorizationOnRedirectToAnotherOrigin(t *testing.T) {
 }
 
 func TestProactiveRefreshBeforeKnownExpiry(t *testing.T) {
-	clock := newFakeClock()
-	srv := newAuthServer(t, nil)
-	cfg := authConfig(srv)
-	cfg.Clock = clock
-	cfg.Auth.AccessToken = "access-1"
-	cfg.Auth.Expiry = clock.Now().Add(10 * time.Minute)
-	e := newEngine(t, cfg)
-	require.True(t, clock.BlockUntil(1, 5*time.Second))
-	assert.Equal(t, []time.Duration{10*time.Minute - 30*time.Second}, clock.Pending())
-	clock.Advance(10*time.Minute - 30*time.Second)
-	waitFor(t, "the proactive refresh", func() bool { return e.Stats().Refreshes == 1 })
-	srv.mu.Lock()
-	srv.access = "access-2" // the old token is dead now; only the new one works
-	srv.mu.Unlock()
-	var unauthorized atomic.Int64
-	inner := srv.Config.Handler
-	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer access-2" {
-			unauthorized.Add(1)
-		}
-		inner.ServeHTTP(w, r)
+	synctest.Test(t, func(t *testing.T) {
+		srv := newVirtualAuthServer(nil)
+		cfg := srv.virtualConfig()
+		cfg.Auth.AccessToken = "access-1"
+		cfg.Auth.Expiry = time.Now().Add(10 * time.Minute)
+		e := virtualEngine(t, cfg)
+		time.Sleep(10*time.Minute - 30*time.Second - time.Nanosecond)
+		synctest.Wait()
+		require.Zero(t, srv.refreshCalls.Load(), "no refresh before 30s ahead of the expiry")
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		require.EqualValues(t, 1, e.Stats().Refreshes, "the proactive refresh, 30s ahead of the expiry")
+		srv.mu.Lock()
+		srv.access = "access-2" // the old token is dead now; only the new one works
+		srv.mu.Unlock()
+		var unauthorized atomic.Int64
+		inner := srv.Config.Handler
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer access-2" {
+				unauthorized.Add(1)
+			}
+			inner.ServeHTTP(w, r)
+		})
+		_, err := e.Get(context.Background(), "/x")
+		require.NoError(t, err)
+		assert.Zero(t, unauthorized.Load(), "the request went out with the refreshed token")
+		assert.EqualValues(t, 1, srv.refreshCalls.Load())
 	})
-	_, err := e.Get(ctxTimeout(t, 5*time.Second), "/x")
-	require.NoError(t, err)
-	assert.Zero(t, unauthorized.Load(), "the request went out with the refreshed token")
-	assert.EqualValues(t, 1, srv.refreshCalls.Load())
 }
 
 func TestTerminateSessionCancelsAndPauses(t *testing.T) {
-	entered := make(chan struct{})
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/hang" {
-			close(entered)
-			<-r.Context().Done()
-			return
+	synctest.Test(t, func(t *testing.T) {
+		entered := make(chan struct{})
+		api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hang" {
+				close(entered)
+				<-r.Context().Done()
+				return
+			}
+			w.Write([]byte("ok"))
+		})
+		var expired atomic.Int64
+		e := virtualEngine(t, engine.Config{HTTPClient: serveInProcess(func() http.Handler { return api }),
+			Auth: engine.Auth{AccessToken: "t", OnSessionExpired: func() { expired.Add(1) }}})
+		ctx := context.Background()
+		f := e.Submit(ctx, requests.New("GET", "/hang"))
+		<-entered
+		e.TerminateSession()
+		select {
+		case <-f.Done():
+		default:
+			t.Fatal("TerminateSession returned before the pending request failed")
 		}
-		w.Write([]byte("ok"))
-	}))
-	defer api.Close()
-	var expired atomic.Int64
-	e := newEngine(t, engine.Config{BaseURL: api.URL, Auth: engine.Auth{AccessToken: "t", OnSessionExpired: func() { expired.Add(1) }}})
-	ctx := ctxTimeout(t, 5*time.Second)
-	f := e.Submit(ctx, requests.New("GET", "/hang"))
-	<-entered
-	e.TerminateSession()
-	select {
-	case <-f.Done():
-	default:
-		t.Fatal("TerminateSession returned before the pending request failed")
-	}
-	_, err := f.Await(ctx)
-	assert.ErrorIs(t, err, errors.ErrSessionExpired)
-	_, err = e.Get(ctx, "/x")
-	assert.ErrorIs(t, err, errors.ErrSessionExpired)
-	f, err = e.TrySubmit(ctx, requests.New("GET", "/x"))
-	assert.ErrorIs(t, err, errors.ErrSessionExpired, "TrySubmit fails at once too")
-	assert.Nil(t, f)
-	e.SetTokens(engine.Tokens{AccessToken: "t2"})
-	_, err = e.Get(ctx, "/x")
-	assert.NoError(t, err)
-	waitFor(t, "OnSessionExpired", func() bool { return expired.Load() == 1 })
+		_, err := f.Await(ctx)
+		assert.ErrorIs(t, err, errors.ErrSessionExpired)
+		_, err = e.Get(ctx, "/x")
+		assert.ErrorIs(t, err, errors.ErrSessionExpired)
+		f, err = e.TrySubmit(ctx, requests.New("GET", "/x"))
+		assert.ErrorIs(t, err, errors.ErrSessionExpired, "TrySubmit fails at once too")
+		assert.Nil(t, f)
+		e.SetTokens(engine.Tokens{AccessToken: "t2"})
+		_, err = e.Get(ctx, "/x")
+		assert.NoError(t, err)
+		synctest.Wait()
+		assert.EqualValues(t, 1, expired.Load(), "OnSessionExpired ran once")
+	})
 }

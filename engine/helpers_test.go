@@ -60,6 +60,24 @@ func newAuthServer(t *testing.T, api http.HandlerFunc) *authServer {
 	return s
 }
 
+// newVirtualAuthServer is newAuthServer for a synctest bubble: the same
+// API at http://api.test, behind no listener. Its Config.Handler may be
+// wrapped as an httptest server's can; an engine reaches it through
+// virtualConfig. It must not be closed.
+func newVirtualAuthServer(api http.HandlerFunc) *authServer {
+	s := &authServer{access: "access-1", refresh: "refresh-1", gen: 1, api: api}
+	s.Server = &httptest.Server{URL: "http://api.test", Config: &http.Server{Handler: http.HandlerFunc(s.serve)}}
+	return s
+}
+
+// virtualConfig is authConfig for a server made by newVirtualAuthServer:
+// every attempt and every refresh is served in process.
+func (s *authServer) virtualConfig() engine.Config {
+	cfg := authConfig(s)
+	cfg.HTTPClient = serveInProcess(func() http.Handler { return s.Config.Handler })
+	return cfg
+}
+
 func (s *authServer) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/refresh" {
 		s.serveRefresh(w, r)
