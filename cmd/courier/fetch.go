@@ -340,8 +340,7 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar
 		}
 	}
 	w := bufio.NewWriter(out)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
+	var enc resultEncoder
 	code := exitOK
 	cut := false // a request was cancelled by the end of ctx
 	start := time.Now()
@@ -365,7 +364,11 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar
 				code = exitFailed
 			}
 		}
-		if err := enc.Encode(r); err != nil {
+		line, err := enc.encode(&r, false, "")
+		if err == nil {
+			_, err = w.Write(line)
+		}
+		if err != nil {
 			return exitFailed, fmt.Errorf("writing results: %w", err)
 		}
 		// Each result goes out as soon as it and all before it are done.

@@ -432,8 +432,7 @@ func (r *resumable) run(ctx context.Context, e *engine.Engine, src *input, out i
 	}
 	start := time.Now()
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
+	var enc resultEncoder
 	for s := range slots {
 		if s.err != nil {
 			return exitFailed, s.err
@@ -467,13 +466,11 @@ func (r *resumable) run(ctx context.Context, e *engine.Engine, src *input, out i
 					code = exitFailed
 				}
 			}
-			var line any = res
-			if r.target != nil {
-				line = checkpointLine{result: res, Hash: s.hash}
-			}
-			if err := enc.Encode(line); err != nil {
+			line, err := enc.encode(&res, r.target != nil, s.hash)
+			if err != nil {
 				return exitFailed, fmt.Errorf("writing results: %w", err)
 			}
+			buf.Write(line)
 		}
 		// One write per line: a crash tears at most this one.
 		if _, err := out.Write(buf.Bytes()); err != nil {
