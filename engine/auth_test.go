@@ -409,7 +409,7 @@ func TestTerminateSessionCancelsAndPauses(t *testing.T) {
 			w.Write([]byte("ok"))
 		})
 		var expired atomic.Int64
-		e := virtualEngine(t, engine.Config{HTTPClient: serveInProcess(func() http.Handler { return api }),
+		e := virtualEngine(t, engine.Config{HTTPClient: &http.Client{Transport: inproc{api}},
 			Auth: engine.Auth{AccessToken: "t", OnSessionExpired: func() { expired.Add(1) }}})
 		ctx := context.Background()
 		f := e.Submit(ctx, requests.New("GET", "/hang"))

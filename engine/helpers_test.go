@@ -74,7 +74,9 @@ func newVirtualAuthServer(api http.HandlerFunc) *authServer {
 // every attempt and every refresh is served in process.
 func (s *authServer) virtualConfig() engine.Config {
 	cfg := authConfig(s)
-	cfg.HTTPClient = serveInProcess(func() http.Handler { return s.Config.Handler })
+	cfg.HTTPClient = &http.Client{Transport: inproc{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Config.Handler.ServeHTTP(w, r)
+	})}}
 	return cfg
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -38,29 +37,6 @@ func answer(r *http.Request, status int, body string, header ...string) *http.Re
 // inProcess is an HTTP client whose transport is fn, with no network.
 func inProcess(fn func(*http.Request) (*http.Response, error)) *http.Client {
 	return &http.Client{Transport: engine.RoundTripperFunc(fn)}
-}
-
-// serveInProcess is an HTTP client that serves each request with the
-// handler that handler returns at the time, in the caller's goroutine,
-// with no network: a handler written for an httptest server runs unchanged
-// inside a bubble. A handler that returns because the request's context
-// ended gives the caller that context's error, as a real client would.
-func serveInProcess(handler func() http.Handler) *http.Client {
-	return inProcess(func(r *http.Request) (*http.Response, error) {
-		in := r.Clone(r.Context()) // as a server would see it
-		if in.Body == nil {
-			in.Body = http.NoBody
-		}
-		defer in.Body.Close()
-		rec := httptest.NewRecorder()
-		handler().ServeHTTP(rec, in)
-		if err := r.Context().Err(); err != nil {
-			return nil, err
-		}
-		resp := rec.Result()
-		resp.Request = r
-		return resp, nil
-	})
 }
 
 // virtualEngine starts an engine inside the current bubble; it is closed
