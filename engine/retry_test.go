@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -127,28 +128,13 @@ func TestPOSTRetriedOnConnectionRefused(t *testing.T) {
 }
 
 func TestRateLimitPacesEveryAttempt(t *testing.T) {
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
-	defer srv.Close()
-	clock := newFakeClock()
-	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, Workers: 4, RateLimit: engine.RateLimit{PerSecond: 2, Burst: 1}})
-	ctx := ctxTimeout(t, 5*time.Second)
-	futures := make([]*engine.Future, 4)
-	for i := range futures {
-		futures[i] = e.Submit(ctx, requests.New("GET", "/x", requests.WithQuery("i", itoa(i))))
-	}
-	waitFor(t, "the burst", func() bool { return calls.Load() == 1 })
-	require.True(t, clock.BlockUntil(3, 5*time.Second), "three attempts wait on the limiter")
-	assert.Equal(t, []time.Duration{500 * time.Millisecond, time.Second, 1500 * time.Millisecond}, clock.Pending())
-	assert.EqualValues(t, 1, calls.Load())
-	clock.Advance(500 * time.Millisecond)
-	waitFor(t, "the second", func() bool { return calls.Load() == 2 })
-	clock.Advance(time.Second)
-	for _, f := range futures {
-		_, err := f.Await(ctx)
-		require.NoError(t, err)
-	}
-	assert.EqualValues(t, 4, calls.Load())
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) { arr.note(r) }},
+			engine.Config{Workers: 4, RateLimit: engine.RateLimit{PerSecond: 2, Burst: 1}})
+		getAll(t, e, repeat("/x", 4)...)
+		assert.Equal(t, seconds(0, 0.5, 1, 1.5), arr.of("a.test/x"), "a burst of one, then one every 500ms")
+	})
 }
 
 func TestParseRetryAfter(t *testing.T) {
