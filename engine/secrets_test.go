@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -207,36 +209,38 @@ func TestCallerCredentialsAreStrippedOnCrossOriginRedirects(t *testing.T) {
 func TestDedupNeverMergesRequestsWithDifferentCredentials(t *testing.T) {
 	for _, header := range []string{"Authorization", "Cookie", "Proxy-Authorization", "X-Api-Key", "X-Custom-Credential"} {
 		t.Run(header, func(t *testing.T) {
-			release := make(chan struct{})
-			var calls atomic.Int64
-			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				calls.Add(1)
-				<-release
-				w.Write([]byte(r.Header.Get(header)))
-			}))
-			defer api.Close()
-			defer close(release)
-			e := newEngine(t, engine.Config{BaseURL: api.URL})
-			ctx := ctxTimeout(t, 5*time.Second)
-			opt := func(v string) requests.Option {
-				if header == "X-Custom-Credential" {
-					return requests.WithSensitiveHeader(header, v)
+			synctest.Test(t, func(t *testing.T) {
+				release := make(chan struct{})
+				var calls atomic.Int64
+				e := virtualEngine(t, engine.Config{HTTPClient: inProcess(func(r *http.Request) (*http.Response, error) {
+					calls.Add(1)
+					<-release
+					return answer(r, 200, r.Header.Get(header)), nil
+				})})
+				defer close(release)
+				ctx := context.Background()
+				opt := func(v string) requests.Option {
+					if header == "X-Custom-Credential" {
+						return requests.WithSensitiveHeader(header, v)
+					}
+					return requests.WithHeader(header, v)
 				}
-				return requests.WithHeader(header, v)
-			}
-			alice := e.Submit(ctx, requests.New("GET", "/me", opt("alice")))
-			waitFor(t, "alice's call", func() bool { return calls.Load() == 1 })
-			bob := e.Submit(ctx, requests.New("GET", "/me", opt("bob")))
-			alice2 := e.Submit(ctx, requests.New("GET", "/me", opt("alice")))
-			waitFor(t, "bob's call", func() bool { return calls.Load() == 2 })
-			release <- struct{}{}
-			release <- struct{}{}
-			for f, want := range map[*engine.Future]string{alice: "alice", bob: "bob", alice2: "alice"} {
-				resp, err := f.Await(ctx)
-				require.NoError(t, err)
-				assert.Equal(t, want, string(resp.Body))
-			}
-			assert.EqualValues(t, 1, e.Stats().DedupHits, "the same caller's identical requests still merge")
+				alice := e.Submit(ctx, requests.New("GET", "/me", opt("alice")))
+				synctest.Wait()
+				require.EqualValues(t, 1, calls.Load(), "alice's call")
+				bob := e.Submit(ctx, requests.New("GET", "/me", opt("bob")))
+				alice2 := e.Submit(ctx, requests.New("GET", "/me", opt("alice")))
+				synctest.Wait()
+				require.EqualValues(t, 2, calls.Load(), "bob's call, and alice's second joined her first")
+				release <- struct{}{}
+				release <- struct{}{}
+				for f, want := range map[*engine.Future]string{alice: "alice", bob: "bob", alice2: "alice"} {
+					resp, err := f.Await(ctx)
+					require.NoError(t, err)
+					assert.Equal(t, want, string(resp.Body))
+				}
+				assert.EqualValues(t, 1, e.Stats().DedupHits, "the same caller's identical requests still merge")
+			})
 		})
 	}
 }
