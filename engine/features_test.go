@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -309,36 +310,42 @@ func TestPanicInBackoffFailsTheRequestNotTheEngine(t *testing.T) {
 // took 20 s instead of 3: every request waiting out a Retry-After at the
 // head of the window stalled the whole stream.
 func TestStreamDoesNotStallBehindASlowHead(t *testing.T) {
-	release := make(chan struct{})
-	var done atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			<-release
-			return
-		}
-		done.Add(1)
-	}))
-	defer srv.Close()
-	defer close(release)
-	e := newEngine(t, engine.Config{BaseURL: srv.URL, Workers: 4})
-	reqs := func(yield func(*requests.Request) bool) {
-		if !yield(requests.New("GET", "/slow")) {
-			return
-		}
-		for i := range 200 {
-			if !yield(requests.New("GET", "/fast", requests.WithQuery("i", itoa(i)))) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var done atomic.Int64
+		e := virtualEngine(t, engine.Config{Workers: 4, HTTPClient: inProcess(func(r *http.Request) (*http.Response, error) {
+			if r.URL.Path == "/slow" {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return nil, r.Context().Err()
+				}
+			} else {
+				done.Add(1)
+			}
+			return answer(r, 200, "ok"), nil
+		})})
+		defer close(release)
+		reqs := func(yield func(*requests.Request) bool) {
+			if !yield(requests.New("GET", "/slow")) {
 				return
 			}
+			for i := range 200 {
+				if !yield(requests.New("GET", "/fast", requests.WithQuery("i", itoa(i)))) {
+					return
+				}
+			}
 		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	consumed := make(chan struct{})
-	go func() {
-		defer close(consumed)
-		for range e.Stream(ctx, reqs, 0) {
-		}
-	}()
-	waitFor(t, "the requests behind the slow head", func() bool { return done.Load() == 200 })
-	cancel()
-	<-consumed // the consumer and the stream's reader end with the test
+		ctx, cancel := context.WithCancel(context.Background())
+		consumed := make(chan struct{})
+		go func() {
+			defer close(consumed)
+			for range e.Stream(ctx, reqs, 0) {
+			}
+		}()
+		synctest.Wait()
+		assert.EqualValues(t, 200, done.Load(), "the requests behind the slow head went out while it was held")
+		cancel()
+		<-consumed // the consumer and the stream's reader end with the test
+	})
 }
