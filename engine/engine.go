@@ -303,10 +303,25 @@ type Stats struct {
 	Throttled int64 // answers with status 429
 }
 
+// counters are the engine's statistics. The four that change with every
+// request are each written from another goroutine (callers, the
+// dispatcher, workers) on other cores: each has a cache line of its own,
+// so that one's writes do not evict the others'.
 type counters struct {
-	submitted, completed, failed, queued, inFlight, retries, refreshes, dedupHits atomic.Int64
-	holds, throttled                                                              atomic.Int64
+	submitted atomic.Int64 // callers
+	_         [cacheLine - 8]byte
+	queued    atomic.Int64 // the dispatcher
+	_         [cacheLine - 8]byte
+	inFlight  atomic.Int64 // the dispatcher, then workers
+	_         [cacheLine - 8]byte
+	completed atomic.Int64 // workers, or the dispatcher
+	_         [cacheLine - 8]byte
+
+	failed, retries, refreshes, dedupHits, holds, throttled atomic.Int64
 }
+
+// cacheLine is the size of a CPU cache line on the common platforms.
+const cacheLine = 64
 
 // Stats returns the current counters.
 func (e *Engine) Stats() Stats {
