@@ -286,7 +286,7 @@ func (d *dispatcher) run() {
 		if admit == nil && !d.queue.full() {
 			waiters = &d.waiting
 		}
-		if !d.mb.sleep(eager, waiters) {
+		if !d.mb.sleep(eager, d.running, waiters) {
 			continue
 		}
 		if admit == nil && demand == nil {
@@ -320,6 +320,7 @@ func (d *dispatcher) handleMail() {
 		}
 		d.onMessage(m)
 	}
+	b.done()
 }
 
 // exit closes the mailbox and answers what was in it as a closed engine

@@ -21,7 +21,10 @@ import (
 //     again), the one there does the job.
 //   - take clears asleep: while the dispatcher is awake nobody sends.
 //   - A lazy delivery (see report) wakes the dispatcher only if it asked
-//     for everything at once when it slept (eager).
+//     for everything at once when it slept (eager), or if it is the last
+//     report of the jobs out when it slept, or if lazyLimit reports wait:
+//     the lazy ones hold their calls (and their answers) until taken, so
+//     an engine that goes idle, or a long wait, must not keep them.
 //
 // Once the dispatcher has exited (close), deliveries are refused and the
 // deliverer answers for what it delivered.
@@ -35,6 +38,7 @@ type mailbox struct {
 	msgs   []any
 	asleep bool // the dispatcher waits on wake and nobody has woken it
 	eager  bool // set when it slept: lazy reports wake it too
+	out    int  // jobs out when it slept, less the reports since
 	closed bool // the dispatcher has exited
 }
 
@@ -62,6 +66,7 @@ func (m *mailbox) report(o outcome, lazy bool) bool {
 	ok := !m.closed
 	if ok {
 		m.reports = append(m.reports, o)
+		m.out--
 	}
 	m.unlockAndWake(ok, lazy)
 	return ok
@@ -80,7 +85,7 @@ func (m *mailbox) poke() {
 // already (the dispatcher woke by another case and slept again), that one
 // does the job.
 func (m *mailbox) unlockAndWake(delivered, lazy bool) {
-	wake := delivered && m.asleep && (!lazy || m.eager)
+	wake := delivered && m.asleep && (!lazy || m.eager || m.out <= 0 || len(m.reports) >= lazyLimit)
 	if wake {
 		m.asleep = false
 	}
@@ -93,17 +98,27 @@ func (m *mailbox) unlockAndWake(delivered, lazy bool) {
 	}
 }
 
+// done empties b once it is handled, so that it holds no call or answer
+// until the next take.
+func (b *mail) done() {
+	clear(b.reports)
+	clear(b.msgs)
+	b.reports, b.msgs = b.reports[:0], b.msgs[:0]
+}
+
+// lazyLimit is how many lazy reports may wait for the dispatcher's next
+// wake-up before one wakes it.
+const lazyLimit = 16
+
 // mail is one take from the mailbox.
 type mail struct {
 	reports []outcome
 	msgs    []any
 }
 
-// take swaps everything delivered for b's emptied slices, which the
-// mailbox reuses. Called by the dispatcher only.
+// take swaps everything delivered for b's slices, emptied by done, which
+// the mailbox reuses. Called by the dispatcher only.
 func (m *mailbox) take(b *mail) {
-	clear(b.reports)
-	clear(b.msgs)
 	m.mu.Lock()
 	b.reports, m.reports = m.reports, b.reports[:0]
 	b.msgs, m.msgs = m.msgs, b.msgs[:0]
@@ -114,14 +129,15 @@ func (m *mailbox) take(b *mail) {
 // sleep prepares the dispatcher to wait on wake, and reports false, not
 // sleeping, if there is mail, or waiters (when given) counts a Submit that
 // began waiting for room (see dispatcher.submit: it counts itself, then
-// pokes). eager asks for lazy reports at once.
-func (m *mailbox) sleep(eager bool, waiters *atomic.Int32) bool {
+// pokes). eager asks for lazy reports at once; out is how many jobs are
+// out, each to be reported.
+func (m *mailbox) sleep(eager bool, out int, waiters *atomic.Int32) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.reports)+len(m.msgs) > 0 || (waiters != nil && waiters.Load() > 0) {
 		return false
 	}
-	m.asleep, m.eager = true, eager
+	m.asleep, m.eager, m.out = true, eager, out
 	return true
 }
 

@@ -26,7 +26,7 @@ func tokens(m *mailbox) int {
 // blocks.
 func TestMailboxWakesASleepingDispatcherOnce(t *testing.T) {
 	m := newMailbox()
-	require.True(t, m.sleep(false, nil), "an empty mailbox lets the dispatcher sleep")
+	require.True(t, m.sleep(false, 2, nil), "an empty mailbox lets the dispatcher sleep")
 	require.True(t, m.post("a"))
 	require.True(t, m.post("b"))
 	require.True(t, m.report(outcome{}, false))
@@ -38,7 +38,7 @@ func TestMailboxWakesASleepingDispatcherOnce(t *testing.T) {
 	assert.Len(t, b.reports, 1)
 	require.True(t, m.post("c"))
 	assert.Zero(t, tokens(m), "no wake-up while the dispatcher is awake")
-	assert.False(t, m.sleep(false, nil), "no sleep with mail waiting")
+	assert.False(t, m.sleep(false, 2, nil), "no sleep with mail waiting")
 }
 
 // TestMailboxLazyReportsWaitUnlessTheDispatcherIsEager: a lazy report does
@@ -46,7 +46,7 @@ func TestMailboxWakesASleepingDispatcherOnce(t *testing.T) {
 // that has.
 func TestMailboxLazyReportsWaitUnlessTheDispatcherIsEager(t *testing.T) {
 	m := newMailbox()
-	require.True(t, m.sleep(false, nil))
+	require.True(t, m.sleep(false, 2, nil))
 	require.True(t, m.report(outcome{}, true))
 	assert.Zero(t, tokens(m), "a lazy report waits for the next wake-up")
 	require.True(t, m.post("next"))
@@ -55,7 +55,7 @@ func TestMailboxLazyReportsWaitUnlessTheDispatcherIsEager(t *testing.T) {
 	m.take(&b)
 	assert.Len(t, b.reports, 1, "the lazy report comes with the next take")
 
-	require.True(t, m.sleep(true, nil))
+	require.True(t, m.sleep(true, 2, nil))
 	require.True(t, m.report(outcome{}, true))
 	assert.Equal(t, 1, tokens(m), "an eager dispatcher is woken by a lazy report")
 }
@@ -67,9 +67,9 @@ func TestMailboxStaysUpForAWaitingSubmit(t *testing.T) {
 	m := newMailbox()
 	var waiting atomic.Int32
 	waiting.Add(1)
-	assert.False(t, m.sleep(false, &waiting), "a waiter counted before the check keeps it up")
+	assert.False(t, m.sleep(false, 2, &waiting), "a waiter counted before the check keeps it up")
 	waiting.Add(-1)
-	require.True(t, m.sleep(false, &waiting))
+	require.True(t, m.sleep(false, 2, &waiting))
 	waiting.Add(1)
 	m.poke()
 	assert.Equal(t, 1, tokens(m), "a waiter counted after the check wakes it")
@@ -86,4 +86,26 @@ func TestMailboxRefusesAfterClose(t *testing.T) {
 	var b mail
 	m.take(&b)
 	assert.Equal(t, []any{"before"}, b.msgs, "what came before close is still taken")
+}
+
+// TestMailboxLazyReportsDoNotWaitForEver: lazy reports hold their calls and
+// answers until the dispatcher takes them, so the last report of the jobs
+// out (the engine goes idle) wakes it, and so does a pile of them.
+func TestMailboxLazyReportsDoNotWaitForEver(t *testing.T) {
+	m := newMailbox()
+	require.True(t, m.sleep(false, 2, nil))
+	require.True(t, m.report(outcome{}, true))
+	assert.Zero(t, tokens(m), "one job still out")
+	require.True(t, m.report(outcome{}, true))
+	assert.Equal(t, 1, tokens(m), "the last job out reported: the engine is idle")
+
+	var b mail
+	m.take(&b)
+	require.True(t, m.sleep(false, 100, nil))
+	for range lazyLimit - 1 {
+		require.True(t, m.report(outcome{}, true))
+	}
+	assert.Zero(t, tokens(m))
+	require.True(t, m.report(outcome{}, true))
+	assert.Equal(t, 1, tokens(m), "lazyLimit reports waiting wake it")
 }

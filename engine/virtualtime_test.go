@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -328,4 +330,24 @@ func TestBodyWithoutContentLengthFromACustomTransportIsRead(t *testing.T) {
 	resp, err = e.Get(context.Background(), "/empty")
 	require.NoError(t, err)
 	assert.Empty(t, resp.Body)
+}
+
+// TestAnIdleEngineKeepsNoAnswer: once an engine has gone idle it holds no
+// answer its caller has dropped. A worker that resolved its caller itself
+// reports lazily, and the dispatcher takes such reports at its next
+// wake-up; the last one of the jobs out wakes it, so an idle engine does
+// not keep the call, its future and its answer until the next request.
+func TestAnIdleEngineKeepsNoAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := virtualEngine(t, engine.Config{Workers: 2, HTTPClient: inProcess(func(r *http.Request) (*http.Response, error) {
+			return answer(r, 200, strings.Repeat("x", 64<<10)), nil
+		})})
+		resp, err := e.Do(context.Background(), requests.New("GET", "/big", requests.WithoutDedup()))
+		require.NoError(t, err)
+		held := weak.Make(resp)
+		resp = nil
+		synctest.Wait() // the engine is idle
+		runtime.GC()
+		assert.True(t, held.Value() == nil, "the idle engine still holds the answer")
+	})
 }
