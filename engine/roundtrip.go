@@ -270,16 +270,8 @@ func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request,
 	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
 	o.resp = resp
 	if !resp.OK() && hresp.StatusCode/100 != 3 {
-		after, hasAfter := ParseRetryAfter(hresp.Header.Get("Retry-After"), s.Clock.Now())
-		if hasAfter {
-			after = min(after, s.Retry.MaxRetryAfter)
-		}
-		o.retryAfter, o.hasAfter = after, hasAfter
 		// Redirects are not followed here: the answer is from hreq's URL.
-		o.authFailed = carried && e.authFailed(resp.Status, resp.Header)
-		if !o.authFailed {
-			o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
-		}
+		after := e.judge(o, j, hreq, hresp, resp, carried)
 		if o.retry || (o.authFailed && s.canRefresh()) {
 			// The answer may be dropped for another attempt: read a little
 			// of it, still within the attempt's time, so that its

@@ -192,12 +192,20 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 		return o
 	}
 
+	o.resp = resp
+	o.err = statusError(c, j.attempt, resp, e.judge(&o, j, hreq, hresp, resp, carried))
+	return o
+}
+
+// judge reads a non-2xx answer into o: how long its Retry-After asks to
+// wait (returned, capped), whether it rejected the token, and whether the
+// retry policy wants another attempt.
+func (e *Engine) judge(o *outcome, j job, hreq *http.Request, hresp *http.Response, resp *requests.Response, carried bool) time.Duration {
+	s := e.s
 	after, hasAfter := ParseRetryAfter(hresp.Header.Get("Retry-After"), s.Clock.Now())
 	if hasAfter {
 		after = min(after, s.Retry.MaxRetryAfter)
 	}
-	o.resp = resp
-	o.err = statusError(c, j.attempt, resp, after)
 	o.retryAfter, o.hasAfter = after, hasAfter
 	// Only the token's own origin can reject it: a 401 from elsewhere (a
 	// redirect took the request there, without the token) is that
@@ -208,9 +216,9 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	}
 	o.authFailed = carried && e.sameOrigin(answeredBy) && e.authFailed(resp.Status, resp.Header)
 	if !o.authFailed {
-		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
+		o.retry = e.retryPolicy(Attempt{Request: j.c.req, Number: j.attempt, Status: resp.Status, Header: resp.Header})
 	}
-	return o
+	return after
 }
 
 func (e *Engine) retryPolicy(a Attempt) bool {
