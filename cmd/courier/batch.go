@@ -146,13 +146,7 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 			data, _ = marshalResult(checkpointLine{result: res, Hash: l.Hash})
 		}
 		sumMu.Lock()
-		sum.requests++
-		sum.lat.Add(time.Duration(res.DurationMS * float64(time.Millisecond)))
-		if res.Error == "" {
-			sum.ok++
-		} else {
-			sum.failed++
-		}
+		sum.add(&res, err, exitOK) // the exit status comes from the batch's counts
 		sumMu.Unlock()
 		return fleet.Outcome{Data: data, Failed: res.Error != ""}
 	}

@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"iter"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -20,7 +18,6 @@ import (
 
 	"github.com/courier-go/courier/engine"
 	"github.com/courier-go/courier/errors"
-	"github.com/courier-go/courier/requests"
 )
 
 type fetchOptions struct {
@@ -184,7 +181,7 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
 	var sum summary
 	src := startInput()
-	code, err := fetch(ctx, e, src, out, bar, &sum)
+	code, err := fetch(ctx, e, src, out, o.window(), bar, &sum)
 	bar.done()
 	if err != nil {
 		fmt.Fprintf(stderr, "courier fetch: %v\n", err)
@@ -193,6 +190,18 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 		sum.print(stderr, e.Stats())
 	}
 	return code
+}
+
+// window is how many lines fetch keeps between submitted and written: room
+// for every worker and the whole queue. A smaller one would stall behind
+// any slow request at its head (one waiting out a Retry-After, say) while
+// the workers sit idle.
+func (o *fetchOptions) window() int {
+	queue := o.queue
+	if queue == 0 {
+		queue = engine.DefaultQueueSize
+	}
+	return o.concurrency + queue
 }
 
 // parseFlags parses args; done is true when the command should exit with
@@ -280,102 +289,135 @@ type result struct {
 	Error      string `json:"error,omitempty"`
 }
 
-// fifo passes each line's details from the reader to the writer; Stream
-// keeps it bounded by its window.
-type fifo struct {
-	mu    sync.Mutex // protects items
-	items []lineMeta
-}
-
 type lineMeta struct {
 	in    inputLine
 	start time.Time
 }
 
-func (q *fifo) push(m lineMeta) {
-	q.mu.Lock()
-	q.items = append(q.items, m)
-	q.mu.Unlock()
+// inFlight is a line submitted and not yet written.
+type inFlight struct {
+	meta lineMeta
+	f    *engine.Future
+	done <-chan struct{} // f.Done()
 }
 
-func (q *fifo) pop() lineMeta {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	m := q.items[0]
-	q.items[0] = lineMeta{}
-	q.items = q.items[1:]
-	return m
+// inFlightQueue is fetch's window: the lines submitted and not yet
+// written, oldest first.
+type inFlightQueue struct {
+	items []inFlight
+	head  int // items[head:] are queued
 }
 
-// fetch runs every input line through e and writes the results in order.
-// sum receives the counts and latencies. When ctx ends (a signal), fetch
-// stops reading, cancels what is pending, writes every result it has, in
-// order (a cancelled request's line says it was interrupted), and returns
-// the signal's exit status, unless the batch had already finished.
-func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar *progress, sum *summary) (int, error) {
-	defer src.Stop()
-	var (
-		meta fifo
-		eof  bool // every input line was read; set by Stream's reader, read after Stream
-	)
-	lines := func(yield func(*requests.Request) bool) {
-		for {
-			select {
-			case raw, ok := <-src.lines:
-				if !ok {
-					eof = true
-					return
-				}
-				line, skip := src.parse(raw)
-				if skip {
-					continue
-				}
-				meta.push(lineMeta{in: line, start: time.Now()})
-				if !yield(line.req) {
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
+func (q *inFlightQueue) len() int         { return len(q.items) - q.head }
+func (q *inFlightQueue) front() *inFlight { return &q.items[q.head] }
+
+func (q *inFlightQueue) push(l inFlight) {
+	if q.head > 0 && q.head >= len(q.items)/2 {
+		// Reuse the room popped at the front.
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
 	}
-	w := bufio.NewWriter(out)
-	var enc resultEncoder
+	q.items = append(q.items, l)
+}
+
+func (q *inFlightQueue) pop() {
+	q.items[q.head] = inFlight{}
+	q.head++
+}
+
+// fetch runs every input line through e and writes the results in input
+// order, each as soon as it and every line before it are done. At most
+// window lines are between submitted and written. sum receives the counts
+// and latencies. When ctx ends (a signal), fetch stops reading, cancels
+// what is pending, writes every result it has, in order (a cancelled
+// request's line says it was interrupted), and returns the signal's exit
+// status, unless the batch had already finished.
+//
+// One goroutine, the caller's, submits, waits and writes. Each time it
+// wakes it writes every done result at the head of the window, flushes
+// them out in one write, submits the lines read while the window has room,
+// and only then waits: for the head's answer, more input, or the end of
+// ctx. So nothing done waits in the buffer while fetch waits, and lines
+// that finish together go out together.
+func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, window int, bar *progress, sum *summary) (int, error) {
+	defer src.Stop()
+	// Requests end with fetch, on an error too.
+	reqCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		q       inFlightQueue
+		batch   []rawLine              // read, not submitted yet
+		lines   = src.lines            // nil once every line is read or ctx ended
+		stopped = ctx.Done()           // nil once ctx ended
+		eof     bool                   // every input line was read
+		cut     bool                   // a request was cancelled by the end of ctx
+		enc     resultEncoder          // encodes result lines
+		w       = bufio.NewWriter(out) // holds the lines written since the last wait
+	)
 	code := exitOK
-	cut := false // a request was cancelled by the end of ctx
 	start := time.Now()
-	for res := range e.Stream(ctx, iter.Seq[*requests.Request](lines), 0) {
-		m := meta.pop()
-		r := describe(m, res)
-		if res.Err != nil && ctx.Err() != nil && errors.Is(res.Err, context.Canceled) {
-			cut = true
-			r.Error = fmt.Sprintf("line %d: interrupted (%v) before an answer came", m.in.n, context.Cause(ctx))
+	for {
+		wrote := false
+		for q.len() > 0 && isClosed(q.front().done) {
+			m, f := q.front().meta, q.front().f
+			q.pop()
+			resp, err := f.Await(context.Background()) // resolved: returns at once
+			r := describe(m, engine.Result{Response: resp, Err: err})
+			if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				cut = true
+				r.Error = fmt.Sprintf("line %d: interrupted (%v) before an answer came", m.in.n, context.Cause(ctx))
+			}
+			code = sum.add(&r, err, code)
+			line, err := enc.encode(&r, false, "")
+			if err == nil {
+				_, err = w.Write(line)
+			}
+			if err != nil {
+				return exitFailed, fmt.Errorf("writing results: %w", err)
+			}
+			bar.add()
+			wrote = true
 		}
-		sum.requests++
-		sum.lat.Add(time.Duration(r.DurationMS * float64(time.Millisecond)))
-		if r.Error == "" {
-			sum.ok++
-		} else {
-			sum.failed++
-			switch {
-			case errors.Is(res.Err, errors.ErrSessionExpired):
-				code = exitExpired
-			case code == exitOK:
-				code = exitFailed
+		if wrote {
+			if err := w.Flush(); err != nil {
+				return exitFailed, fmt.Errorf("writing results: %w", err)
 			}
 		}
-		line, err := enc.encode(&r, false, "")
-		if err == nil {
-			_, err = w.Write(line)
+		for len(batch) > 0 && q.len() < window {
+			raw := batch[0]
+			batch[0] = rawLine{}
+			batch = batch[1:]
+			line, skip := src.parse(raw)
+			if skip {
+				continue
+			}
+			m := lineMeta{in: line, start: time.Now()}
+			f := e.Submit(reqCtx, line.req)
+			q.push(inFlight{meta: m, f: f, done: f.Done()})
 		}
-		if err != nil {
-			return exitFailed, fmt.Errorf("writing results: %w", err)
+		if lines == nil && len(batch) == 0 && q.len() == 0 {
+			break
 		}
-		// Each result goes out as soon as it and all before it are done.
-		if err := w.Flush(); err != nil {
-			return exitFailed, fmt.Errorf("writing results: %w", err)
+		var more <-chan []rawLine // nil while the window is full
+		if len(batch) == 0 {
+			more = lines
 		}
-		bar.add()
+		var head <-chan struct{}
+		if q.len() > 0 {
+			head = q.front().done
+		}
+		select {
+		case b, ok := <-more:
+			if !ok {
+				eof, lines = true, nil
+			}
+			batch = b
+		case <-head:
+		case <-stopped:
+			// Read no more; what is pending ends with ctx, and is written.
+			stopped, lines, batch = nil, nil, nil
+		}
 	}
 	sum.elapsed = time.Since(start)
 	if eof && !cut {
@@ -393,6 +435,16 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, bar
 		}
 	}
 	return interrupted(ctx)
+}
+
+// isClosed reports whether c is closed, without waiting.
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // interrupted is fetch's status and error when ctx ended before the batch

@@ -33,7 +33,7 @@ func BenchmarkFetch(b *testing.B) {
 	b.ResetTimer()
 	var sum summary
 	src := newInput(openInput("", strings.NewReader(in.String())), defaultMaxLine, &lineParser{})
-	code, err := fetch(context.Background(), e, src, io.Discard, &progress{}, &sum)
+	code, err := fetch(context.Background(), e, src, io.Discard, 16+engine.DefaultQueueSize, &progress{}, &sum)
 	if err != nil || code != exitOK {
 		b.Fatalf("fetch: %d %v", code, err)
 	}

@@ -7,17 +7,21 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/courier-go/courier/engine"
 	"github.com/courier-go/courier/internal/demo"
 )
 
@@ -313,4 +317,50 @@ func TestFetchStreamsLineByLine(t *testing.T) {
 	}
 	require.NoError(t, stdin.Close())
 	require.NoError(t, cmd.Wait())
+}
+
+// TestFetchWritesADoneLineWhileTheNextIsInFlight: fetch holds the lines it
+// writes between two waits in one buffer, and must flush it before it
+// waits. Line 1's result reaches the output while line 2's request is
+// still waiting for its answer; had fetch waited with line 1 in its
+// buffer, the bubble would deadlock.
+func TestFetchWritesADoneLineWhileTheNextIsInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		client := &http.Client{Transport: engine.RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			if r.URL.Path == "/slow" {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return nil, r.Context().Err()
+				}
+			}
+			return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Request: r,
+				Body: io.NopCloser(strings.NewReader(`{"ok":true}`))}, nil
+		})}
+		e, err := engine.New(engine.Config{BaseURL: "http://api.test", HTTPClient: client, Workers: 4})
+		require.NoError(t, err)
+		defer e.Close()
+
+		src := newInput(openInput("", strings.NewReader("/fast\n/slow\n/fast\n")), defaultMaxLine, &lineParser{})
+		outR, outW := io.Pipe()
+		var sum summary
+		code := make(chan int, 1)
+		go func() {
+			c, _ := fetch(context.Background(), e, src, outW, 16, &progress{}, &sum)
+			outW.Close()
+			code <- c
+		}()
+		out := bufio.NewReader(outR)
+		first, err := out.ReadString('\n')
+		require.NoError(t, err)
+		assert.Contains(t, first, `"line":1,`)
+		close(release)
+		rest, err := io.ReadAll(out)
+		require.NoError(t, err)
+		assert.Equal(t, 2, strings.Count(string(rest), "\n"))
+		assert.Contains(t, string(rest), `"line":2,`)
+		assert.Equal(t, exitOK, <-code)
+		assert.EqualValues(t, 3, sum.ok)
+	})
 }

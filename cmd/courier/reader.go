@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -69,6 +71,16 @@ func (l *lineReader) next() (line []byte, tooLong bool, err error) {
 	}
 }
 
+// buffered reports whether next would return without reading: the next
+// line is in the buffer whole, or the input is at its end.
+func (l *lineReader) buffered() bool {
+	if l.eof {
+		return true
+	}
+	b, _ := l.r.Peek(l.r.Buffered()) // never reads
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
 func dropCR(b []byte) []byte {
 	if len(b) > 0 && b[len(b)-1] == '\r' {
 		return b[:len(b)-1]
@@ -83,9 +95,20 @@ type rawLine struct {
 	err  error  // the line cannot be read (it is too long); text is empty
 }
 
+// Bounds of a batch of lines sent at once.
+const (
+	maxBatchLines = 256
+	maxBatchBytes = 64 << 10 // the bytes of its lines' text; one longer line goes alone
+)
+
 // input reads fetch's input on a goroutine of its own, which it
 // owns: Stop ends that goroutine even while a read blocks (a quiet pipe, a
 // terminal, a FIFO), so a signal stops the batch in every state.
+//
+// Lines go out in batches: the goroutine sends what it has read as soon
+// as the next line is not in its buffer yet (a read could wait), so a line
+// never waits for the next, and a file read in large chunks costs one
+// handoff per batch rather than per line.
 //
 // The protocol between Stop and the goroutine: the goroutine opens its
 // source, then, holding mu, either sees stop closed (and returns) or
@@ -93,11 +116,11 @@ type rawLine struct {
 // So either the goroutine returns by itself or Stop knows the source whose
 // pending read it must interrupt.
 type input struct {
-	lines chan rawLine  // unbuffered; every line, in order; closed after the last
-	stop  chan struct{} // closed by Stop
-	done  chan struct{} // closed as the goroutine returns, just before lines
-	err   error         // why reading ended early; written by the goroutine before done
-	p     *lineParser   // parses lines for parse; safe for concurrent use
+	lines chan []rawLine // unbuffered; every line, in order, in batches; closed after the last
+	stop  chan struct{}  // closed by Stop
+	done  chan struct{}  // closed as the goroutine returns, just before lines
+	err   error          // why reading ended early; written by the goroutine before done
+	p     *lineParser    // parses lines for parse; safe for concurrent use
 
 	mu  sync.Mutex // protects src and the closing of stop
 	src io.Reader  // the open source, once the goroutine has it
@@ -107,7 +130,7 @@ type input struct {
 // goroutine closes it at the end. maxLine is the longest line accepted; p
 // parses the lines read.
 func newInput(open func() (io.ReadCloser, error), maxLine int, p *lineParser) *input {
-	in := &input{lines: make(chan rawLine), stop: make(chan struct{}), done: make(chan struct{}), p: p}
+	in := &input{lines: make(chan []rawLine), stop: make(chan struct{}), done: make(chan struct{}), p: p}
 	go in.run(open, maxLine)
 	return in
 }
@@ -136,9 +159,26 @@ func (in *input) run(open func() (io.ReadCloser, error), maxLine int) {
 	in.mu.Unlock()
 
 	lr := newLineReader(src, maxLine)
+	var (
+		batch []rawLine // read, not sent yet
+		size  int       // the bytes of batch's text
+	)
+	send := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		select {
+		case in.lines <- batch:
+			batch, size = nil, 0 // the receiver owns it now
+			return true
+		case <-in.stop:
+			return false
+		}
+	}
 	for n := 1; ; n++ {
 		text, tooLong, err := lr.next()
 		if err == io.EOF {
+			send()
 			return
 		}
 		if err != nil {
@@ -146,6 +186,7 @@ func (in *input) run(open func() (io.ReadCloser, error), maxLine int) {
 			case <-in.stop: // Stop interrupted the read
 			default:
 				in.err = fmt.Errorf("reading input after line %d: %w", n-1, err)
+				send() // the lines before it are answered
 			}
 			return
 		}
@@ -153,9 +194,14 @@ func (in *input) run(open func() (io.ReadCloser, error), maxLine int) {
 		if tooLong {
 			line.err = fmt.Errorf("longer than --max-line (%s)", byteSize(maxLine))
 		}
-		select {
-		case in.lines <- line:
-		case <-in.stop:
+		if batch == nil {
+			batch = make([]rawLine, 0, 16)
+		}
+		batch, size = append(batch, line), size+len(line.text)
+		if len(batch) < maxBatchLines && size < maxBatchBytes && lr.buffered() {
+			continue
+		}
+		if !send() {
 			return
 		}
 	}
@@ -183,6 +229,33 @@ func (in *input) Stop() {
 	if d, ok := src.(interface{ SetReadDeadline(time.Time) error }); ok && d.SetReadDeadline(time.Unix(1, 0)) == nil {
 		<-in.done // the pending read returns os.ErrDeadlineExceeded
 	}
+}
+
+// lineFeed hands out an input's lines one at a time. It is owned by the
+// one goroutine that reads the input's lines.
+type lineFeed struct {
+	src   *input
+	batch []rawLine // received, not handed out yet
+}
+
+// next returns the next line. ok is false after the last line, or when
+// ctx ends first.
+func (f *lineFeed) next(ctx context.Context) (l rawLine, ok bool) {
+	for len(f.batch) == 0 {
+		select {
+		case b, ok := <-f.src.lines:
+			if !ok {
+				return rawLine{}, false
+			}
+			f.batch = b
+		case <-ctx.Done():
+			return rawLine{}, false
+		}
+	}
+	l = f.batch[0]
+	f.batch[0] = rawLine{}
+	f.batch = f.batch[1:]
+	return l, true
 }
 
 // parse turns l into a request; skip is true for blank lines and comments.

@@ -453,19 +453,7 @@ func (r *resumable) run(ctx context.Context, e *engine.Engine, src *input, out i
 				return interrupted(parent)
 			}
 			res := describe(s.meta, engine.Result{Response: resp, Err: err})
-			sum.requests++
-			sum.lat.Add(time.Duration(res.DurationMS * float64(time.Millisecond)))
-			if res.Error == "" {
-				sum.ok++
-			} else {
-				sum.failed++
-				switch {
-				case errors.Is(err, errors.ErrSessionExpired):
-					code = exitExpired
-				case code == exitOK:
-					code = exitFailed
-				}
-			}
+			code = sum.add(&res, err, code)
 			line, err := enc.encode(&res, r.target != nil, s.hash)
 			if err != nil {
 				return exitFailed, fmt.Errorf("writing results: %w", err)
@@ -514,17 +502,14 @@ func (r *resumable) read(ctx context.Context, e *engine.Engine, src *input, wind
 	changed := func(line int, what string) slot {
 		return slot{err: badCheckpoint("input line %d %s: the input changed since this batch started (use a new --out file for a new batch)", line, what)}
 	}
-lines:
+	feed := lineFeed{src: src}
 	for {
-		var raw rawLine
-		select {
-		case l, ok := <-src.lines:
-			if !ok {
-				break lines
+		raw, ok := feed.next(ctx)
+		if !ok {
+			if ctx.Err() != nil {
+				return
 			}
-			raw = l
-		case <-ctx.Done():
-			return
+			break
 		}
 		n, text := raw.n, raw.text
 		if raw.err != nil {

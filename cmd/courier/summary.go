@@ -11,6 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/internal/latency"
 )
 
@@ -19,6 +20,26 @@ type summary struct {
 	requests, ok, failed int64
 	elapsed              time.Duration
 	lat                  latency.Histogram
+}
+
+// add counts the result line r of a request that ended with err, and
+// returns the run's exit status with it: code, made 1 by a failure, and 3
+// once a request found the session expired.
+func (s *summary) add(r *result, err error, code int) int {
+	s.requests++
+	s.lat.Add(time.Duration(r.DurationMS * float64(time.Millisecond)))
+	if r.Error == "" {
+		s.ok++
+		return code
+	}
+	s.failed++
+	switch {
+	case errors.Is(err, errors.ErrSessionExpired):
+		return exitExpired
+	case code == exitOK:
+		return exitFailed
+	}
+	return code
 }
 
 func (s *summary) print(w io.Writer, st engine.Stats) {
