@@ -67,10 +67,7 @@ func openBatch(redisURL, name string) (*fleet.Batch, func(), error) {
 
 // runBatchFetch is `courier fetch --redis URL --batch NAME [FILE]`.
 func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, p *lineParser, stdin io.Reader, stderr io.Writer) int {
-	fail := func(code int, format string, a ...any) int {
-		fmt.Fprintf(stderr, "courier fetch: "+format+"\n", a...)
-		return code
-	}
+	fail := failer(stderr, "fetch", false)
 	switch {
 	case o.out != "" || o.resume.resume || o.resume.resumeFailed:
 		return fail(exitUsage, "--batch keeps its results in Redis: read them with courier collect, not --out or --resume")
@@ -306,13 +303,7 @@ func runBatchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
-	fail := func(code int, format string, a ...any) int {
-		fmt.Fprintf(stderr, "courier batch: "+format+"\n", a...)
-		if code == exitUsage {
-			fmt.Fprintln(stderr, "Run 'courier batch --help' for usage.")
-		}
-		return code
-	}
+	fail := failer(stderr, "batch", true)
 	if fs.NArg() != 2 || (fs.Arg(0) != "status" && fs.Arg(0) != "rm") {
 		return fail(exitUsage, "want status NAME or rm NAME, got %q", fs.Args())
 	}

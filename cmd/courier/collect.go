@@ -43,13 +43,7 @@ func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
-	fail := func(code int, format string, a ...any) int {
-		fmt.Fprintf(stderr, "courier collect: "+format+"\n", a...)
-		if code == exitUsage {
-			fmt.Fprintln(stderr, "Run 'courier collect --help' for usage.")
-		}
-		return code
-	}
+	fail := failer(stderr, "collect", true)
 	if *name == "" {
 		return fail(exitUsage, "--batch NAME is required")
 	}

@@ -98,6 +98,19 @@ func notifyContext(parent context.Context, sigs ...os.Signal) (context.Context, 
 	}
 }
 
+// failer returns how command name reports a failure: the message on
+// stderr, then the exit status code is returned; with hint, a usage error
+// also points at the command's --help.
+func failer(stderr io.Writer, name string, hint bool) func(code int, format string, a ...any) int {
+	return func(code int, format string, a ...any) int {
+		fmt.Fprintf(stderr, "courier "+name+": "+format+"\n", a...)
+		if hint && code == exitUsage {
+			fmt.Fprintf(stderr, "Run 'courier %s --help' for usage.\n", name)
+		}
+		return code
+	}
+}
+
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
