@@ -106,40 +106,36 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 	fs := fetchFlags(o)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, fetchUsage); fs.PrintDefaults() }
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "courier fetch: "+format+"\n", a...)
-		fmt.Fprintln(stderr, "Run 'courier fetch --help' for usage.")
-		return exitUsage
-	}
+	fail := failer(stderr, "fetch", true)
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
 	if o.baseURL == "" {
-		return fail("--base-url is required")
+		return fail(exitUsage, "--base-url is required")
 	}
 	if fs.NArg() > 1 {
-		return fail("at most one input FILE, got %d", fs.NArg())
+		return fail(exitUsage, "at most one input FILE, got %d", fs.NArg())
 	}
 	cfg, err := o.config(stderr)
 	if err != nil {
-		return fail("%v", err)
+		return fail(exitUsage, "%v", err)
 	}
 	uploads, err := newUploadGuard(o.limits.uploadRoot, o.tokenFile)
 	if err != nil {
-		return fail("%v", err)
+		return fail(exitUsage, "%v", err)
 	}
 	parser, err := newLineParser(o.baseURL, uploads)
 	if err != nil {
-		return fail("%v", err)
+		return fail(exitUsage, "%v", err)
 	}
 	flushOTLP, err := setupOTLP(ctx, o.otlp, &cfg, stderr)
 	if err != nil {
-		return fail("%v", err)
+		return fail(exitUsage, "%v", err)
 	}
 	defer flushOTLP() // after every engine below is closed
 	fm, err := o.fleet.apply(&cfg, o.batch.redisURL, os.Getenv("COURIER_CLIENT_ID"), stderr)
 	if err != nil {
-		return fail("%v", err)
+		return fail(exitUsage, "%v", err)
 	}
 	// Deferred before the engine's Close, so it runs after it.
 	defer fm.close()
@@ -151,11 +147,11 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 		// Stat, not open: opening a FIFO waits for its writer, which the
 		// input goroutine does, where a signal can stop the batch.
 		if _, err := os.Stat(inPath); err != nil {
-			return fail("input: %v", err)
+			return fail(exitUsage, "input: %v", err)
 		}
 	}
 	if err := checkOut(o.out, inPath, stdin, o.tokenFile); err != nil {
-		return fail("%v", err)
+		return fail(exitUsage, "%v", err)
 	}
 	startInput := func() *input {
 		return newInput(openInput(inPath, stdin), int(o.limits.maxLine), parser)
@@ -163,30 +159,59 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 	if o.resume.wanted() {
 		return runResumable(ctx, o, fs, cfg, startInput, stdout, stderr)
 	}
-	out := stdout
-	if o.out != "" {
-		f, err := os.Create(o.out)
-		if err != nil {
-			return fail("--out: %v", err)
+	return o.runLocal(fs, cfg, localRun{
+		run: func(e *engine.Engine, out io.Writer, bar *progress, sum *summary) (int, error) {
+			return fetch(ctx, e, startInput(), out, o.window(), bar, sum)
+		},
+	}, stdout, stderr, fail)
+}
+
+// localRun is one fetch on this machine (not a batch on Redis): run
+// fetches the input with e and writes the results to out.
+type localRun struct {
+	out  io.Writer // where results go; nil: a new --out FILE, or stdout
+	run  func(e *engine.Engine, out io.Writer, bar *progress, sum *summary) (int, error)
+	note func(w io.Writer) // adds to the summary; nil: nothing
+}
+
+// runLocal is the end that fetch and the resumable fetch share: it opens
+// the output, builds the engine, runs l with a progress bar, reports l's
+// error and prints the summary. fail reports a failure before the run.
+func (o *fetchOptions) runLocal(fs *pflag.FlagSet, cfg engine.Config, l localRun, stdout, stderr io.Writer, fail func(code int, format string, a ...any) int) int {
+	out := l.out
+	if out == nil {
+		out = stdout
+		if o.out != "" {
+			f, err := os.Create(o.out)
+			if err != nil {
+				return fail(exitUsage, "--out: %v", err)
+			}
+			defer f.Close()
+			out = f
 		}
-		defer f.Close()
-		out = f
 	}
 	e, err := engine.New(cfg)
 	if err != nil {
-		return fail("%v", err)
+		return fail(exitUsage, "%v", err)
 	}
 	defer e.Close()
 
 	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
 	var sum summary
-	src := startInput()
-	code, err := fetch(ctx, e, src, out, o.window(), bar, &sum)
+	code, err := l.run(e, out, bar, &sum)
 	bar.done()
 	if err != nil {
 		fmt.Fprintf(stderr, "courier fetch: %v\n", err)
+		if errors.As(err, new(*checkpointError)) {
+			code = exitUsage
+		} else if code == exitOK {
+			code = exitFailed
+		}
 	}
 	if o.summary {
+		if l.note != nil {
+			l.note(stderr)
+		}
 		sum.print(stderr, e.Stats())
 	}
 	return code

@@ -270,67 +270,43 @@ func (c *checkpoint) failures() int {
 // runResumable is `courier fetch` with --resume, --resume-failed or
 // --idempotency-keys.
 func runResumable(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, startInput func() *input, stdout, stderr io.Writer) int {
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "courier fetch: "+format+"\n", a...)
-		return exitUsage
-	}
+	fail := failer(stderr, "fetch", false)
 	r := &resumable{opts: o.resume, window: o.concurrency}
 	if o.resume.idempotencyKeys {
 		r.keys = newBatchKeys()
 	}
-	out := stdout
+	var out io.Writer // nil: as fetch (--out FILE, or stdout)
 	finish := func() error { return nil }
 	if r.opts.resume || r.opts.resumeFailed {
 		if o.out == "" {
-			return fail("--resume needs --out FILE: the output file is the checkpoint")
+			return fail(exitUsage, "--resume needs --out FILE: the output file is the checkpoint")
 		}
 		var err error
 		finish, err = r.openFiles(o.out)
 		if err != nil {
 			if errors.As(err, new(*checkpointError)) {
-				return fail("%v", err)
+				return fail(exitUsage, "%v", err)
 			}
-			return fail("--out: %v", err)
+			return fail(exitUsage, "--out: %v", err)
 		}
 		defer r.close()
 		out = r.target.f
-	} else if o.out != "" {
-		f, err := os.Create(o.out)
-		if err != nil {
-			return fail("--out: %v", err)
-		}
-		defer f.Close()
-		out = f
 	}
-	e, err := engine.New(cfg)
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer e.Close()
-
-	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
-	var sum summary
-	src := startInput()
-	code, err := r.run(ctx, e, src, out, bar, &sum)
-	bar.done()
-	if err == nil {
-		err = finish()
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "courier fetch: %v\n", err)
-		if errors.As(err, new(*checkpointError)) {
-			code = exitUsage
-		} else if code == exitOK {
-			code = exitFailed
-		}
-	}
-	if o.summary {
-		if r.kept > 0 {
-			fmt.Fprintf(stderr, "kept        %d answered before (%d failed)\n", r.kept, r.keptFailed)
-		}
-		sum.print(stderr, e.Stats())
-	}
-	return code
+	return o.runLocal(fs, cfg, localRun{
+		out: out,
+		run: func(e *engine.Engine, out io.Writer, bar *progress, sum *summary) (int, error) {
+			code, err := r.run(ctx, e, startInput(), out, bar, sum)
+			if err == nil {
+				err = finish()
+			}
+			return code, err
+		},
+		note: func(w io.Writer) {
+			if r.kept > 0 {
+				fmt.Fprintf(w, "kept        %d answered before (%d failed)\n", r.kept, r.keptFailed)
+			}
+		},
+	}, stdout, stderr, fail)
 }
 
 // resumable runs one resumable fetch.
