@@ -216,6 +216,7 @@ func TestAuthFaults(t *testing.T) {
 	} {
 		t.Run(name+" expires the session", func(t *testing.T) {
 			var expired atomic.Int64
+			told := make(chan struct{}, 1) // OnSessionExpired has run
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/refresh" {
 					answer(w)
@@ -225,10 +226,22 @@ func TestAuthFaults(t *testing.T) {
 			}))
 			defer srv.Close()
 			e := newEngine(t, engine.Config{BaseURL: srv.URL, Auth: engine.Auth{AccessToken: "a", RefreshToken: "r",
-				Refresh: &engine.RefreshConfig{Path: "/refresh"}, OnSessionExpired: func() { expired.Add(1) }}})
+				Refresh: &engine.RefreshConfig{Path: "/refresh"}, OnSessionExpired: func() {
+					expired.Add(1)
+					select {
+					case told <- struct{}{}:
+					default:
+					}
+				}}})
 			_, err := e.Get(ctxTimeout(t, 5*time.Second), "/x")
 			assert.ErrorIs(t, err, errors.ErrSessionExpired)
-			waitFor(t, "OnSessionExpired", func() bool { return expired.Load() == 1 })
+			select {
+			case <-told:
+			case <-ctxTimeout(t, 5*time.Second).Done():
+				t.Fatal("OnSessionExpired did not run")
+			}
+			require.NoError(t, e.Close()) // runs the callbacks still queued, then stops
+			assert.EqualValues(t, 1, expired.Load(), "OnSessionExpired ran once")
 		})
 	}
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -77,25 +78,23 @@ func TestNilContextGetsAnErrorNotAPanic(t *testing.T) {
 
 // A Backoff policy returning more than MaxDelay used to be obeyed.
 func TestBackoffIsClampedToMaxDelay(t *testing.T) {
-	clock := newFakeClock()
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) == 1 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	}))
-	defer srv.Close()
-	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, Retry: engine.Retry{
-		MaxDelay: 50 * time.Millisecond,
-		Backoff:  func(int, time.Duration, time.Duration) time.Duration { return 24 * time.Hour },
-	}})
-	f := e.Submit(ctxTimeout(t, 10*time.Second), requests.New("GET", "/x"))
-	require.True(t, clock.BlockUntil(1, 5*time.Second), "the retry is scheduled")
-	assert.Equal(t, []time.Duration{50 * time.Millisecond}, clock.Pending())
-	clock.Advance(50 * time.Millisecond)
-	resp, err := f.Await(ctxTimeout(t, 5*time.Second))
-	require.NoError(t, err)
-	assert.Equal(t, 2, resp.Attempts)
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		var calls atomic.Int64
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			if calls.Add(1) == 1 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+		}}, engine.Config{Retry: engine.Retry{
+			MaxDelay: 50 * time.Millisecond,
+			Backoff:  func(int, time.Duration, time.Duration) time.Duration { return 24 * time.Hour },
+		}})
+		resp, err := e.Get(context.Background(), "/x")
+		require.NoError(t, err)
+		assert.Equal(t, 2, resp.Attempts)
+		assert.Equal(t, []time.Duration{0, 50 * time.Millisecond}, arr.of("a.test/x"), "the retry waited MaxDelay, not a day")
+	})
 }
 
 // The session error used to read "session expired: session expired" when a

@@ -19,21 +19,21 @@ import (
 )
 
 // flaky answers status with the given Retry-After on the first call and
-// 200 afterwards.
-func flaky(t *testing.T, status int, retryAfter func() string) (*httptest.Server, *atomic.Int64) {
+// 200 afterwards, in process.
+func flaky(status int, retryAfter func() string) (*http.Client, *atomic.Int64) {
 	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return inProcess(func(r *http.Request) (*http.Response, error) {
 		if calls.Add(1) == 1 {
-			w.Header().Set("Retry-After", retryAfter())
-			w.WriteHeader(status)
-			return
+			return answer(r, status, "", "Retry-After", retryAfter()), nil
 		}
-		w.Write([]byte("ok"))
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &calls
+		return answer(r, 200, "ok"), nil
+	}), &calls
 }
 
+// The engine waits on Config.Clock: the wait it schedules after a
+// Retry-After is a timer on the fake clock, and only advancing that clock
+// sends the retry. In a synctest bubble, synctest.Wait returns once the
+// engine has scheduled the wait (or stalled), with no real time spent.
 func TestRetryAfterIsHonouredOnAFakeClock(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -48,22 +48,74 @@ func TestRetryAfterIsHonouredOnAFakeClock(t *testing.T) {
 		{"capped", 503, func(time.Time) string { return "86400" }, engine.DefaultMaxRetryAfter},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := newFakeClock()
-			srv, calls := flaky(t, tc.status, func() string { return tc.header(clock.Now()) })
-			e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock})
-			f := e.Submit(context.Background(), requests.New("GET", "/x"))
-			require.True(t, clock.BlockUntil(1, 5*time.Second), "a retry should be scheduled")
-			assert.Equal(t, []time.Duration{tc.want}, clock.Pending())
-			select {
-			case <-f.Done():
-				t.Fatal("resolved before the wait was over")
-			default:
-			}
-			clock.Advance(tc.want)
-			resp, err := f.Await(ctxTimeout(t, 5*time.Second))
-			require.NoError(t, err)
-			assert.Equal(t, 2, resp.Attempts)
-			assert.EqualValues(t, 2, calls.Load())
+			synctest.Test(t, func(t *testing.T) {
+				clock := newFakeClock()
+				client, calls := flaky(tc.status, func() string { return tc.header(clock.Now()) })
+				e := newEngine(t, engine.Config{BaseURL: "http://api.test", HTTPClient: client, Clock: clock})
+				f := e.Submit(context.Background(), requests.New("GET", "/x"))
+				synctest.Wait()
+				require.EqualValues(t, 1, calls.Load(), "the first attempt went out")
+				assert.Equal(t, []time.Duration{tc.want}, clock.Pending(), "a retry should be scheduled on the clock")
+				select {
+				case <-f.Done():
+					t.Fatal("resolved before the wait was over")
+				default:
+				}
+				clock.Advance(tc.want)
+				resp, err := f.Await(context.Background())
+				require.NoError(t, err)
+				assert.Equal(t, 2, resp.Attempts)
+				assert.EqualValues(t, 2, calls.Load())
+			})
+		})
+	}
+}
+
+// TestBackoffAndLimiterWaitOnConfigClock: the backoff before a retry and
+// the limiter's wait are timers on Config.Clock, not on package time: each
+// is pending on the fake clock, and the retry goes out only once the test
+// advances it.
+func TestBackoffAndLimiterWaitOnConfigClock(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  engine.Config
+		want time.Duration
+	}{
+		{"backoff", engine.Config{Retry: engine.Retry{MaxDelay: time.Minute,
+			Backoff: func(int, time.Duration, time.Duration) time.Duration { return 3 * time.Second }}}, 3 * time.Second},
+		{"limiter", engine.Config{RateLimit: engine.RateLimit{PerSecond: 1, Burst: 1},
+			Retry: engine.Retry{Backoff: noBackoff}}, time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				clock := newFakeClock()
+				var calls atomic.Int64
+				cfg := tc.cfg
+				cfg.BaseURL, cfg.Clock = "http://api.test", clock
+				cfg.HTTPClient = inProcess(func(r *http.Request) (*http.Response, error) {
+					if calls.Add(1) == 1 {
+						return answer(r, 503, "busy"), nil
+					}
+					return answer(r, 200, "ok"), nil
+				})
+				e := newEngine(t, cfg)
+				f := e.Submit(context.Background(), requests.New("GET", "/x"))
+				synctest.Wait()
+				require.EqualValues(t, 1, calls.Load(), "the first attempt went out")
+				assert.Equal(t, []time.Duration{tc.want}, clock.Pending(), "the retry waits on the clock")
+				time.Sleep(time.Hour) // time elsewhere does not move the engine's clock
+				synctest.Wait()
+				select {
+				case <-f.Done():
+					t.Fatal("resolved before the clock moved")
+				default:
+				}
+				assert.EqualValues(t, 1, calls.Load())
+				clock.Advance(tc.want)
+				resp, err := f.Await(context.Background())
+				require.NoError(t, err)
+				assert.Equal(t, 2, resp.Attempts)
+			})
 		})
 	}
 }
@@ -159,25 +211,24 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
+// TestRateLimitAppliesToRetries: a retry is an attempt like any other and
+// waits for the limiter, even when the backoff says go at once.
 func TestRateLimitAppliesToRetries(t *testing.T) {
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) == 1 {
-			w.WriteHeader(503)
-		}
-	}))
-	defer srv.Close()
-	clock := newFakeClock()
-	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, RateLimit: engine.RateLimit{PerSecond: 1, Burst: 1},
-		Retry: engine.Retry{Backoff: func(int, time.Duration, time.Duration) time.Duration { return 0 }}})
-	f := e.Submit(context.Background(), requests.New("GET", "/x"))
-	require.True(t, clock.BlockUntil(1, 5*time.Second), "the retry waits on the limiter")
-	assert.Equal(t, []time.Duration{time.Second}, clock.Pending())
-	assert.EqualValues(t, 1, calls.Load())
-	clock.Advance(time.Second)
-	resp, err := f.Await(ctxTimeout(t, 5*time.Second))
-	require.NoError(t, err)
-	assert.Equal(t, 2, resp.Attempts)
+	synctest.Test(t, func(t *testing.T) {
+		arr := newArrivals()
+		var calls atomic.Int64
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			if calls.Add(1) == 1 {
+				w.WriteHeader(503)
+			}
+		}}, engine.Config{RateLimit: engine.RateLimit{PerSecond: 1, Burst: 1},
+			Retry: engine.Retry{Backoff: noBackoff}})
+		resp, err := e.Get(context.Background(), "/x")
+		require.NoError(t, err)
+		assert.Equal(t, 2, resp.Attempts)
+		assert.Equal(t, seconds(0, 1), arr.of("a.test/x"), "the retry waited its turn at the limiter")
+	})
 }
 
 func TestDefaultHeadersAndRequestHeaders(t *testing.T) {
