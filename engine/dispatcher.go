@@ -77,8 +77,9 @@ type dispatcher struct {
 	admit   chan *Future  // a Submit waiting for room sends; the dispatcher receives
 	stopped chan struct{} // closed by the dispatcher when it exits
 	queue   *queue        // its room is shared (queue.reserve); the rest is the dispatcher's
-	// waiting counts the Submits waiting for room on admit: written by
-	// them, read by the dispatcher, which then keeps a place for them.
+	// waiting counts the Submits waiting for room on admit: each counts
+	// itself, and is uncounted by the dispatcher as it receives it, or by
+	// itself as it leaves; the dispatcher keeps a place while it is not 0.
 	waiting atomic.Int32
 
 	// Owned by the dispatcher goroutine: written and read by it alone.
@@ -238,14 +239,18 @@ func (d *dispatcher) submit(ctx context.Context, f *Future) {
 		}
 		return
 	}
+	// Counted while it waits: the dispatcher uncounts it as it receives f
+	// (so that it never keeps a place for a Submit it has already
+	// admitted), and it uncounts itself if it leaves.
 	d.waiting.Add(1)
-	defer d.waiting.Add(-1)
 	d.mb.poke() // a sleeping dispatcher keeps no place for a waiter
 	select {
 	case d.admit <- f:
 	case <-ctx.Done():
+		d.waiting.Add(-1)
 		d.e.settle(f, nil, ctx.Err())
 	case <-d.stopped:
+		d.waiting.Add(-1)
 		d.e.settle(f, nil, errors.ErrClosed)
 	}
 }
@@ -254,6 +259,12 @@ func (d *dispatcher) run() {
 	defer d.exit()
 	for {
 		d.mb.take(&d.mail)
+		if d.spare && d.waiting.Load() == 0 {
+			// The Submit it was kept for has left (its ctx ended): give
+			// the place back before anyone is refused for want of it.
+			d.queue.release()
+			d.spare = false
+		}
 		d.handleMail()
 		if d.killed {
 			return
@@ -296,6 +307,7 @@ func (d *dispatcher) run() {
 		select {
 		case <-d.mb.wake:
 		case f := <-admit:
+			d.waiting.Add(-1) // see submit
 			reserved := d.spare
 			d.spare = false
 			d.onSubmit(f, reserved)
