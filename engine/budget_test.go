@@ -1,12 +1,14 @@
 package engine_test
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -14,7 +16,6 @@ import (
 
 	"github.com/courier-go/courier/engine"
 	"github.com/courier-go/courier/errors"
-	"github.com/courier-go/courier/internal/fakeclock"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -35,63 +36,41 @@ func switchable(t *testing.T) (srv *httptest.Server, failing *atomic.Bool, calls
 	return srv, failing, calls
 }
 
-// driveClock advances clock to its next timer whenever one is pending, until
-// every future has resolved. For tests whose subject is the outcome, not
-// the timing: waits of any length take no real time.
-func driveClock(t *testing.T, clock *fakeclock.Clock, futures []*engine.Future) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for _, f := range futures {
-		for {
-			select {
-			case <-f.Done():
-			default:
-				if time.Now().After(deadline) {
-					t.Fatal("futures did not resolve")
-				}
-				if p := clock.Pending(); len(p) > 0 {
-					clock.Advance(p[0])
-				} else {
-					time.Sleep(time.Millisecond)
-				}
-				continue
-			}
-			break
-		}
-	}
-}
-
 func TestRetryBudgetBurstOfOnceFlakyRequestsAllSucceed(t *testing.T) {
 	// The burst at the start of a batch that the old ratio budget failed:
 	// every request is answered 503 + Retry-After: 1 once, before any has
-	// succeeded.
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		id := r.URL.Query().Get("id")
-		mu.Lock()
-		first := !seen[id]
-		seen[id] = true
-		mu.Unlock()
-		if first {
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(503)
-			return
-		}
-		w.Write([]byte("ok"))
-	}))
-	defer srv.Close()
-	clock := newFakeClock()
-	e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock, QueueSize: 200})
-	ctx := ctxTimeout(t, 20*time.Second)
-	const n = 100
-	futures := submitItems(ctx, e, n)
-	driveClock(t, clock, futures)
-	requireAllOK(t, ctx, futures)
-	assert.EqualValues(t, 2*n, calls.Load(), "one retry each")
-	assert.EqualValues(t, n, e.Stats().Retries)
+	// succeeded. In a synctest bubble, in process: the first attempts are
+	// all answered together, once all n have arrived, and the second of
+	// wait takes no real time.
+	synctest.Test(t, func(t *testing.T) {
+		const n = 100
+		var mu sync.Mutex
+		seen := map[string]bool{}
+		var calls atomic.Int64
+		allIn := make(chan struct{}) // closed when the nth first attempt arrives
+		e := newEngine(t, engine.Config{BaseURL: "http://api.test", Workers: n, QueueSize: 2 * n,
+			HTTPClient: inProcess(func(r *http.Request) (*http.Response, error) {
+				calls.Add(1)
+				id := r.URL.Query().Get("id")
+				mu.Lock()
+				first := !seen[id]
+				seen[id] = true
+				if first && len(seen) == n {
+					close(allIn)
+				}
+				mu.Unlock()
+				if first {
+					<-allIn
+					return answer(r, 503, "", "Retry-After", "1"), nil
+				}
+				return answer(r, 200, "ok"), nil
+			})})
+		ctx := context.Background()
+		futures := submitItems(ctx, e, n)
+		requireAllOK(t, ctx, futures)
+		assert.EqualValues(t, 2*n, calls.Load(), "one retry each")
+		assert.EqualValues(t, n, e.Stats().Retries)
+	})
 }
 
 func TestRetryBudgetDeadServer(t *testing.T) {
