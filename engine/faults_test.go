@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -133,43 +134,39 @@ func TestRetryAfterMatrix(t *testing.T) {
 	for _, status := range []int{429, 503} {
 		for _, c := range cases {
 			t.Run(fmt.Sprintf("%d/%s", status, c.name), func(t *testing.T) {
-				clock := newFakeClock()
-				var calls atomic.Int64
-				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					if calls.Add(1) == 1 {
-						w.Header().Set("Retry-After", c.header(clock.Now()))
-						w.WriteHeader(status)
+				// A header is a header whatever carries it: in process, in a
+				// synctest bubble, synctest.Wait tells when the retry is
+				// scheduled on the fake clock.
+				synctest.Test(t, func(t *testing.T) {
+					clock := newFakeClock()
+					client, calls := flaky(status, func() string { return c.header(clock.Now()) })
+					e := newEngine(t, engine.Config{BaseURL: "http://api.test", HTTPClient: client, Clock: clock})
+					ctx := ctxTimeout(t, 10*time.Second)
+					f := e.Submit(ctx, requests.New("GET", "/x"))
+					if c.failNow {
+						_, err := f.Await(ctx)
+						var he *errors.HTTPError
+						require.ErrorAs(t, err, &he)
+						assert.Equal(t, engine.DefaultMaxRetryAfter, he.RetryAfter, "capped, and reported")
+						assert.Contains(t, he.Error(), "does not fit the deadline")
+						assert.EqualValues(t, 1, calls.Load())
 						return
 					}
-					w.Write([]byte("ok"))
-				}))
-				defer srv.Close()
-				e := newEngine(t, engine.Config{BaseURL: srv.URL, Clock: clock})
-				ctx := ctxTimeout(t, 10*time.Second)
-				f := e.Submit(ctx, requests.New("GET", "/x"))
-				if c.failNow {
-					_, err := f.Await(ctx)
-					var he *errors.HTTPError
-					require.ErrorAs(t, err, &he)
-					assert.Equal(t, engine.DefaultMaxRetryAfter, he.RetryAfter, "capped, and reported")
-					assert.Contains(t, he.Error(), "does not fit the deadline")
-					assert.EqualValues(t, 1, calls.Load())
-					return
-				}
-				if c.wait > 0 || c.wait == -1 {
-					require.True(t, clock.BlockUntil(1, 5*time.Second), "a retry is scheduled")
-					pending := clock.Pending()
-					require.Len(t, pending, 1)
-					if c.wait > 0 {
-						assert.Equal(t, c.wait, pending[0], "waits as told")
-					} else {
-						assert.LessOrEqual(t, pending[0], engine.DefaultBaseDelay, "an unusable Retry-After falls back to backoff")
+					if c.wait > 0 || c.wait == -1 {
+						synctest.Wait()
+						pending := clock.Pending()
+						require.Len(t, pending, 1, "a retry is scheduled")
+						if c.wait > 0 {
+							assert.Equal(t, c.wait, pending[0], "waits as told")
+						} else {
+							assert.LessOrEqual(t, pending[0], engine.DefaultBaseDelay, "an unusable Retry-After falls back to backoff")
+						}
+						clock.Advance(pending[0])
 					}
-					clock.Advance(pending[0])
-				}
-				resp, err := f.Await(ctx)
-				require.NoError(t, err)
-				assert.Equal(t, 2, resp.Attempts)
+					resp, err := f.Await(ctx)
+					require.NoError(t, err)
+					assert.Equal(t, 2, resp.Attempts)
+				})
 			})
 		}
 	}
