@@ -37,8 +37,9 @@ import (
 //     newer. SetTokens then tells refreshedEvent with the new generation
 //     and started set, which answers every demand made so far and ends a
 //     pause. TerminateSession tells expiredEvent (the dispatcher fails what
-//     waits and pauses) before it clears the tokens, and marks the session
-//     ended; later demands are answered with expiredEvent until SetTokens.
+//     waits and pauses), waits until the dispatcher has done so, then
+//     clears the tokens and marks the session ended; later demands are
+//     answered with expiredEvent until SetTokens.
 //     The dispatcher learns the session's state from these events alone.
 //   - The actor's TokenStore (Auth.Store, or a MemoryStore of its own) is
 //     the source of truth; the actor's copy is the store's value at
@@ -89,9 +90,10 @@ import (
 // Close return with the session's newest tokens in the store.
 //
 // Every event goes to the dispatcher's mailbox, where a delivery never
-// blocks, so the actor never waits on the dispatcher; and the dispatcher,
-// which only offers a demand as one case of its select, never blocks on the
-// actor.
+// blocks, so the actor never waits on the dispatcher, except once per
+// TerminateSession, for the expiredEvent to be handled (the dispatcher
+// handles it without waiting on anyone); and the dispatcher, which only
+// offers a demand as one case of its select, never blocks on the actor.
 
 // refreshFloor is the least time between the end of one refresh and a
 // proactive refresh of the token it produced, so that a server answering
@@ -295,9 +297,14 @@ func (a *tokenActor) run() {
 				a.answer(refreshedEvent{gen: a.gen(), started: true})
 			case clearTokensMsg:
 				a.void()
-				// The dispatcher first fails what is pending and pauses,
-				// so nothing goes out with the cleared token.
-				if !a.tell(expiredEvent{done: m.failed}) {
+				// The dispatcher first fails and cancels what is pending
+				// and pauses, so nothing goes out with the cleared token:
+				// the token stays until it has. It closes failed without
+				// waiting on anyone (before it exits, at the latest), so
+				// this wait is short and cannot deadlock.
+				if a.tell(expiredEvent{done: m.failed}) {
+					<-m.failed
+				} else {
 					close(m.failed)
 				}
 				a.expired = true
