@@ -1,6 +1,7 @@
 // Package fakeclock is a manual clock for courier's tests: time moves only
-// when a test calls Advance, and tests can wait until the code under test has
-// set a timer (BlockUntil) instead of sleeping.
+// when a test calls Advance. To learn that the code under test has set a
+// timer, run the test in a testing/synctest bubble: after synctest.Wait,
+// Pending lists every timer the code set.
 package fakeclock
 
 import (
@@ -12,15 +13,14 @@ import (
 // Clock is a manual clock. The zero value is not usable; call New.
 // Clock is safe for concurrent use.
 type Clock struct {
-	mu      sync.Mutex // protects the fields below
-	now     time.Time
-	timers  []*timer
-	changed chan struct{} // closed and replaced whenever timers change
+	mu     sync.Mutex // protects the fields below
+	now    time.Time
+	timers []*timer
 }
 
 // New returns a clock that reads start until advanced.
 func New(start time.Time) *Clock {
-	return &Clock{now: start, changed: make(chan struct{})}
+	return &Clock{now: start}
 }
 
 type timer struct {
@@ -79,7 +79,6 @@ func (c *Clock) add(d time.Duration, f func()) *timer {
 		return t
 	}
 	c.timers = append(c.timers, t)
-	c.signal()
 	return t
 }
 
@@ -100,12 +99,6 @@ func (c *Clock) remove(t *timer) {
 			break
 		}
 	}
-	c.signal()
-}
-
-func (c *Clock) signal() {
-	close(c.changed)
-	c.changed = make(chan struct{})
 }
 
 // Advance moves the clock forward by d and fires every timer due by then,
@@ -124,7 +117,6 @@ func (c *Clock) Advance(d time.Duration) {
 		keep = append(keep, t)
 	}
 	c.timers = keep
-	c.signal()
 }
 
 // Pending returns the waits of the timers that have not fired, from now,
@@ -138,25 +130,4 @@ func (c *Clock) Pending() []time.Duration {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
-}
-
-// BlockUntil waits until at least n timers are pending, or until timeout
-// (real time) passes, and reports whether n were reached.
-func (c *Clock) BlockUntil(n int, timeout time.Duration) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		c.mu.Lock()
-		ok := len(c.timers) >= n
-		ch := c.changed
-		c.mu.Unlock()
-		if ok {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-deadline.C:
-			return false
-		}
-	}
 }
