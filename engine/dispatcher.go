@@ -34,6 +34,9 @@ type (
 	refreshedEvent struct {
 		gen     uint64
 		started bool // SetTokens: a session starts or goes on
+		// done, when set, is closed once the dispatcher has resumed
+		// (SetTokens waits for it).
+		done chan struct{}
 	}
 	staleEvent         struct{ gen uint64 }
 	refreshFailedEvent struct {
@@ -363,6 +366,10 @@ func (d *dispatcher) onMessage(m any) {
 			if m.done != nil {
 				close(m.done)
 			}
+		case refreshedEvent:
+			if m.done != nil {
+				close(m.done)
+			}
 		}
 		return
 	}
@@ -597,6 +604,9 @@ func (d *dispatcher) onEvent(ev any) {
 		d.gen = max(d.gen, ev.gen)
 		if ev.started {
 			d.paused = false
+		}
+		if ev.done != nil {
+			close(ev.done)
 		}
 		// A token from before the latest demand (SetTokens racing a 401)
 		// does not end the wait for the refresh that demand asked for.

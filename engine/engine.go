@@ -265,10 +265,16 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 // Requests parked on a refresh are replayed with the new access token, and a
 // paused engine (after the session expired) accepts requests again.
 func (e *Engine) SetTokens(t Tokens) {
-	// The actor tells the dispatcher before it answers, so a request
-	// submitted after SetTokens returns finds the engine resumed.
-	done := make(chan struct{})
-	e.actor.ask(setTokensMsg{t: t, done: done}, done)
+	// The actor tells the dispatcher, which resumes; this returns once it
+	// has, so a request submitted after SetTokens returns is never refused
+	// as paused (even one that finds the queue full, and so reaches the
+	// dispatcher by another way than the actor's event).
+	done, resumed := make(chan struct{}), make(chan struct{})
+	e.actor.ask(setTokensMsg{t: t, done: done, resumed: resumed}, done)
+	select {
+	case <-resumed:
+	case <-e.d.stopped:
+	}
 }
 
 // TerminateSession ends the session on purpose (logout): the tokens are

@@ -36,7 +36,8 @@ import (
 //     whatever it is, is never published, because the caller's tokens are
 //     newer. SetTokens then tells refreshedEvent with the new generation
 //     and started set, which answers every demand made so far and ends a
-//     pause. TerminateSession tells expiredEvent (the dispatcher fails what
+//     pause; Engine.SetTokens returns once the dispatcher has handled it
+//     (the event carries a channel it closes). TerminateSession tells expiredEvent (the dispatcher fails what
 //     waits and pauses), waits until the dispatcher has done so, then
 //     clears the tokens and marks the session ended; later demands are
 //     answered with expiredEvent until SetTokens.
@@ -103,8 +104,9 @@ const refreshFloor = time.Second
 // Messages to the token actor.
 type (
 	setTokensMsg struct {
-		t    Tokens
-		done chan struct{}
+		t       Tokens
+		done    chan struct{}
+		resumed chan struct{} // closed by the dispatcher once it has resumed
 	}
 	clearTokensMsg struct {
 		done   chan struct{}
@@ -294,7 +296,11 @@ func (a *tokenActor) run() {
 				a.refreshToken = m.t.RefreshToken
 				a.publish(m.t)
 				a.keep(m.t, m.done)
-				a.answer(refreshedEvent{gen: a.gen(), started: true})
+				ev := refreshedEvent{gen: a.gen(), started: true, done: m.resumed}
+				if !a.tell(ev) {
+					close(m.resumed)
+				}
+				a.answerWanters(nil)
 			case clearTokensMsg:
 				a.void()
 				// The dispatcher first fails and cancels what is pending
