@@ -149,6 +149,9 @@ func resty3Client(base string) client {
 		if err != nil {
 			return err
 		}
+		// resty v3 reads an answer only when asked: unread, its connection
+		// is never given back, and the process runs out of descriptors.
+		resp.Bytes()
 		if resp.StatusCode() != 200 {
 			return fmt.Errorf("status %d", resp.StatusCode())
 		}
