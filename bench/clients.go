@@ -82,10 +82,13 @@ func courierClient(base string, workers int) client {
 	}, close: func() { e.Close(); hc.CloseIdleConnections() }}
 }
 
-// courierStreamClient feeds an endless input through Engine.Stream with a
-// window of conc: conc requests outstanding, as conc goroutines calling Do
-// have.
-func courierStreamClient(base string, workers int) client {
+// courierStreamClient feeds an endless input through Engine.Stream with
+// workers = conc: conc requests in flight at most, as conc goroutines
+// calling Do have. With window 0, Stream's default (workers plus queue),
+// answers that came before an earlier one wait in the window instead of
+// holding back the next submissions (results come out in input order);
+// with window conc, a slow answer at the head leaves workers idle.
+func courierStreamClient(base string, workers, window int) client {
 	hc := &http.Client{Transport: transport()}
 	e, err := engine.New(engine.Config{BaseURL: base, HTTPClient: hc, Workers: workers,
 		Auth: engine.Auth{AccessToken: token}})
@@ -104,7 +107,7 @@ func courierStreamClient(base string, workers int) client {
 		r := &loopResult{}
 		var n int64
 		start, cpu0 := time.Now(), cpuTime()
-		for res := range e.Stream(context.Background(), reqs, conc) {
+		for res := range e.Stream(context.Background(), reqs, window) {
 			if res.Err != nil {
 				r.errs++
 				continue
@@ -118,7 +121,11 @@ func courierStreamClient(base string, workers int) client {
 		}
 		return r
 	}
-	return client{name: "courier Stream", loop: loop, do: func(ctx context.Context) error {
+	name := "courier Stream"
+	if window > 0 {
+		name = "courier Stream, window = concurrency"
+	}
+	return client{name: name, loop: loop, do: func(ctx context.Context) error {
 		_, err := e.Do(ctx, requests.New("GET", "/item", requests.WithoutDedup()))
 		return err
 	}, close: func() { e.Close(); hc.CloseIdleConnections() }}
@@ -196,7 +203,8 @@ func failsafeClient(base string) client {
 // clients returns every library under test for a concurrency level,
 // net/http first.
 func clients(base string, concurrency int) []client {
-	all := []client{rawClient(base), courierClient(base, concurrency), courierStreamClient(base, concurrency),
+	all := []client{rawClient(base), courierClient(base, concurrency), courierStreamClient(base, concurrency, 0),
+		courierStreamClient(base, concurrency, concurrency),
 		restyClient(base), resty3Client(base), retryableClient(base), failsafeClient(base)}
 	if *only1 == "" {
 		return all
