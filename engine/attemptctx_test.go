@@ -24,10 +24,9 @@ func TestAttemptContextTimesOutWithDeadlineExceeded(t *testing.T) {
 		assert.Equal(t, time.Now().Add(5*time.Second), dl)
 		assert.Equal(t, "v", a.Value(ctxKey{}), "values come from the call's context")
 
-		time.Sleep(4 * time.Second)
-		synctest.Wait()
+		advance(4 * time.Second)
 		assert.NoError(t, a.Err())
-		time.Sleep(time.Second)
+		advance(time.Second)
 		<-a.Done()
 		assert.ErrorIs(t, a.Err(), context.DeadlineExceeded)
 	})
@@ -45,8 +44,7 @@ func TestAttemptTimerLeavesTheNextAttemptAloneAfterALateFire(t *testing.T) {
 		timer.fire() // as a fire meant for the first attempt would
 		assert.NoError(t, second.Err())
 		assert.NoError(t, first.Err(), "a disarmed attempt is not timed out")
-		time.Sleep(time.Minute)
-		synctest.Wait() // for the timer's function
+		advance(time.Minute) // and the timer's function runs
 		assert.ErrorIs(t, second.Err(), context.DeadlineExceeded)
 	})
 }
@@ -89,4 +87,12 @@ func TestAttemptContextAfterFuncStop(t *testing.T) {
 	a.cancel(context.Canceled)
 	<-ran
 	assert.False(t, stop(), "stopping after the cancel is too late")
+}
+
+// advance lets d of the bubble's virtual time pass, then waits until every
+// goroutine in the bubble is blocked again: inside synctest.Test the clock
+// jumps as soon as everything is blocked, so no real time passes.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }

@@ -373,11 +373,9 @@ func TestProactiveRefreshBeforeKnownExpiry(t *testing.T) {
 		cfg.Auth.AccessToken = "access-1"
 		cfg.Auth.Expiry = time.Now().Add(10 * time.Minute)
 		e := virtualEngine(t, cfg)
-		time.Sleep(10*time.Minute - 30*time.Second - time.Nanosecond)
-		synctest.Wait()
+		advance(10*time.Minute - 30*time.Second - time.Nanosecond)
 		require.Zero(t, srv.refreshCalls.Load(), "no refresh before 30s ahead of the expiry")
-		time.Sleep(time.Nanosecond)
-		synctest.Wait()
+		advance(time.Nanosecond)
 		require.EqualValues(t, 1, e.Stats().Refreshes, "the proactive refresh, 30s ahead of the expiry")
 		srv.mu.Lock()
 		srv.access = "access-2" // the old token is dead now; only the new one works

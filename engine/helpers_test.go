@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -201,4 +202,12 @@ func requireAllOK(t *testing.T, ctx context.Context, futures []*engine.Future) {
 		require.NoError(t, err, "request %d", i)
 		require.Equal(t, 200, resp.Status, "request %d", i)
 	}
+}
+
+// advance lets d of the bubble's virtual time pass, then waits until every
+// goroutine in the bubble is blocked again: inside synctest.Test the clock
+// jumps as soon as everything is blocked, so no real time passes.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }

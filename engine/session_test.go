@@ -170,8 +170,7 @@ func TestFailedSaveIsAnErrorAndIsRetried(t *testing.T) {
 		assert.Equal(t, "refresh-1", stored(t, store).RefreshToken)
 
 		store.fail.Store(false)
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
+		advance(2 * time.Second)
 		assert.Equal(t, "refresh-2", stored(t, store).RefreshToken, "written again once the store works")
 		assert.Equal(t, 1, api.refreshCalls())
 	})

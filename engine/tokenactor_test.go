@@ -360,13 +360,13 @@ func TestTinyExpiresInDoesNotRefreshInALoop(t *testing.T) {
 			resp, err := e.Get(ctx, "/x", requests.WithQuery("i", itoa(i)))
 			require.NoError(t, err, "request %d", i)
 			require.Equal(t, 200, resp.Status)
-			time.Sleep(100 * time.Millisecond)
+			advance(100 * time.Millisecond)
 		}
 		calls := api.refreshCalls()
 		assert.LessOrEqual(t, calls, 12, "at most one refresh per second of traffic, and the first")
 		assert.GreaterOrEqual(t, calls, 2, "a token past its expiry is refreshed before it is sent")
 
-		time.Sleep(time.Hour) // idle
+		advance(time.Hour) // idle
 		assert.Equal(t, calls, api.refreshCalls(), "an idle engine does not refresh dead tokens")
 	})
 }
@@ -386,14 +386,13 @@ func TestExpiredTokenIsNotSentWhileTheEarlyRefreshRuns(t *testing.T) {
 		e := startEngine(t, cfg)
 		ctx := context.Background()
 
-		time.Sleep(10*time.Minute - 20*time.Second)
-		synctest.Wait()
+		advance(10*time.Minute - 20*time.Second)
 		require.Equal(t, 1, api.refreshCalls(), "the early refresh runs 30s ahead of the expiry")
 		resp, err := e.Get(ctx, "/before-expiry")
 		require.NoError(t, err, "until the expiry the token is good")
 		assert.Equal(t, 200, resp.Status)
 
-		time.Sleep(21 * time.Second) // past the expiry; the refresh still runs
+		advance(21 * time.Second) // past the expiry; the refresh still runs
 		f := e.Submit(ctx, requests.New("GET", "/after-expiry"))
 		synctest.Wait()
 		assert.Equal(t, []string{"Bearer access-1"}, api.tokensSent(), "the expired token was sent")
@@ -417,7 +416,7 @@ func TestPassedExpiryRefreshesBeforeTheNextRequest(t *testing.T) {
 		e := startEngine(t, cfg)
 		ctx := context.Background()
 
-		time.Sleep(time.Hour)
+		advance(time.Hour)
 		assert.Zero(t, api.refreshCalls(), "no request, no refresh")
 		futures := submitItems(ctx, e, 5)
 		for _, f := range futures {

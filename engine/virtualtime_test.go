@@ -182,8 +182,7 @@ func TestBackpressure(t *testing.T) {
 
 		waiting := make(chan *engine.Future)
 		go func() { waiting <- e.Submit(ctx, requests.New("GET", "/5")) }()
-		time.Sleep(time.Hour)
-		synctest.Wait()
+		advance(time.Hour)
 		select {
 		case <-waiting:
 			t.Fatal("Submit returned while the queue was full")
