@@ -85,6 +85,15 @@ func (r *otelRig) metrics(t *testing.T) map[string]metricdata.Aggregation {
 	return out
 }
 
+// gauge returns the value of the int64 gauge name, which has one point.
+func gauge(t *testing.T, m map[string]metricdata.Aggregation, name string) int64 {
+	t.Helper()
+	gd, ok := m[name].(metricdata.Gauge[int64])
+	require.True(t, ok, name)
+	require.Len(t, gd.DataPoints, 1)
+	return gd.DataPoints[0].Value
+}
+
 // sum returns a counter's total over the points whose attributes include
 // want.
 func sum(t *testing.T, data metricdata.Aggregation, want ...attribute.KeyValue) int64 {
@@ -270,14 +279,8 @@ func TestTelemetryOfADedupJoin(t *testing.T) {
 		require.EqualValues(t, 1, e.Stats().DedupHits, "the join")
 
 		m := rig.metrics(t)
-		gauge := func(name string) int64 {
-			gd, ok := m[name].(metricdata.Gauge[int64])
-			require.True(t, ok, name)
-			require.Len(t, gd.DataPoints, 1)
-			return gd.DataPoints[0].Value
-		}
-		assert.Equal(t, int64(1), gauge("courier.client.in_flight"))
-		assert.Equal(t, int64(0), gauge("courier.client.queue.depth"))
+		assert.Equal(t, int64(1), gauge(t, m, "courier.client.in_flight"))
+		assert.Equal(t, int64(0), gauge(t, m, "courier.client.queue.depth"))
 
 		close(g.release)
 		_, err := lead.Await(ctx)
@@ -413,14 +416,8 @@ func TestTelemetryGaugesShowTheQueueAndTheAttemptsInFlight(t *testing.T) {
 		require.EqualValues(t, 2, g.calls.Load(), "two running")
 		require.EqualValues(t, 3, e.Stats().Queued, "three queued")
 		m := rig.metrics(t)
-		gauge := func(name string) int64 {
-			gd, ok := m[name].(metricdata.Gauge[int64])
-			require.True(t, ok, name)
-			require.Len(t, gd.DataPoints, 1)
-			return gd.DataPoints[0].Value
-		}
-		assert.Equal(t, int64(2), gauge("courier.client.in_flight"))
-		assert.Equal(t, int64(3), gauge("courier.client.queue.depth"))
+		assert.Equal(t, int64(2), gauge(t, m, "courier.client.in_flight"))
+		assert.Equal(t, int64(3), gauge(t, m, "courier.client.queue.depth"))
 		close(g.release)
 		requireAllOK(t, ctx, futures)
 	})
