@@ -11,33 +11,31 @@ import (
 	"time"
 
 	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/internal/windowlimit"
 	"github.com/courier-go/courier/requests"
 )
 
-// windowAPI allows limit requests per one-second window (windows start at
+// windowAPI is a windowlimit.Window: Limit requests per one-second window (windows start at
 // whole Unix seconds) and answers 429 beyond, with a Retry-After of the
 // whole seconds left in the window, rounded up; with quota, every answer
 // also carries X-RateLimit-Remaining and X-RateLimit-Reset (Unix seconds),
 // as GitHub sends them. /flaky/ID answers 503 + Retry-After: 1 the first
 // time an ID is asked for; /down answers 503 always.
 type windowAPI struct {
-	limit int
+	windowlimit.Window
 	quota atomic.Bool
 
-	mu       sync.Mutex
-	window   int64
-	used     int
-	refused  int
-	accepted int
-	seen     map[string]bool
-	down     int
+	mu   sync.Mutex // protects seen and down
+	seen map[string]bool
+	down int
 }
 
 func (s *windowAPI) reset(quota bool) {
+	s.Window.Reset()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.quota.Store(quota)
-	s.window, s.used, s.refused, s.accepted, s.down = 0, 0, 0, 0, 0
+	s.down = 0
 	s.seen = map[string]bool{}
 }
 
@@ -60,29 +58,7 @@ func (s *windowAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	now := time.Now()
-	s.mu.Lock()
-	if sec := now.Unix(); sec != s.window {
-		s.window, s.used = sec, 0
-	}
-	ok := s.used < s.limit
-	if ok {
-		s.used++
-		s.accepted++
-	} else {
-		s.refused++
-	}
-	left, reset := s.limit-s.used, s.window+1
-	s.mu.Unlock()
-	if s.quota.Load() {
-		w.Header().Set("X-Ratelimit-Remaining", strconv.Itoa(left))
-		w.Header().Set("X-Ratelimit-Reset", strconv.FormatInt(reset, 10))
-	}
-	if !ok {
-		wait := time.Unix(reset, 0).Sub(now)
-		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
-		w.WriteHeader(http.StatusTooManyRequests)
-	}
+	s.Serve(w, time.Now(), s.quota.Load())
 }
 
 // pacing measures how courier paces itself against servers that limit it:
@@ -90,7 +66,7 @@ func (s *windowAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // is measured is dominated by the server's windows, not by CPU.
 func pacing() {
 	fmt.Printf("## Pacing (courier alone, real time)\n\n")
-	api := &windowAPI{limit: 50}
+	api := &windowAPI{Window: windowlimit.Window{Limit: 50}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)
@@ -120,10 +96,8 @@ func pacing() {
 		took, failed := submitAll(e, n, func(i int) string { return "/items/" + strconv.Itoa(i) })
 		st := e.Stats()
 		e.Close()
-		api.mu.Lock()
-		refused := api.refused
-		api.mu.Unlock()
-		ideal := time.Duration(n/api.limit) * time.Second
+		_, refused := api.Counts()
+		ideal := time.Duration(n/api.Limit) * time.Second
 		fmt.Printf("| %d requests at concurrency 32 against 50 per one-second window, %s | %d answers 429; %d failed; %s (%.2f of the %s the limit allows); %d holds, %d retries | %s |\n",
 			n, tc.name, refused, failed, took.Round(time.Millisecond), took.Seconds()/ideal.Seconds(), ideal, st.Holds, st.Retries, tc.target)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/internal/windowlimit"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -530,50 +531,19 @@ func TestRateLimitConfigErrors(t *testing.T) {
 	}
 }
 
-// windowServer allows limit requests per window of one second (windows
-// start at whole seconds) and answers 429 beyond, with a Retry-After of the
-// whole seconds left in the window, rounded up. With quota it also sends
-// X-RateLimit-Remaining and X-RateLimit-Reset (Unix seconds) with every
-// answer. Each answer takes latency.
+// windowServer is a windowlimit.Window (limit requests per one-second
+// window, 429 and Retry-After beyond, with quota the X-RateLimit headers)
+// whose every answer takes latency, plus up to jitter.
 type windowServer struct {
-	limit   int
+	windowlimit.Window
 	quota   bool
 	latency time.Duration
 	jitter  time.Duration
-
-	mu       sync.Mutex
-	window   int64 // Unix second of the current window
-	used     int
-	refused  int
-	accepted int
 }
 
 func (s *windowServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	time.Sleep(s.latency + rand.N(s.jitter+1))
-	now := time.Now()
-	s.mu.Lock()
-	if sec := now.Unix(); sec != s.window {
-		s.window, s.used = sec, 0
-	}
-	ok := s.used < s.limit
-	if ok {
-		s.used++
-		s.accepted++
-
-	} else {
-		s.refused++
-	}
-	left, reset := s.limit-s.used, s.window+1
-	s.mu.Unlock()
-	if s.quota {
-		w.Header().Set("X-Ratelimit-Remaining", strconv.Itoa(left))
-		w.Header().Set("X-Ratelimit-Reset", strconv.FormatInt(reset, 10))
-	}
-	if !ok {
-		wait := time.Unix(reset, 0).Sub(now)
-		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
-		w.WriteHeader(http.StatusTooManyRequests)
-	}
+	s.Serve(w, time.Now(), s.quota)
 }
 
 // TestWindowedServer500RequestsAtConcurrency32 is the target in
@@ -592,17 +562,18 @@ func TestWindowedServer500RequestsAtConcurrency32(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
-				srv := &windowServer{limit: 50, quota: tc.quota, latency: time.Millisecond, jitter: 10 * time.Millisecond}
+				srv := &windowServer{Window: windowlimit.Window{Limit: 50}, quota: tc.quota, latency: time.Millisecond, jitter: 10 * time.Millisecond}
 				e := pacedEngine(t, srv, engine.Config{Workers: 32})
 				start := time.Now()
 				getAll(t, e, repeat("/x", 500)...)
 				took := time.Since(start)
 				st := e.Stats()
+				accepted, refused := srv.Counts()
 				t.Logf("%s: 500 requests in %s virtual (%.2f of the 10s the limit allows), %d answered 429, %d holds, %d retries",
-					tc.name, took.Round(time.Millisecond), took.Seconds()/10, srv.refused, st.Holds, st.Retries)
-				assert.Equal(t, 500, srv.accepted)
-				assert.LessOrEqual(t, srv.refused, tc.max429)
-				assert.EqualValues(t, srv.refused, st.Throttled)
+					tc.name, took.Round(time.Millisecond), took.Seconds()/10, refused, st.Holds, st.Retries)
+				assert.Equal(t, 500, accepted)
+				assert.LessOrEqual(t, refused, tc.max429)
+				assert.EqualValues(t, refused, st.Throttled)
 			})
 		})
 	}
