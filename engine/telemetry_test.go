@@ -15,35 +15,25 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-go/courier/engine"
 	courierrors "github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/oteltest"
 	"github.com/courier-go/courier/requests"
 )
 
-// otelRig is an engine config's tracer and meter providers with an
-// in-memory span recorder and a manual metric reader.
+// otelRig is an engine config's tracer and meter providers, recording in
+// memory.
 type otelRig struct {
-	spans  *tracetest.SpanRecorder
-	reader *sdkmetric.ManualReader
-	tp     *sdktrace.TracerProvider
-	mp     *sdkmetric.MeterProvider
+	spans *oteltest.TracerProvider // the same provider as tp, read for its spans
+	tp    *oteltest.TracerProvider
+	mp    *oteltest.MeterProvider
 }
 
-func newOtelRig(t *testing.T) *otelRig {
-	r := &otelRig{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	r.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(r.spans))
-	r.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(r.reader))
-	t.Cleanup(func() {
-		r.tp.Shutdown(context.Background())
-		r.mp.Shutdown(context.Background())
-	})
-	return r
+func newOtelRig(*testing.T) *otelRig {
+	tp := oteltest.NewTracerProvider()
+	return &otelRig{spans: tp, tp: tp, mp: oteltest.NewMeterProvider()}
 }
 
 func (r *otelRig) apply(cfg engine.Config) engine.Config {
@@ -55,13 +45,13 @@ func (r *otelRig) apply(cfg engine.Config) engine.Config {
 
 // requestSpans returns the ended request spans (those whose parent is not
 // an engine span), and the attempt spans by parent span ID.
-func (r *otelRig) requestSpans() (reqs []sdktrace.ReadOnlySpan, attempts map[trace.SpanID][]sdktrace.ReadOnlySpan) {
+func (r *otelRig) requestSpans() (reqs []*oteltest.Span, attempts map[trace.SpanID][]*oteltest.Span) {
 	ended := r.spans.Ended()
 	ids := map[trace.SpanID]bool{}
 	for _, s := range ended {
 		ids[s.SpanContext().SpanID()] = true
 	}
-	attempts = map[trace.SpanID][]sdktrace.ReadOnlySpan{}
+	attempts = map[trace.SpanID][]*oteltest.Span{}
 	for _, s := range ended {
 		if p := s.Parent().SpanID(); ids[p] {
 			attempts[p] = append(attempts[p], s)
@@ -73,37 +63,26 @@ func (r *otelRig) requestSpans() (reqs []sdktrace.ReadOnlySpan, attempts map[tra
 }
 
 // metrics collects the current metrics by name.
-func (r *otelRig) metrics(t *testing.T) map[string]metricdata.Aggregation {
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, r.reader.Collect(context.Background(), &rm))
-	out := map[string]metricdata.Aggregation{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			out[m.Name] = m.Data
-		}
-	}
-	return out
-}
+func (r *otelRig) metrics(*testing.T) map[string]oteltest.Metric { return r.mp.Collect() }
 
 // gauge returns the value of the int64 gauge name, which has one point.
-func gauge(t *testing.T, m map[string]metricdata.Aggregation, name string) int64 {
+func gauge(t *testing.T, m map[string]oteltest.Metric, name string) int64 {
 	t.Helper()
-	gd, ok := m[name].(metricdata.Gauge[int64])
-	require.True(t, ok, name)
-	require.Len(t, gd.DataPoints, 1)
-	return gd.DataPoints[0].Value
+	g, ok := m[name]
+	require.True(t, ok && g.Kind == oteltest.Gauge, name)
+	require.Len(t, g.Points, 1)
+	return g.Points[0].Value
 }
 
 // sum returns a counter's total over the points whose attributes include
 // want.
-func sum(t *testing.T, data metricdata.Aggregation, want ...attribute.KeyValue) int64 {
+func sum(t *testing.T, data oteltest.Metric, want ...attribute.KeyValue) int64 {
 	t.Helper()
-	s, ok := data.(metricdata.Sum[int64])
-	if !ok {
+	if data.Kind != oteltest.Counter {
 		return 0
 	}
 	var n int64
-	for _, p := range s.DataPoints {
+	for _, p := range data.Points {
 		if hasAll(p.Attributes, want) {
 			n += p.Value
 		}
@@ -120,7 +99,7 @@ func hasAll(set attribute.Set, want []attribute.KeyValue) bool {
 	return true
 }
 
-func attr(s sdktrace.ReadOnlySpan, k attribute.Key) (attribute.Value, bool) {
+func attr(s *oteltest.Span, k attribute.Key) (attribute.Value, bool) {
 	for _, kv := range s.Attributes() {
 		if kv.Key == k {
 			return kv.Value, true
@@ -129,7 +108,7 @@ func attr(s sdktrace.ReadOnlySpan, k attribute.Key) (attribute.Value, bool) {
 	return attribute.Value{}, false
 }
 
-func eventNames(s sdktrace.ReadOnlySpan) []string {
+func eventNames(s *oteltest.Span) []string {
 	var out []string
 	for _, e := range s.Events() {
 		out = append(out, e.Name)
@@ -139,7 +118,7 @@ func eventNames(s sdktrace.ReadOnlySpan) []string {
 
 // noSecrets fails if any attribute of any span or event holds one of the
 // secrets.
-func noSecrets(t *testing.T, spans []sdktrace.ReadOnlySpan, secrets ...string) {
+func noSecrets(t *testing.T, spans []*oteltest.Span, secrets ...string) {
 	t.Helper()
 	for _, s := range spans {
 		kvs := append([]attribute.KeyValue(nil), s.Attributes()...)
@@ -191,7 +170,7 @@ func TestTelemetryOfARetriedRequest(t *testing.T) {
 
 	tries := attempts[span.SpanContext().SpanID()]
 	require.Len(t, tries, 2, "one child span per attempt")
-	byResend := map[int64]sdktrace.ReadOnlySpan{}
+	byResend := map[int64]*oteltest.Span{}
 	for _, a := range tries {
 		assert.Equal(t, trace.SpanKindClient, a.SpanKind())
 		assert.Equal(t, span.SpanContext().TraceID(), a.SpanContext().TraceID())
@@ -218,10 +197,10 @@ func TestTelemetryOfARetriedRequest(t *testing.T) {
 	m := rig.metrics(t)
 	assert.Equal(t, int64(2), sum(t, m["courier.client.attempts"]))
 	assert.Equal(t, int64(1), sum(t, m["courier.client.retries"], engine.AttrRetryReason.String("503")))
-	h, ok := m["http.client.request.duration"].(metricdata.Histogram[float64])
-	require.True(t, ok, "the duration histogram")
+	h, ok := m["http.client.request.duration"]
+	require.True(t, ok && h.Kind == oteltest.Histogram, "the duration histogram")
 	counts := map[int64]uint64{}
-	for _, p := range h.DataPoints {
+	for _, p := range h.Points {
 		s, _ := p.Attributes.Value("http.response.status_code")
 		counts[s.AsInt64()] += p.Count
 		addr, _ := p.Attributes.Value("server.address")
@@ -290,7 +269,7 @@ func TestTelemetryOfADedupJoin(t *testing.T) {
 
 		reqs, attempts := rig.requestSpans()
 		require.Len(t, reqs, 2)
-		var leader, joined sdktrace.ReadOnlySpan
+		var leader, joined *oteltest.Span
 		for _, s := range reqs {
 			if len(s.Events()) > 0 {
 				joined = s
@@ -367,7 +346,7 @@ func TestTelemetryUsesTheGlobalPropagatorUnlessConfigured(t *testing.T) {
 	require.NoError(t, err)
 	_, attempts := rig.requestSpans()
 	require.Len(t, attempts, 1)
-	var attempt sdktrace.ReadOnlySpan
+	var attempt *oteltest.Span
 	for _, a := range attempts {
 		attempt = a[0]
 	}
