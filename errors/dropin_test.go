@@ -12,8 +12,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/courier-go/courier/errors"
 )
 
 // exported returns the exported top-level names declared in the non-test Go
@@ -76,20 +74,4 @@ func TestDropInExportsAllOfStandardErrors(t *testing.T) {
 			assert.Equal(t, kind, ours[name], "errors.%s is a %s in the standard library", name, kind)
 		}
 	}
-}
-
-type codeError struct{ code int }
-
-func (e codeError) Error() string { return "code" }
-
-func TestAsTypeFindsTheTypedErrorInTheTree(t *testing.T) {
-	err := errors.Join(errors.New("other"), &errors.HTTPError{Status: 503})
-	he, ok := errors.AsType[*errors.HTTPError](err)
-	require.True(t, ok)
-	assert.Equal(t, 503, he.Status)
-	_, ok = errors.AsType[codeError](err)
-	assert.False(t, ok)
-	ce, ok := errors.AsType[codeError](errors.Join(codeError{7}))
-	assert.True(t, ok)
-	assert.Equal(t, 7, ce.code)
 }

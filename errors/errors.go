@@ -14,10 +14,6 @@ func Is(err, target error) bool { return stderrors.Is(err, target) }
 // As is shorthand for the standard library's errors.As.
 func As(err error, target any) bool { return stderrors.As(err, target) }
 
-// AsType is shorthand for the standard library's errors.AsType: it finds
-// the first error in err's tree that has type E and returns it.
-func AsType[E error](err error) (E, bool) { return stderrors.AsType[E](err) }
-
 // New is shorthand for the standard library's errors.New.
 func New(text string) error { return stderrors.New(text) }
 
