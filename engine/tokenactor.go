@@ -79,7 +79,10 @@ import (
 //     and then refreshed before the next request: one refresh per floor at
 //     most, never a loop.
 //   - staleEvent{gen} (told when the proactive or the stale timer finds the
-//     expiry of the current generation passed) means "do not send gen: before
+//     expiry of the current generation passed, and, ahead of any event that
+//     lets requests carry gen, when the tokens the actor starts with, gets
+//     from SetTokens or adopts from the store have no access token or one
+//     past its known expiry, while a refresh can replace it) means "do not send gen: before
 //     the next request that would carry it, demand a refresh past gen and
 //     hold the requests that would carry it until the demand is answered". An
 //     idle engine thus never refreshes a dead token, and a busy one refreshes
@@ -197,7 +200,28 @@ func newTokenActor(e *Engine) (*tokenActor, error) {
 	}
 	a.refreshToken, a.expiry, a.stored = v.RefreshToken, v.Expiry, v.Generation
 	e.tokens.Store(e.s.snapshot(v.AccessToken, firstGen, v.Expiry))
+	if a.unusable() {
+		// Told before New returns, so it is in the dispatcher's mailbox
+		// ahead of the first Submit: no request goes out with no token, or
+		// with one known to have expired, while a refresh can get one.
+		a.tell(staleEvent{gen: firstGen})
+	}
 	return a, nil
+}
+
+// unusable reports whether the current access token must not be sent
+// while a refresh can replace it: there is none, or its known expiry has
+// passed. The first request that would carry it then waits for a refresh,
+// as after a 401.
+func (a *tokenActor) unusable() bool {
+	s := a.e.s
+	if a.expired || !s.canRefresh() || (a.refreshToken == "" && s.needsRefreshToken()) {
+		return false
+	}
+	if a.e.tokens.Load().access == "" {
+		return true
+	}
+	return !a.expiry.IsZero() && !s.Clock.Now().Before(a.expiry)
 }
 
 // ask delivers m to the actor and waits until it has been handled.
@@ -239,11 +263,6 @@ func (a *tokenActor) run() {
 		}
 	}
 	a.schedule()
-	if a.e.tokens.Load().access == "" && a.e.s.canRefresh() && !a.e.s.needsRefreshToken() {
-		// Nothing to send yet, but a way to get a token: the first
-		// request fetches one and waits for it, as after a 401.
-		a.tell(staleEvent{gen: a.gen()})
-	}
 	for {
 		var proactive, stale, poll, saveRetry <-chan time.Time
 		if a.saveRetry != nil {
@@ -296,6 +315,11 @@ func (a *tokenActor) run() {
 				a.refreshToken = m.t.RefreshToken
 				a.publish(m.t)
 				a.keep(m.t, m.done)
+				if a.unusable() {
+					// Before the event that resumes the dispatcher, so
+					// that no request carries a token known to be dead.
+					a.tell(staleEvent{gen: a.gen()})
+				}
 				ev := refreshedEvent{gen: a.gen(), started: true, done: m.resumed}
 				if !a.tell(ev) {
 					close(m.resumed)
@@ -570,6 +594,9 @@ func (a *tokenActor) adopt(v StoredTokens) {
 	}
 	a.expired = false
 	a.publish(v.Tokens)
+	if a.unusable() {
+		a.tell(staleEvent{gen: a.gen()}) // before the event that replays
+	}
 	a.e.log.Debug().Uint64("token_gen", a.gen()).Uint64("stored_gen", v.Generation).Msg("adopted newer tokens from the store")
 	a.answer(refreshedEvent{gen: a.gen()})
 }
