@@ -57,9 +57,10 @@ import (
 //     the answer before the actor publishes it and tells refreshedEvent, so
 //     parked requests are replayed only once the new tokens are stored. A
 //     refresh whose answer could not be stored is published all the same
-//     (the server has spent the old refresh token), kept unsaved, and its
-//     demands are answered with refreshFailedEvent carrying the store's
-//     error; OnTokenRefreshed still runs.
+//     (the server has spent the old refresh token), kept unsaved (saved
+//     again every storePoll, before the next refresh and on stop), and its
+//     demands are answered with refreshedEvent, as the refresh worked;
+//     OnTokenRefreshed still runs.
 //   - The job goroutine (launch) sends exactly one jobResult, tagged with
 //     the epoch it started in, and the actor waits for it before it exits.
 //     A result of a voided epoch is dropped, but if a demand for the
@@ -605,7 +606,6 @@ func (a *tokenActor) onRefreshed(r jobResult) {
 	var term *terminalError
 	switch {
 	case r.refreshed:
-		old := a.gen()
 		a.refreshToken = r.issued.RefreshToken
 		a.lastRefresh = a.e.s.Clock.Now()
 		a.publish(r.issued)
@@ -617,14 +617,16 @@ func (a *tokenActor) onRefreshed(r jobResult) {
 		}
 		if r.saveErr != nil {
 			// The server has spent the old refresh token: keep the new
-			// ones here, try to store them again, and tell the callers.
+			// ones here and store them again (every storePoll, before the
+			// next refresh and when the engine stops). The refresh worked,
+			// so the requests that waited for it are replayed with the new
+			// token; the failure is the store's, and is logged as such.
 			t := r.issued
 			a.unsaved = &t
 			a.saveLater()
-			a.want = 0
-			a.e.log.Error().Err(r.saveErr).Uint64("token_gen", a.gen()).Msg("token refreshed but not stored")
-			a.answer(refreshFailedEvent{gen: old, err: r.saveErr})
-			a.tell(refreshedEvent{gen: a.gen()}) // what comes next uses them
+			a.e.log.Error().Err(r.saveErr).Uint64("token_gen", a.gen()).Uint64("stored_gen", a.stored).
+				Msg("token refreshed but not stored; kept in memory and stored again later")
+			a.answer(refreshedEvent{gen: a.gen()})
 			return
 		}
 		a.stored = r.v.Generation

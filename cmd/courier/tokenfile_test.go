@@ -1,13 +1,19 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/courier-go/courier/internal/storetest"
 )
 
 // With --grant client_credentials the first request used to leave before
@@ -41,4 +47,97 @@ func TestFetchClientCredentialsFirstRequestCarriesTheToken(t *testing.T) {
 	require.NotEmpty(t, seen)
 	assert.Equal(t, "Bearer granted", seen[0], "the first request the server saw")
 	assert.NotContains(t, seen, "", "no request went out without the token")
+}
+
+// rotatingAPI rejects every access token but the latest it issued, and
+// rotates both tokens at /auth/refresh (r1 -> a2/r2 -> a3/r3 ...). A
+// refresh token is good once.
+type rotatingAPI struct {
+	*httptest.Server
+	mu        sync.Mutex
+	n         int      // number of the latest tokens
+	refreshes []string // refresh tokens presented, in order
+	seen      []string // Authorization of the API requests, in order
+	hang      chan struct{}
+}
+
+func newRotatingAPI(t *testing.T) *rotatingAPI {
+	a := &rotatingAPI{n: 1}
+	a.Server = httptest.NewServer(http.HandlerFunc(a.serve))
+	t.Cleanup(a.Close)
+	return a
+}
+
+func (a *rotatingAPI) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/auth/refresh" {
+		var body struct {
+			RefreshToken string `json:"refresh_token"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		a.mu.Lock()
+		a.refreshes = append(a.refreshes, body.RefreshToken)
+		hang := a.hang
+		a.mu.Unlock()
+		if hang != nil {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if body.RefreshToken != fmt.Sprint("r", a.n) {
+			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
+			return
+		}
+		a.n++
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"a%d","refresh_token":"r%d"}`, a.n, a.n)
+		return
+	}
+	a.mu.Lock()
+	a.seen = append(a.seen, r.Header.Get("Authorization"))
+	ok := r.Header.Get("Authorization") == fmt.Sprint("Bearer a", a.n)
+	a.mu.Unlock()
+	if !ok {
+		http.Error(w, "expired", http.StatusUnauthorized)
+		return
+	}
+	w.Write([]byte(`{"ok":true}`))
+}
+
+// writeTokens writes a token file at path holding access and refresh, 0600.
+func writeTokens(t *testing.T, path, access, refresh string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(path, []byte(`{"access_token":"`+access+`","refresh_token":"`+refresh+`"}`), 0o600))
+}
+
+// A failed save after a successful refresh used to fail the requests that
+// waited for it, as if the refresh had failed (and the session could be
+// reported expired). The refresh worked: the requests are answered with
+// the new token, and the exit status (1) and stderr name the token file
+// that lacks it. The token file is made immutable, so the temporary file
+// beside it is written but cannot replace it.
+func TestFetchFailedSaveAnswersTheLinesAndNamesTheTokenFile(t *testing.T) {
+	api := newRotatingAPI(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tokens.json")
+	writeTokens(t, file, "a0", "r1") // a0 is rejected: the first request refreshes
+	storetest.Immutable(t, file)
+
+	r := courier(t, "/a\n/b\n/c\n", nil, "fetch", "--base-url", api.URL, "--summary=false",
+		"--refresh-path", "/auth/refresh", "--token-file", file)
+	assert.Equal(t, exitFailed, r.code, r.stderr)
+	out := parseOutput(t, r.stdout)
+	require.Len(t, out, 3)
+	for _, l := range out {
+		assert.Nil(t, l.Error, "line %d is answered with the new token", l.Line)
+		assert.Equal(t, 200, l.Status)
+	}
+	assert.Contains(t, r.stderr, "the latest tokens are NOT saved in --token-file "+file)
+	assert.NotContains(t, r.stderr, "session expired")
+	api.mu.Lock()
+	assert.Equal(t, []string{"r1"}, api.refreshes, "one refresh")
+	api.mu.Unlock()
 }
