@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -102,6 +103,14 @@ func TestAnExpiredTokenIsNeverSent(t *testing.T) {
 			require.NoError(t, err)
 			_, _, err = store.CompareAndSwap(context.Background(), 0, engine.Tokens{
 				AccessToken: "expired-1", RefreshToken: "refresh-1", Expiry: time.Now().Add(-time.Minute)})
+			require.NoError(t, err)
+			cfg.Auth = engine.Auth{Store: store, Refresh: cfg.Auth.Refresh}
+		}, nil},
+		{"a token file's expires_at", func(t *testing.T, cfg *engine.Config) {
+			path := filepath.Join(t.TempDir(), "tokens.json")
+			exp := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+			require.NoError(t, os.WriteFile(path, []byte(`{"access_token":"expired-1","refresh_token":"refresh-1","expires_at":"`+exp+`"}`), 0o600))
+			store, err := engine.NewFileStore(path)
 			require.NoError(t, err)
 			cfg.Auth = engine.Auth{Store: store, Refresh: cfg.Auth.Refresh}
 		}, nil},

@@ -40,7 +40,8 @@ type StoredTokens struct {
 //     generation newer than its own is adopted instead of refreshing.
 //   - It refreshes only while holding the store's refresh lock, after
 //     reading the store again under the lock (someone may have refreshed
-//     while it waited).
+//     while it waited) and, when the lock is a [WriteChecker], after it
+//     has proved the answer can be written.
 //   - It writes the answer with [TokenLock.Commit], a compare-and-swap on
 //     the generation it read that also releases the lock, and only then
 //     replays the requests that waited and reports success. A write that
@@ -124,6 +125,23 @@ type TokenLock interface {
 	// it. It returns nil when the lease had already lapsed. It is safe to
 	// call more than once.
 	Unlock(ctx context.Context) error
+}
+
+// WriteChecker is implemented by a [TokenLock] whose store can find out,
+// before a refresh, whether the refresh's answer could be written: a file
+// store whose directory is read-only, full or gone. A refresh rotates the
+// refresh token on the server, so an answer that cannot be stored loses
+// the session; a check first costs one small write and spares that.
+//
+// The engine calls CheckWrite while it holds the lock, after it has read
+// the store again and just before it sends the refresh. An error means no
+// refresh is sent: the lock is released and the requests that waited fail
+// with [errors.ErrRefreshFailed] wrapping the error, which should name
+// what cannot be written (the directory, the file), never token values.
+// The session goes on. Stores that cannot know in advance (memory, Redis)
+// need not implement it. CheckWrite honours ctx like the other methods.
+type WriteChecker interface {
+	CheckWrite(ctx context.Context) error
 }
 
 // ErrLockLost is returned by [TokenLock.Renew] when the refresh lock's

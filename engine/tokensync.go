@@ -165,6 +165,15 @@ func (a *tokenActor) refreshJob(j syncJob, call, wait context.Context) jobResult
 		r.v, r.newer = v, true
 		return r
 	}
+	// The refresh rotates the token on the server: send it only if its
+	// answer can be stored.
+	if wc, ok := lock.(WriteChecker); ok {
+		if err := wc.CheckWrite(wait); err != nil {
+			unlock()
+			r.err = storeError("checking it can be written", err)
+			return r
+		}
+	}
 
 	stopRenew := a.renew(lock)
 	t, err := a.refreshWithRetries(call, wait, v.Tokens)

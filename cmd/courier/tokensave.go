@@ -54,6 +54,15 @@ type savingLock struct {
 	s *savingStore
 }
 
+// CheckWrite is the file store's: before a refresh, the lock proves the
+// token file's directory takes a new file.
+func (l savingLock) CheckWrite(ctx context.Context) error {
+	if wc, ok := l.TokenLock.(engine.WriteChecker); ok {
+		return wc.CheckWrite(ctx)
+	}
+	return nil
+}
+
 func (l savingLock) Commit(ctx context.Context, gen uint64, t engine.Tokens) (engine.StoredTokens, bool, error) {
 	cur, ok, err := l.TokenLock.Commit(ctx, gen, t)
 	l.s.note(err)

@@ -292,6 +292,30 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener, opts Options) {
 		})
 	}
 
+	t.Run("AWriteCheckWritesNothing", func(t *testing.T) {
+		open := fresh(t)
+		s := open()
+		_, ok, err := s.CompareAndSwap(ctx(t), 0, engine.Tokens{AccessToken: "a1", RefreshToken: "r1"})
+		require.NoError(t, err)
+		require.True(t, ok)
+		l, err := s.Lock(ctx(t), time.Minute)
+		require.NoError(t, err)
+		wc, ok := l.(engine.WriteChecker)
+		if !ok {
+			require.NoError(t, l.Unlock(ctx(t)))
+			t.Skip("the store's lock cannot check a write in advance")
+		}
+		require.NoError(t, wc.CheckWrite(ctx(t)), "a healthy store can write")
+		v, err := open().Load(ctx(t))
+		require.NoError(t, err)
+		assert.EqualValues(t, 1, v.Generation, "the check wrote nothing")
+		assert.Equal(t, "r1", v.RefreshToken)
+		cur, ok, err := l.Commit(ctx(t), 1, engine.Tokens{AccessToken: "a2", RefreshToken: "r2"})
+		require.NoError(t, err)
+		assert.True(t, ok, "the lock is still held and usable after the check")
+		assert.EqualValues(t, 2, cur.Generation)
+	})
+
 	t.Run("CancelledContextsFail", func(t *testing.T) {
 		s := fresh(t)()
 		c, cancel := context.WithCancel(context.Background())
