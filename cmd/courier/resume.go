@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -327,6 +328,11 @@ type resumable struct {
 // openFiles opens the checkpoint for path and returns what to do once
 // every line is written.
 func (r *resumable) openFiles(path string) (finish func() error, err error) {
+	// A symlinked --out is rewritten where it points, beside its target,
+	// so that the rename replaces the target and the link stays a link.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	next := path + ".resume"
 	_, statErr := os.Stat(next)
 	rewriting := statErr == nil

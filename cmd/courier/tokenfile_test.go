@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/courier-go/courier/internal/demo"
 	"github.com/courier-go/courier/internal/storetest"
 )
 
@@ -140,4 +141,78 @@ func TestFetchFailedSaveAnswersTheLinesAndNamesTheTokenFile(t *testing.T) {
 	api.mu.Lock()
 	assert.Equal(t, []string{"r1"}, api.refreshes, "one refresh")
 	api.mu.Unlock()
+}
+
+// A symlinked --token-file used to be replaced by a regular file on the
+// first save: the link's target kept the rotated-away refresh token, and
+// a second courier on the target's path sent it again. The save now goes
+// to the target; the link stays a link, and the second process uses the
+// new tokens without a refresh.
+func TestFetchSymlinkedTokenFileIsWrittenThrough(t *testing.T) {
+	api := newRotatingAPI(t)
+	real := filepath.Join(t.TempDir(), "real.json")
+	writeTokens(t, real, "a0", "r1")
+	link := filepath.Join(t.TempDir(), "tokens.json")
+	require.NoError(t, os.Symlink(real, link))
+
+	args := []string{"fetch", "--base-url", api.URL, "--summary=false", "--refresh-path", "/auth/refresh"}
+	r := courier(t, "/a\n", nil, append(args, "--token-file", link)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	fi, err := os.Lstat(link)
+	require.NoError(t, err)
+	assert.NotZero(t, fi.Mode()&os.ModeSymlink, "the link is still a link")
+	b, err := os.ReadFile(real)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"refresh_token":"r2"`, "the target holds the rotated tokens")
+
+	r = courier(t, "/b\n", nil, append(args, "--token-file", real)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	assert.Equal(t, []string{"r1"}, api.refreshes, "no refresh token was sent twice")
+}
+
+// A --token-file in a directory that cannot be written used to let the
+// refresh go out, and the rotated token was lost with the failed save.
+// Now no refresh is sent, and the line's error names the directory.
+func TestFetchTokenFileInAReadOnlyDirectorySendsNoRefresh(t *testing.T) {
+	api := newRotatingAPI(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tokens.json")
+	writeTokens(t, file, "a0", "r1")
+	require.NoError(t, os.WriteFile(file+".lock", nil, 0o600)) // as a run before this one left it
+	storetest.ReadOnlyDir(t, dir)
+
+	r := courier(t, "/a\n", nil, "fetch", "--base-url", api.URL, "--summary=false",
+		"--refresh-path", "/auth/refresh", "--token-file", file)
+	assert.Equal(t, exitFailed, r.code, r.stderr)
+	out := parseOutput(t, r.stdout)
+	require.Len(t, out, 1)
+	require.NotNil(t, out[0].Error)
+	assert.Contains(t, *out[0].Error, "cannot write in its directory "+dir)
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	assert.Empty(t, api.refreshes, "no refresh was sent")
+}
+
+// --resume-failed replaces --out with its rewrite; a symlinked --out used
+// to become a regular file. The rewrite is made beside the link's target
+// and renamed onto it.
+func TestFetchResumeFailedKeepsASymlinkedOut(t *testing.T) {
+	api := startCountingAPI(t, demo.Config{FlakyPercent: 100})
+	env := tokenEnv(api.Login())
+	real := filepath.Join(t.TempDir(), "results.jsonl")
+	link := filepath.Join(t.TempDir(), "out.jsonl")
+	require.NoError(t, os.Symlink(real, link))
+	input := "/items/1\n/flaky/2\n/items/3\n"
+	args := []string{"fetch", "--base-url", api.URL, "--max-attempts", "1", "--out", link}
+	r := courier(t, input, env, append(args, "--resume")...)
+	require.Equal(t, 1, r.code, r.stderr)
+	r = courier(t, input, env, append(args, "--resume-failed")...)
+	require.Equal(t, 0, r.code, r.stderr)
+	fi, err := os.Lstat(link)
+	require.NoError(t, err)
+	assert.NotZero(t, fi.Mode()&os.ModeSymlink, "--out is still a link")
+	requireWholeBatch(t, real, 3)
+	assert.NoFileExists(t, real+".resume")
 }
