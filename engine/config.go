@@ -3,6 +3,7 @@ package engine
 import (
 	"cmp"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/url"
@@ -117,6 +118,13 @@ type Config struct {
 	// Logger receives structured logs. If nil, nothing is logged. Tokens
 	// and query strings are never logged.
 	Logger *zerolog.Logger
+
+	// Slog, if set, receives the engine's logs instead of Logger: the same
+	// events, at the same levels (zerolog's debug, info, warn and error
+	// are slog's), with the same fields, redacted alike. Events below the
+	// lowest level its handler enables are never built. If nil, Logger is
+	// used.
+	Slog *slog.Logger
 
 	// Clock is the source of time for backoff, Retry-After, rate limiting
 	// and proactive refresh. If nil, SystemClock.
@@ -503,6 +511,10 @@ func (c Config) validate() (*settings, error) {
 		s.Clock = SystemClock
 	}
 	_, s.systemClock = s.Clock.(systemClock)
+	if s.Slog != nil {
+		l := slogLogger(s.Slog)
+		s.Logger = &l
+	}
 	if s.Logger == nil {
 		nop := zerolog.Nop()
 		s.Logger = &nop
