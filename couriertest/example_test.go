@@ -3,7 +3,10 @@ package couriertest_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/courier-go/courier/couriertest"
@@ -47,4 +50,34 @@ func ExampleWithFaults() {
 	}
 	fmt.Println(resp.Status, "after", resp.Attempts, "attempts;", srv.Stats().Faults, "faults served")
 	// Output: 200 after 3 attempts; 2 faults served
+}
+
+// Record a session against a server, then replay it with the server gone.
+func ExampleReplay() {
+	dir, err := os.MkdirTemp("", "recordings")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	srv := couriertest.NewServer()
+	fetch := func(transport http.RoundTripper) {
+		e, err := engine.New(engine.Config{BaseURL: srv.URL, Auth: srv.Auth(),
+			HTTPClient: &http.Client{Transport: transport}})
+		if err != nil {
+			panic(err)
+		}
+		defer e.Close()
+		resp, err := e.Get(context.Background(), "/items/7")
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println(resp.Status, strings.TrimSpace(string(resp.Body)))
+	}
+	fetch(couriertest.Record(dir, nil))
+	srv.Close()
+	fetch(couriertest.Replay(dir))
+	// Output:
+	// 200 {"id":"7","name":"item-7","price":92.06}
+	// 200 {"id":"7","name":"item-7","price":92.06}
 }
