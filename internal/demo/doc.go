@@ -6,8 +6,9 @@
 // body slowly; an upload endpoint checksums every part; a redirect endpoint
 // points anywhere.
 //
-// It serves `courier demo` and `courier serve-demo`, the examples and the
-// tests. Endpoints (all JSON; all but /auth/*, /healthz and /stats need a
+// It is a thin user of package couriertest, whose API it serves with the
+// settings of a Config. It serves `courier demo` and `courier serve-demo`,
+// the examples and the tests. Endpoints (all JSON; all but /auth/*, /healthz and /stats need a
 // bearer token):
 //
 //	POST /auth/login      {"username","password"} -> tokens
