@@ -137,7 +137,10 @@ func WithRefreshAnswered(fn func()) Option { return func(c *config) { c.refreshA
 // that is not a path, as http.ServeMux does.
 func WithFaults(pattern string, faults ...Fault) Option {
 	sc := parseScript(pattern, faults)
-	return func(c *config) { c.scripts = append(c.scripts, sc) }
+	return func(c *config) {
+		cp := *sc // each API counts its own requests
+		c.scripts = append(c.scripts, &cp)
+	}
 }
 
 func parseScript(pattern string, faults []Fault) *script {

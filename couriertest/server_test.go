@@ -427,3 +427,15 @@ func TestStatsUnderConcurrency(t *testing.T) {
 		assert.EqualValues(t, 8, st.Paths["/items/"+strconv.Itoa(j)])
 	}
 }
+
+// One option serves several APIs, each counting its own requests: a
+// script runs afresh on each.
+func TestAFaultOptionServesEachAPIAfresh(t *testing.T) {
+	opt := couriertest.WithFaults("/items/1", couriertest.Status(500))
+	c := client(t)
+	for range 2 {
+		srv := newServer(t, opt)
+		resp, _ := get(t, c, srv.URL+"/items/1", srv.Tokens().AccessToken)
+		assert.Equal(t, 500, resp.StatusCode)
+	}
+}
