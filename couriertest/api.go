@@ -87,7 +87,8 @@ type Stats struct {
 type API struct {
 	cfg     config // set by NewAPI, read-only after
 	mux     *http.ServeMux
-	initial Tokens // the first session's tokens, issued by NewAPI
+	initial Tokens    // the first session's tokens, issued by NewAPI
+	expiry  time.Time // when initial's access token expires; zero: never
 
 	mu       sync.Mutex // protects the maps below and the scripts' counts
 	access   map[string]*accessToken
@@ -131,6 +132,7 @@ func NewAPI(opts ...Option) *API {
 	}
 	a.mu.Lock()
 	a.initial = a.startSession()
+	a.expiry = a.access[a.initial.AccessToken].expires
 	a.mu.Unlock()
 
 	a.mux.HandleFunc("POST /auth/login", a.login)
@@ -205,11 +207,12 @@ type Tokens struct {
 func (a *API) Tokens() Tokens { return a.initial }
 
 // Auth returns an [engine.Auth] for the session NewAPI started: its
-// tokens and the JSON refresh endpoint, POST /auth/refresh. Set the other
-// fields (hooks, a store) on the value it returns.
+// tokens, the access token's expiry when it has one ([WithTokenTTL]), and
+// the JSON refresh endpoint, POST /auth/refresh. Set the other fields
+// (hooks, a store) on the value it returns.
 func (a *API) Auth() engine.Auth {
 	return engine.Auth{
-		AccessToken: a.initial.AccessToken, RefreshToken: a.initial.RefreshToken,
+		AccessToken: a.initial.AccessToken, RefreshToken: a.initial.RefreshToken, Expiry: a.expiry,
 		Refresh: &engine.RefreshConfig{Path: "/auth/refresh"},
 	}
 }

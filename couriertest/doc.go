@@ -15,6 +15,8 @@
 // cursors. [API.Stats] counts what the server saw (refreshes, reused
 // refresh tokens, 401s, requests per path) for tests to assert on.
 // [API.Tokens] and [API.Auth] give a client its first session.
+// [API.RoundTripper] serves the API in process, for tests in a
+// testing/synctest bubble, where waits take virtual time.
 //
 // [Record] wraps a transport and writes every exchange to a directory,
 // with tokens, cookies, Authorization and other credentials redacted;

@@ -118,8 +118,8 @@ func TestTokenExpiresAfterItsUses(t *testing.T) {
 	assert.EqualValues(t, 3, st.Unauthorized)
 }
 
-// A token with a lifetime expires by the server's clock; a client that
-// does not refresh ahead meets a 401, refreshes and goes on.
+// A token with a lifetime expires by the server's clock, on the second;
+// a client refreshes and goes on.
 func TestTokenExpiresAfterItsLifetime(t *testing.T) {
 	clock := fakeclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	srv := newServer(t, couriertest.WithTokenTTL(time.Minute), couriertest.WithClock(clock.Now))
