@@ -179,7 +179,7 @@ func TestSlogHonoursTheHandlersLevel(t *testing.T) {
 func TestSlogNeverSeesSecrets(t *testing.T) {
 	const secret = "s3cr3t-query-value"
 	var sb syncBuffer
-	logger := slog.New(slog.NewJSONHandler(&sb, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
+	logger := slog.New(slog.NewJSONHandler(&sb, &slog.HandlerOptions{Level: slog.LevelDebug - 4})).With("svc", "crawler")
 
 	s := newAuthServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
@@ -199,6 +199,7 @@ func TestSlogNeverSeesSecrets(t *testing.T) {
 	out := sb.String()
 	assert.Contains(t, out, `"msg":"attempt"`)
 	assert.Contains(t, out, `"msg":"token refreshed"`)
+	assert.Contains(t, out, `"svc":"crawler"`, "the logger's own attributes are kept")
 	for _, v := range []string{secret, "refresh-1", "access-2", "refresh-2"} {
 		assert.NotContains(t, out, v)
 	}
