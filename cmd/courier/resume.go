@@ -5,9 +5,10 @@ package main
 // The output file is the checkpoint. Each of its lines is a result line
 // with one more field, "hash": a digest of the input line it answers. On
 // start the file is read back, a torn last line (a write cut short by a
-// crash) is cut off, and every input line already answered is skipped after
-// its hash is checked, so a changed input is an error and never a silent
-// skip. The other lines are fetched and appended in input order, each
+// crash) is cut off if a whole result line comes before it (a file with
+// none is not a checkpoint: it is refused and left as it is), and every
+// input line already answered is skipped after its hash is checked, so a
+// changed input is an error and never a silent skip. The other lines are fetched and appended in input order, each
 // written to the file as soon as it and every line before it are done.
 //
 // At most --concurrency lines are between "submitted" and "written" at any
@@ -144,6 +145,12 @@ func readCheckpoint(r io.Reader, name string) (answers []answer, end int64, err 
 			b = full
 		}
 		if err == io.EOF {
+			if len(b) > 0 && len(answers) == 0 {
+				// A torn line is a write that a crash cut short, and
+				// only a checkpoint has writes to cut: a file with no
+				// complete result line before it is someone else's.
+				return nil, 0, badCheckpoint("%s is not a checkpoint written by fetch --resume: it holds no complete result line, only %d bytes without a newline (left as it is; use another --out file)", name, len(b))
+			}
 			return answers, end, nil // b, if any, is a torn line
 		}
 		if err != nil {
@@ -204,6 +211,7 @@ func blankOrComment(text string) bool {
 
 // checkpoint is an open checkpoint file, with the answers it holds.
 type checkpoint struct {
+	path    string
 	f       *os.File
 	answers []answer
 }
@@ -230,7 +238,7 @@ func openCheckpoint(path string) (*checkpoint, error) {
 		f.Close()
 		return nil, err
 	}
-	return &checkpoint{f: f, answers: answers}, nil
+	return &checkpoint{path: path, f: f, answers: answers}, nil
 }
 
 // readAnswers reads the answers of path without changing it; a missing
@@ -248,7 +256,7 @@ func readAnswers(path string) (*checkpoint, error) {
 		f.Close()
 		return nil, err
 	}
-	return &checkpoint{f: f, answers: answers}, nil
+	return &checkpoint{path: path, f: f, answers: answers}, nil
 }
 
 func (c *checkpoint) close() {
@@ -516,6 +524,14 @@ func (r *resumable) read(ctx context.Context, e *engine.Engine, src *input, wind
 			continue
 		}
 		if len(done) > 0 {
+			if done[0].line > n {
+				// The file answers a later line and not this one: lines
+				// before and after n were written, so n's was lost from
+				// the file (a run writes in input order), unless n was
+				// blank when they were written.
+				send(slot{err: badCheckpoint("the output file is missing line %d: %s answers input line %d next (a line lost from the file, or input line %d was blank or a comment when it was written); use a new --out file for a new batch", n, r.target.path, done[0].line, n)})
+				return
+			}
 			if done[0].line != n || done[0].hash != hash {
 				send(changed(n, "does not match its answer in the checkpoint"))
 				return

@@ -198,6 +198,67 @@ func TestFetchResumeRefusesAChangedInput(t *testing.T) {
 	assert.Contains(t, r.stderr, "--resume needs --out FILE")
 }
 
+// TestFetchResumeLeavesAFileThatIsNotACheckpointAlone pins that --resume
+// cuts a torn last line only after a valid checkpoint line: a file of
+// another kind, with or without a trailing newline, is refused and kept
+// byte for byte.
+func TestFetchResumeLeavesAFileThatIsNotACheckpointAlone(t *testing.T) {
+	api := startCountingAPI(t, demo.Config{})
+	env := tokenEnv(api.Login())
+	input := "/items/1\n/items/2\n"
+	for _, tc := range []struct{ name, content, want string }{
+		{"text without a newline", "notes I meant to keep", "is not a checkpoint written by fetch --resume"},
+		{"a result line without a newline", `{"line":1,"status":200}`, "is not a checkpoint written by fetch --resume"},
+		{"a JSON object without a newline", `{"hash":`, "is not a checkpoint written by fetch --resume"},
+		{"text lines", "first\nsecond\nthird", "line 1 is not a result line"},
+	} {
+		for _, flag := range []string{"--resume", "--resume-failed"} {
+			t.Run(tc.name+" "+flag, func(t *testing.T) {
+				out := filepath.Join(t.TempDir(), "results.jsonl")
+				require.NoError(t, os.WriteFile(out, []byte(tc.content), 0o600))
+				sent := api.requests.Load()
+				r := courier(t, input, env, "fetch", "--base-url", api.URL, flag, "--out", out)
+				assert.Equal(t, 2, r.code, r.stderr)
+				assert.Contains(t, r.stderr, out)
+				assert.Contains(t, r.stderr, tc.want)
+				after, err := os.ReadFile(out)
+				require.NoError(t, err)
+				assert.Equal(t, tc.content, string(after), "the file is left byte for byte")
+				assert.Equal(t, sent, api.requests.Load(), "nothing is fetched")
+				assert.NoFileExists(t, out+".resume")
+			})
+		}
+	}
+}
+
+// TestFetchResumeNamesTheLineTheOutputFileLost pins the message for a
+// checkpoint with a line gone from its middle: the output file lost it,
+// the input did not change.
+func TestFetchResumeNamesTheLineTheOutputFileLost(t *testing.T) {
+	api := startCountingAPI(t, demo.Config{})
+	env := tokenEnv(api.Login())
+	out := filepath.Join(t.TempDir(), "results.jsonl")
+	input := "/items/1\n/items/2\n/items/3\n/items/4\n/items/5\n"
+	args := []string{"fetch", "--base-url", api.URL, "--resume", "--out", out}
+	r := courier(t, input, env, args...)
+	require.Equal(t, 0, r.code, r.stderr)
+	data, err := os.ReadFile(out)
+	require.NoError(t, err)
+	lines := strings.SplitAfter(string(data), "\n")
+	damaged := lines[0] + lines[1] + lines[3] + lines[4]
+	require.NoError(t, os.WriteFile(out, []byte(damaged), 0o600))
+	sent := api.requests.Load()
+
+	r = courier(t, input, env, args...)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "the output file is missing line 3")
+	assert.NotContains(t, r.stderr, "the input changed")
+	after, err := os.ReadFile(out)
+	require.NoError(t, err)
+	assert.Equal(t, damaged, string(after), "the checkpoint is left alone")
+	assert.Equal(t, sent, api.requests.Load(), "nothing is fetched")
+}
+
 func TestFetchResumeFailedFetchesFailuresAgainInPlace(t *testing.T) {
 	// Every /flaky id fails its first attempt; with one attempt per run,
 	// the first run fails them and a second run gets them.
