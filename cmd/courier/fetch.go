@@ -324,6 +324,7 @@ type inFlight struct {
 	meta lineMeta
 	f    *engine.Future
 	done <-chan struct{} // f.Done()
+	sent *sentTrace      // whether the request went out
 }
 
 // inFlightQueue is fetch's window: the lines submitted and not yet
@@ -385,7 +386,7 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, win
 	for {
 		wrote := false
 		for q.len() > 0 && isClosed(q.front().done) {
-			m, f := q.front().meta, q.front().f
+			m, f, sent := q.front().meta, q.front().f, q.front().sent
 			q.pop()
 			resp, err := f.Await(context.Background()) // resolved: returns at once
 			r := describe(m, engine.Result{Response: resp, Err: err})
@@ -393,7 +394,7 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, win
 				cut = true
 				r.Error = fmt.Sprintf("line %d: interrupted (%v) before an answer came", m.in.n, context.Cause(ctx))
 			}
-			code = sum.add(&r, err, code)
+			code = sum.count(&r, err, code, sent.wrote.Load())
 			line, err := enc.encode(&r, false, "")
 			if err == nil {
 				_, err = w.Write(line)
@@ -418,8 +419,9 @@ func fetch(ctx context.Context, e *engine.Engine, src *input, out io.Writer, win
 				continue
 			}
 			m := lineMeta{in: line, start: time.Now()}
-			f := e.Submit(reqCtx, line.req)
-			q.push(inFlight{meta: m, f: f, done: f.Done()})
+			sent := newSentTrace()
+			f := e.Submit(sent.context(reqCtx), line.req)
+			q.push(inFlight{meta: m, f: f, done: f.Done(), sent: sent})
 		}
 		if lines == nil && len(batch) == 0 && q.len() == 0 {
 			break

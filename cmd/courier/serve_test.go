@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -44,4 +45,29 @@ func startServeDemo(t *testing.T, args ...string) string {
 	require.NotEmpty(t, url, "serve-demo printed its URL")
 	go io.Copy(io.Discard, stdout) // until the process exits
 	return url
+}
+
+// TestDemoCommandsHelpNamesTheCommandAndItsFlags pins --help of demo and
+// serve-demo: it says which command it is and lists every flag, as fetch's
+// does.
+func TestDemoCommandsHelpNamesTheCommandAndItsFlags(t *testing.T) {
+	for _, tc := range []struct {
+		cmd   string
+		flags []string
+	}{
+		{"demo", []string{"--requests", "--concurrency", "--fleet", "--progress"}},
+		{"serve-demo", []string{"--addr", "--access-uses", "--access-ttl", "--flaky-percent", "--token-file"}},
+		{"fetch", []string{"--base-url", "--resume", "--out"}},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			r := courier(t, "", nil, tc.cmd, "--help")
+			assert.Equal(t, 0, r.code, r.stderr)
+			help := r.stdout + r.stderr
+			assert.Contains(t, help, "Usage: courier "+tc.cmd+" ")
+			assert.NotContains(t, help, "Usage of ")
+			for _, f := range tc.flags {
+				assert.Contains(t, help, f)
+			}
+		})
+	}
 }

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net/http/httptrace"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -15,24 +18,48 @@ import (
 	"github.com/courier-go/courier/internal/latency"
 )
 
-// summary is what a run prints at the end.
+// summary is what a run prints at the end. Every result line counts once
+// in requests, and once in ok, failed or notSent: a line that never went
+// out (interrupted while it waited, refused, or bad input) is not a failed
+// request. Throughput and latencies are the answered lines'. The
+// zero value is an empty summary; it is owned by the goroutine that writes
+// the results.
 type summary struct {
-	requests, ok, failed int64
-	elapsed              time.Duration
-	lat                  latency.Histogram
+	requests, ok, failed, notSent int64
+	sent, answered                int64 // reached the server at least once; got an HTTP answer
+	elapsed                       time.Duration
+	lat                           latency.Histogram // of the answered lines
 }
 
 // add counts the result line r of a request that ended with err, and
 // returns the run's exit status with it: code, made 1 by a failure, and 3
 // once a request found the session expired.
 func (s *summary) add(r *result, err error, code int) int {
+	return s.count(r, err, code, false)
+}
+
+// count is add for a line whose request is known to have gone out when
+// wrote is true, whatever r says: a request cut short in flight ends with
+// its context's error, which tells no attempt.
+func (s *summary) count(r *result, err error, code int, wrote bool) int {
 	s.requests++
-	s.lat.Add(time.Duration(r.DurationMS * float64(time.Millisecond)))
-	if r.Error == "" {
+	sent := wrote || r.Attempts > 0 || r.Status > 0
+	if sent {
+		s.sent++
+	}
+	if r.Status > 0 {
+		s.answered++
+		s.lat.Add(time.Duration(r.DurationMS * float64(time.Millisecond)))
+	}
+	switch {
+	case r.Error == "":
 		s.ok++
 		return code
+	case sent:
+		s.failed++
+	default:
+		s.notSent++
 	}
-	s.failed++
 	switch {
 	case errors.Is(err, errors.ErrSessionExpired):
 		return exitExpired
@@ -42,21 +69,25 @@ func (s *summary) add(r *result, err error, code int) int {
 	return code
 }
 
+// print writes the summary; throughput counts the answered requests.
 func (s *summary) print(w io.Writer, st engine.Stats) {
 	rate := 0.0
 	if s.elapsed > 0 {
-		rate = float64(s.requests) / s.elapsed.Seconds()
+		rate = float64(s.answered) / s.elapsed.Seconds()
 	}
 	fmt.Fprintf(w, "requests    %d\n", s.requests)
 	fmt.Fprintf(w, "ok          %d\n", s.ok)
 	fmt.Fprintf(w, "failed      %d\n", s.failed)
+	fmt.Fprintf(w, "not sent    %d\n", s.notSent)
+	fmt.Fprintf(w, "sent        %d\n", s.sent)
+	fmt.Fprintf(w, "answered    %d\n", s.answered)
 	fmt.Fprintf(w, "retries     %d\n", st.Retries)
 	fmt.Fprintf(w, "refreshes   %d\n", st.Refreshes)
 	fmt.Fprintf(w, "dedup hits  %d\n", st.DedupHits)
 	fmt.Fprintf(w, "429s        %d\n", st.Throttled)
 	fmt.Fprintf(w, "holds       %d\n", st.Holds)
 	fmt.Fprintf(w, "elapsed     %s\n", s.elapsed.Round(time.Millisecond))
-	fmt.Fprintf(w, "throughput  %.0f req/s\n", rate)
+	fmt.Fprintf(w, "throughput  %.0f req/s answered\n", rate)
 	fmt.Fprintf(w, "latency     p50 %s  p90 %s  p99 %s\n",
 		round(s.lat.Quantile(0.50)), round(s.lat.Quantile(0.90)), round(s.lat.Quantile(0.99)))
 }
@@ -114,4 +145,23 @@ func (p *progress) done() {
 	if p.bar != nil {
 		_ = p.bar.Finish()
 	}
+}
+
+// sentTrace notes whether a request went out: its headers were written to
+// a connection. Its hook runs on the transport's goroutine; wrote is read
+// once the request's future is resolved.
+type sentTrace struct {
+	wrote atomic.Bool
+	trace httptrace.ClientTrace
+}
+
+func newSentTrace() *sentTrace {
+	t := &sentTrace{}
+	t.trace.WroteHeaders = func() { t.wrote.Store(true) }
+	return t
+}
+
+// context returns ctx with t's hook, for the request's attempts.
+func (t *sentTrace) context(ctx context.Context) context.Context {
+	return httptrace.WithClientTrace(ctx, &t.trace)
 }
