@@ -55,8 +55,8 @@ const group = "workers"
 // contact Redis: a batch exists once lines are added to it. The caller
 // keeps ownership of rdb.
 func OpenBatch(rdb redis.UniversalClient, name string) (*Batch, error) {
-	if err := CheckName(name); err != nil {
-		return nil, fmt.Errorf("batch name: %w", err)
+	if err := checkName("batch name", name); err != nil {
+		return nil, err
 	}
 	p := keyPrefix(name) + "batch:"
 	return &Batch{rdb: rdb, name: name, keys: batchKeys{

@@ -99,7 +99,8 @@ func TestBatchAddIsIdempotentAndRefusesAChangedInput(t *testing.T) {
 	assert.EqualValues(t, 12, st.Total, "nothing was added by the refused calls")
 
 	_, err = fleet.OpenBatch(nil, "bad name")
-	assert.ErrorContains(t, err, "batch name")
+	assert.ErrorContains(t, err, "batch name has ' ' at byte 3")
+	assert.NotContains(t, err.Error(), "fleet name", "a batch's name is not a fleet's")
 }
 
 func TestBatchWorkersShareTheLinesAndResultsComeInOrder(t *testing.T) {

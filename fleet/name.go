@@ -22,19 +22,23 @@ func DefaultName(baseURL, clientID string) string {
 // CheckName reports whether name can name a fleet: 1 to [MaxNameLen]
 // letters, digits, '.', '_', ':' or '-'. Every Redis key of a fleet embeds its
 // name, so it must not hold braces (the cluster hash tag), spaces or
-// anything a log would mangle.
-func CheckName(name string) error {
+// anything a log would mangle. A batch's name follows the same rule.
+func CheckName(name string) error { return checkName("fleet name", name) }
+
+// checkName is [CheckName] for a name of the given kind ("fleet name",
+// "batch name"), which its errors say.
+func checkName(kind, name string) error {
 	if name == "" {
-		return fmt.Errorf("fleet name is empty")
+		return fmt.Errorf("%s is empty", kind)
 	}
 	if len(name) > MaxNameLen {
-		return fmt.Errorf("fleet name is %d bytes long; at most %d", len(name), MaxNameLen)
+		return fmt.Errorf("%s is %d bytes long; at most %d", kind, len(name), MaxNameLen)
 	}
 	for i, r := range name {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-', r == ':':
 		default:
-			return fmt.Errorf("fleet name has %q at byte %d; use letters, digits, '.', '_', ':' and '-'", r, i)
+			return fmt.Errorf("%s has %q at byte %d; use letters, digits, '.', '_', ':' and '-'", kind, r, i)
 		}
 	}
 	return nil

@@ -48,19 +48,20 @@ func batchKey(batch string, n int, hash string) string {
 	return "courier-" + hex.EncodeToString(h[:16])
 }
 
-// openBatch connects to the batch named on the command line.
-func openBatch(redisURL, name string) (*fleet.Batch, func(), error) {
+// openBatch connects to the batch named on the command line by what
+// (the flag or argument that gave its name, for the errors).
+func openBatch(redisURL, name, what string) (*fleet.Batch, func(), error) {
 	if redisURL == "" {
 		return nil, nil, fmt.Errorf("--redis URL is required")
 	}
 	rdb, err := fleet.NewClient(redisURL)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("--redis: %v", err)
 	}
 	b, err := fleet.OpenBatch(rdb, name)
 	if err != nil {
 		rdb.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%s %q: %v", what, name, err)
 	}
 	return b, func() { rdb.Close() }, nil
 }
@@ -74,7 +75,7 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 	case o.batch.lease < 30*time.Millisecond:
 		return fail(exitUsage, "--lease must be at least 30ms, got %s", o.batch.lease)
 	}
-	b, closeRedis, err := openBatch(o.batch.redisURL, o.batch.name)
+	b, closeRedis, err := openBatch(o.batch.redisURL, o.batch.name, "--batch")
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
@@ -307,7 +308,7 @@ func runBatchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if fs.NArg() != 2 || (fs.Arg(0) != "status" && fs.Arg(0) != "rm") {
 		return fail(exitUsage, "want status NAME or rm NAME, got %q", fs.Args())
 	}
-	b, closeRedis, err := openBatch(*redisURL, fs.Arg(1))
+	b, closeRedis, err := openBatch(*redisURL, fs.Arg(1), "NAME")
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}

@@ -50,7 +50,7 @@ func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if fs.NArg() > 0 {
 		return fail(exitUsage, "no arguments are taken, got %q", fs.Args())
 	}
-	b, closeRedis, err := openBatch(*redisURL, *name)
+	b, closeRedis, err := openBatch(*redisURL, *name, "--batch")
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}

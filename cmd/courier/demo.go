@@ -42,13 +42,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
-	if *n < 1 || *concurrency < 1 || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "courier demo: --requests and --concurrency must be at least 1, and no arguments are taken (got %q)\n", fs.Args())
-		return exitUsage
-	}
-	if *fleetN < 0 {
-		fmt.Fprintf(stderr, "courier demo: --fleet must be at least 1, got %d\n", *fleetN)
-		return exitUsage
+	fail := failer(stderr, "demo", true)
+	switch {
+	case *n < 1:
+		return fail(exitUsage, "--requests must be at least 1, got %d", *n)
+	case *concurrency < 1 || *concurrency > maxConcurrency:
+		return fail(exitUsage, "--concurrency must be between 1 and %d, got %d", maxConcurrency, *concurrency)
+	case *fleetN < 0:
+		return fail(exitUsage, "--fleet must be 0 (one process) or a number of processes, got %d", *fleetN)
+	case fs.NArg() > 0:
+		return fail(exitUsage, "no arguments are taken, got %q", fs.Args())
 	}
 	if *fleetN > 0 {
 		return runFleetDemo(ctx, *fleetN, *n, *concurrency, stdout, stderr)
@@ -189,10 +192,20 @@ func runServeDemo(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
+	fail := failer(stderr, "serve-demo", true)
+	switch {
+	case *uses < 0:
+		return fail(exitUsage, "--access-uses must be 0 (no limit) or more, got %d", *uses)
+	case *ttl < 0:
+		return fail(exitUsage, "--access-ttl must be 0 (no limit) or more, got %s", *ttl)
+	case *flaky < 0 || *flaky > 100:
+		return fail(exitUsage, "--flaky-percent must be between 0 and 100, got %d", *flaky)
+	case fs.NArg() > 0:
+		return fail(exitUsage, "no arguments are taken, got %q", fs.Args())
+	}
 	api, err := demo.Start(*addr, demo.Config{AccessUses: *uses, AccessTTL: *ttl, FlakyPercent: *flaky})
 	if err != nil {
-		fmt.Fprintf(stderr, "courier serve-demo: %v\n", err)
-		return exitUsage
+		return fail(exitUsage, "--addr %s: %v", *addr, err)
 	}
 	fmt.Fprintf(stdout, "demo API on %s (login: POST /auth/login {\"username\":\"demo\",\"password\":\"demo\"})\n", api.URL)
 	if *tokenFile != "" {

@@ -253,6 +253,9 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 		Dedup:     engine.Dedup{Disabled: o.noDedup},
 		Headers:   http.Header{},
 	}
+	if err := checkBaseURL(o.baseURL); err != nil {
+		return cfg, err
+	}
 	if err := o.checkNumbers(); err != nil {
 		return cfg, err
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/courier-go/courier/errors"
 )
 
 // What a hostile input file must not make fetch do: send the token outside
@@ -23,11 +25,40 @@ type lineParser struct {
 }
 
 func newLineParser(baseURL string, uploads *uploadGuard) (*lineParser, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil {
-		return nil, fmt.Errorf("--base-url %q: %v", baseURL, err)
+	if err := checkBaseURL(baseURL); err != nil {
+		return nil, err
 	}
+	u, _ := url.Parse(baseURL)
 	return &lineParser{base: u, uploads: uploads}, nil
+}
+
+// checkBaseURL refuses a --base-url that is not an absolute http or https
+// URL with a host. Its query and user info may hold a key: the message
+// shows the URL without them.
+func checkBaseURL(baseURL string) error {
+	u, err := url.Parse(baseURL)
+	shown := errors.RedactRawURL(baseURL)
+	switch {
+	case baseURL == "":
+		return fmt.Errorf("--base-url is required")
+	case err != nil:
+		return fmt.Errorf("--base-url %q: not a URL: %v", shown, urlErr(err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("--base-url %q: want an http:// or https:// URL", shown)
+	case u.Host == "":
+		return fmt.Errorf("--base-url %q: no host", shown)
+	}
+	return nil
+}
+
+// urlErr is url.Parse's error without the URL it quotes whole, query and
+// all.
+func urlErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // checkPath refuses a path (or a URL on the base URL's origin) that would

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/courier-go/courier/engine"
-	"github.com/courier-go/courier/errors"
 )
 
 // sessionOptions are the flags that say where the tokens live and how new
@@ -70,14 +69,24 @@ func (o *fetchOptions) auth(a *engine.Auth, stderr io.Writer) error {
 		if _, err := url.Parse(s.tokenURL); err != nil {
 			// url.Parse's error quotes the whole URL, query and all: say
 			// what is wrong without it.
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			return fmt.Errorf("--token-url is not a valid URL: %v", err)
+			return fmt.Errorf("--token-url is not a valid URL: %v", urlErr(err))
+		}
+	}
+	if o.refreshPath != "" {
+		if _, err := url.Parse(o.refreshPath); err != nil {
+			return fmt.Errorf("--refresh-path is not a valid path or URL: %v", urlErr(err))
 		}
 	}
 	if rc != nil {
+		if !isToken(o.refreshMethod) {
+			return fmt.Errorf("--refresh-method %q: not an HTTP method (POST, PUT...)", o.refreshMethod)
+		}
+		if o.accessField == "" {
+			return fmt.Errorf("--access-token-field is empty: want the refresh answer's field that holds the access token")
+		}
+		if o.refreshField == "" {
+			return fmt.Errorf("--refresh-token-field is empty: want the field that holds the refresh token")
+		}
 		rc.Method = strings.ToUpper(o.refreshMethod)
 		rc.AccessTokenField, rc.RefreshTokenField = o.accessField, o.refreshField
 		rc.ClientID, rc.ClientSecret = os.Getenv("COURIER_CLIENT_ID"), os.Getenv("COURIER_CLIENT_SECRET")
@@ -141,4 +150,18 @@ func saveTokens(path string, t engine.Tokens) error {
 			return err
 		}
 	}
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 section 5.6.2), as
+// a method is.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
