@@ -219,7 +219,7 @@ func TestFetchUsageErrors(t *testing.T) {
 	}{
 		{[]string{"fetch"}, "--base-url is required"},
 		{[]string{"fetch", "--base-url", "http://x", "--bogus"}, "unknown flag: --bogus"},
-		{[]string{"fetch", "--base-url", "ftp://x"}, "scheme must be http or https"},
+		{[]string{"fetch", "--base-url", "ftp://x"}, "--base-url \"ftp://x\": want an http:// or https:// URL"},
 		{[]string{"fetch", "--base-url", "http://x", "-H", "no colon"}, `--header "no colon"`},
 		{[]string{"fetch", "--base-url", "http://x", "--refresh-path", "/r", "--refresh-body", "[1]"}, "--refresh-body: want a JSON object"},
 		{[]string{"fetch", "--base-url", "http://x", "--client-auth", "magic", "--refresh-path", "/r"}, `--client-auth "magic"`},
