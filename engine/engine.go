@@ -57,7 +57,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.transport = rt
 	e.pacer = newPacer(s, &e.stats)
-	e.hooks = newHooks(e.log)
+	e.hooks = newHooks(e.log, &e.stats.hookPanics)
 	if e.tel, err = newTelemetry(s, &e.stats); err != nil {
 		return nil, fmt.Errorf("courier: telemetry: %w", err)
 	}
@@ -307,6 +307,11 @@ type Stats struct {
 	DedupHits int64 // requests merged into one already in flight
 	Holds     int64 // times a host or route was held (Retry-After, quota at zero)
 	Throttled int64 // answers with status 429
+	// HookPanics counts panics in hooks: Config.OnError,
+	// Auth.OnSessionExpired and Auth.OnTokenRefreshed. Each is also logged
+	// at error level to Config.Logger, with its stack; the engine and the
+	// hooks after it go on.
+	HookPanics int64
 }
 
 // counters are the engine's statistics. The four that change with every
@@ -323,7 +328,7 @@ type counters struct {
 	completed atomic.Int64 // workers, or the dispatcher
 	_         [cacheLine - 8]byte
 
-	failed, retries, refreshes, dedupHits, holds, throttled atomic.Int64
+	failed, retries, refreshes, dedupHits, holds, throttled, hookPanics atomic.Int64
 }
 
 // cacheLine is the size of a CPU cache line on the common platforms.
@@ -336,7 +341,7 @@ func (e *Engine) Stats() Stats {
 		Submitted: c.submitted.Load(), Completed: c.completed.Load(), Failed: c.failed.Load(),
 		Queued: c.queued.Load(), InFlight: c.inFlight.Load(), Retries: c.retries.Load(),
 		Refreshes: c.refreshes.Load(), DedupHits: c.dedupHits.Load(),
-		Holds: c.holds.Load(), Throttled: c.throttled.Load(),
+		Holds: c.holds.Load(), Throttled: c.throttled.Load(), HookPanics: c.hookPanics.Load(),
 	}
 }
 

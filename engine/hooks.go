@@ -3,6 +3,7 @@ package engine
 import (
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 )
@@ -11,9 +12,11 @@ import (
 // and the dispatcher's log lines on one goroutine, in the order they were
 // pushed, so a slow or blocking callback or log writer never stalls the
 // dispatcher or the token actor, and a callback may call the engine's
-// methods.
+// methods. A panic in one is counted in [Stats].HookPanics and logged at
+// error level; the hooks after it still run.
 type hooks struct {
-	log *zerolog.Logger
+	log    *zerolog.Logger
+	panics *atomic.Int64 // the engine's counter of hook panics
 
 	mu      sync.Mutex // protects pending and stopped
 	pending []hook
@@ -27,8 +30,8 @@ type hook struct {
 	fn   func()
 }
 
-func newHooks(log *zerolog.Logger) *hooks {
-	return &hooks{log: log, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+func newHooks(log *zerolog.Logger, panics *atomic.Int64) *hooks {
+	return &hooks{log: log, panics: panics, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // push queues fn to run. After the runner has stopped, fn runs at once on
@@ -79,11 +82,12 @@ func (h *hooks) flush(final bool) {
 	}
 }
 
-// call runs one hook; a panic in it is logged, never swallowed silently,
-// and never kills the engine.
+// call runs one hook; a panic in it is counted and logged, never
+// swallowed silently, and never kills the engine.
 func (h *hooks) call(k hook) {
 	defer func() {
 		if v := recover(); v != nil {
+			h.panics.Add(1)
 			h.log.Error().Str("hook", k.name).Interface("panic", v).Bytes("stack", debug.Stack()).Msg("panic in hook")
 		}
 	}()

@@ -67,7 +67,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	o.fleet.flags(fs)
 	progressFlag(fs, &o.progress)
 	otlpFlag(fs, &o.otlp)
-	fs.StringVar(&o.logLevel, "log-level", "off", "log to stderr at this level: off, error, warn, info or debug")
+	fs.StringVar(&o.logLevel, "log-level", "error", "log to stderr at this level: off, error, warn, info or debug (error: what needs attention, such as a panic in a hook)")
 	fs.BoolVar(&o.summary, "summary", true, "print a summary to stderr at the end (--summary=false to keep stderr quiet)")
 	return fs
 }
