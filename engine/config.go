@@ -294,13 +294,20 @@ type Route struct {
 // on, with the defaults below. It is a plain value; what it learns is the
 // engine's (or its Limiter's) state, not the Adaptive's.
 //
-// Holds: a Retry-After on a 429 or 503 answer holds every request to that
-// host (or to that route, when the request fell under a route override)
-// until the time it gives, capped at Retry.MaxRetryAfter; so does a quota
-// at zero in the answer's rate-limit fields (see [ParseRateLimit]), until
-// the quota resets, whatever the status and whether or not Retry-After is
-// there too. While a quota is known, attempts are also paced to spend what
-// remains of it evenly until the reset.
+// Holds: a Retry-After on a 429 holds every request to that host (or to
+// that route, when the request fell under a route override), and one on a
+// 503 every request to that path, until the time it gives, capped at
+// Retry.MaxRetryAfter (HoldScope changes what is held). A quota at zero in
+// the answer's rate-limit fields (see [ParseRateLimit]) holds the host (or
+// route) until the quota resets, whatever the status and whether or not
+// Retry-After is there too, capped the same way: after the cap, one attempt
+// learns the quota afresh. Each answer's quota replaces the one before it.
+// A quota of a named resource (X-RateLimit-Resource, as GitHub sends "core"
+// and "search") is kept apart: when it is spent it holds only the requests
+// whose path (its first two segments) last had an answer naming it, so a
+// spent "search" quota never holds "core" requests. While a quota is
+// known, no more attempts start before its reset than it has left.
+// Holds are logged at warn level when they are capped.
 //
 // Back-off (AIMD): a 429 multiplies the rate of its host or route by
 // Decrease (once for the attempts that were already in flight together),
@@ -317,6 +324,10 @@ type Adaptive struct {
 	// pacing to quotas, no back-off. A Retry-After still delays the retry
 	// of the request it came with.
 	Disabled bool
+	// HoldScope says what a Retry-After holds. The zero value, HoldAuto,
+	// holds what the status speaks for: a 429 (the client is too fast)
+	// the host, a 503 (one endpoint is unwell) the request's path.
+	HoldScope HoldScope
 	// Decrease is the factor a 429 multiplies the rate by, in (0, 1). If
 	// zero, DefaultRateDecrease.
 	Decrease float64
@@ -326,6 +337,44 @@ type Adaptive struct {
 	// MinPerSecond is the lowest rate back-off goes to. If zero,
 	// DefaultMinRate.
 	MinPerSecond float64
+}
+
+// HoldScope says what a Retry-After holds: the request's host (or the
+// route override its path falls under), or its path alone. Quotas at zero
+// hold the host or route whatever the scope, since a quota is the host's.
+// The zero value is [HoldAuto].
+type HoldScope int
+
+const (
+	// HoldAuto holds the host after a 429 and the path after a 503.
+	HoldAuto HoldScope = iota
+	// HoldHost holds the host (or route override) after a 429 or a 503.
+	HoldHost
+	// HoldRoute holds the request's path alone after a 429 or a 503.
+	HoldRoute
+)
+
+// String returns "auto", "host" or "route".
+func (s HoldScope) String() string {
+	switch s {
+	case HoldAuto:
+		return "auto"
+	case HoldHost:
+		return "host"
+	case HoldRoute:
+		return "route"
+	}
+	return fmt.Sprintf("HoldScope(%d)", int(s))
+}
+
+// ParseHoldScope reads "auto", "host" or "route".
+func ParseHoldScope(v string) (HoldScope, error) {
+	for _, s := range []HoldScope{HoldAuto, HoldHost, HoldRoute} {
+		if v == s.String() {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("hold scope %q: want auto, host or route", v)
 }
 
 // Dedup configures in-flight merging of identical requests. The zero value

@@ -37,9 +37,12 @@
 // the request's context, for the key's token bucket (a per-host limit, a
 // host's override or a route's), then for the global bucket. The wait is
 // not part of the attempt's timeout. After the answer the worker reports it back: a
-// Retry-After on a 429 or 503, or a RateLimit / X-RateLimit-* quota at
-// zero, holds the key until then for every request; a quota still above
-// zero caps the attempts that may start until its reset; a 429 backs the
+// Retry-After on a 429, or a RateLimit / X-RateLimit-* quota at zero,
+// holds the key until then for every request, and a Retry-After on a 503
+// holds the request's path (see [HoldScope]), each capped at
+// Retry.MaxRetryAfter; each answer's quota replaces the one before, and a
+// quota still above zero caps the attempts that may start until its reset
+// (quotas of named resources, X-RateLimit-Resource, apart); a 429 backs the
 // key's rate off multiplicatively (once per burst of attempts that were in
 // flight together) and 2xx answers restore it additively, never above the
 // configured limit. A host with no configured limit is unpaced until its

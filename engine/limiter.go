@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -106,6 +107,9 @@ type localLimiter struct {
 	mu      sync.Mutex // protects keys and sweepAt
 	keys    map[LimitKey]*localKey
 	sweepAt int // len(keys) that triggers the next sweep of idle keys
+	// held is set by the first Hold: until then HeldUntil, which runs
+	// before every attempt, for the host and for the path, needs no lock.
+	held atomic.Bool
 }
 
 type localKey struct {
@@ -172,6 +176,7 @@ func (l *localLimiter) Wait(ctx context.Context, k LimitKey, limit Rate) error {
 }
 
 func (l *localLimiter) Hold(k LimitKey, until time.Time) {
+	l.held.Store(true)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lk := l.key(k, l.clock.Now())
@@ -181,6 +186,9 @@ func (l *localLimiter) Hold(k LimitKey, until time.Time) {
 }
 
 func (l *localLimiter) HeldUntil(k LimitKey) time.Time {
+	if !l.held.Load() {
+		return time.Time{}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lk := l.keys[k]; lk != nil {

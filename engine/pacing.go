@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // pacer decides when each attempt may start: it maps a request to its limit
@@ -28,13 +30,17 @@ type pacer struct {
 	adapt   Adaptive           // defaults applied
 	maxHold time.Duration
 	stats   *counters
+	log     *zerolog.Logger
 	// active is false when nothing can make an attempt wait: no limit is
 	// configured and adaptation is off.
 	active bool
 
-	mu      sync.Mutex // protects keys and sweepAt, and every keyPace
+	mu      sync.Mutex // protects keys, sweepAt and pathHolds, and every keyPace
 	keys    map[LimitKey]*keyPace
 	sweepAt int
+	// pathHolds are the holds this engine placed on single paths (see
+	// [HoldScope]), by their key, so that each is counted once.
+	pathHolds map[LimitKey]time.Time
 }
 
 // keyPace is one limit key's adaptive state; protected by pacer.mu.
@@ -59,11 +65,16 @@ type keyPace struct {
 	oks     int64
 	learnAt time.Time
 
-	// The last quota an answer announced: quotaLeft attempts may start
-	// before quotaUntil (the reset). started numbers attempts, so an
-	// answer's remaining count can discount the attempts sent after it.
-	quotaLeft  int64
-	quotaUntil time.Time
+	// The quotas the answers announced: quota is the key's own, named
+	// those an X-RateLimit-Resource named (GitHub's "core", "search"...),
+	// created as answers name them. resources maps a request path's first
+	// two segments to the resource its last answer named, so that an
+	// attempt claims from the quota it will spend; at most maxResources
+	// are kept. started numbers attempts, so an answer's remaining count
+	// can discount the attempts sent after it.
+	quota      quotaState
+	named      map[string]*quotaState
+	resources  map[string]string
 	policyRate float64 // RateLimit-Policy's quota per second, 0 unknown
 	started    uint64
 
@@ -71,10 +82,24 @@ type keyPace struct {
 	used      time.Time // last attempt or answer, for forgetting idle keys
 }
 
+// quotaState is one quota as the latest answer announced it: left
+// attempts may start before until (its reset, capped at the pacer's
+// maxHold while nothing is left). Protected by pacer.mu.
+type quotaState struct {
+	left  int64
+	until time.Time
+	seq   uint64    // the attempt whose answer announced it
+	held  time.Time // the end of the latest hold it counted in Stats
+}
+
+// maxResources bounds keyPace.resources; past it the map starts afresh.
+const maxResources = 256
+
 // paceTicket ties an answer to the attempt's key and to the state the
 // attempt started under. It is a plain value.
 type paceTicket struct {
 	key   LimitKey
+	path  string // the request's path, which a route-scoped hold holds
 	kp    *keyPace
 	epoch uint64
 	seq   uint64
@@ -93,6 +118,7 @@ func newPacer(s *settings, stats *counters) *pacer {
 		adapt:   r.Adaptive,
 		maxHold: s.Retry.MaxRetryAfter,
 		stats:   stats,
+		log:     s.Logger,
 		keys:    make(map[LimitKey]*keyPace),
 	}
 	if p.lim == nil {
@@ -154,6 +180,9 @@ func (r RateLimit) check(bad func(format string, args ...any)) {
 		rate(name+".Rate", rt.Rate)
 	}
 	a := r.Adaptive
+	if a.HoldScope < HoldAuto || a.HoldScope > HoldRoute {
+		bad("RateLimit.Adaptive.HoldScope %d is unknown: want HoldAuto, HoldHost or HoldRoute", int(a.HoldScope))
+	}
 	if !(a.Decrease >= 0 && a.Decrease < 1) {
 		bad("RateLimit.Adaptive.Decrease %g is not in (0, 1)", a.Decrease)
 	}
@@ -255,43 +284,107 @@ func (kp *keyPace) limit() (Rate, bool) {
 	return Rate{PerSecond: kp.rate, Burst: burst}, true
 }
 
-// claim lets one attempt under kp start: it spends one of the quota the
-// server announced and numbers the attempt. It reports false, with the
-// wait, when the quota is spent until its reset. With p.mu held.
-func (kp *keyPace) claim(now time.Time, tk *paceTicket) (time.Duration, bool) {
-	if kp.quotaUntil.After(now) {
-		if kp.quotaLeft <= 0 {
-			return kp.quotaUntil.Sub(now), false
+// claim lets one attempt under kp, to path, start: it spends one of the
+// quota the server announced (that of the resource the path's last answer
+// named, else the key's own) and numbers the attempt. It reports false,
+// with the wait, when the quota is spent until its reset. capped is the
+// reset that the claim cut to maxHold by spending the last of the quota,
+// zero when it cut none. With p.mu held.
+func (p *pacer) claim(kp *keyPace, path string, now time.Time, tk *paceTicket) (wait time.Duration, ok bool, capped time.Duration) {
+	st := &kp.quota
+	if len(kp.resources) > 0 {
+		if n := kp.named[kp.resources[resourcePath(path)]]; n != nil {
+			st = n
 		}
-		kp.quotaLeft--
+	}
+	if st.until.After(now) {
+		if st.left <= 0 {
+			return st.until.Sub(now), false, 0
+		}
+		if st.left--; st.left == 0 {
+			capped = p.capSpent(st, now)
+		}
 	}
 	tk.kp, tk.epoch, tk.seq = kp, kp.epoch, kp.started
 	kp.started++
-	return 0, true
+	return 0, true, capped
+}
+
+// capSpent cuts the wait for a spent quota's reset to maxHold, as a
+// Retry-After's is: an attempt after the cap learns the quota afresh. It
+// returns the reset it cut, or zero. With p.mu held.
+func (p *pacer) capSpent(st *quotaState, now time.Time) time.Duration {
+	if d := st.until.Sub(now); d > p.maxHold {
+		st.until = now.Add(p.maxHold)
+		return d
+	}
+	return 0
+}
+
+// quotaOf returns the state of the quota an answer to path announced:
+// the key's own, or that of the resource the answer named, which the path
+// is then taken to spend. With p.mu held.
+func (p *pacer) quotaOf(kp *keyPace, resource, path string) *quotaState {
+	if resource != "" || len(kp.resources) > 0 {
+		if kp.resources == nil || len(kp.resources) >= maxResources {
+			kp.resources = make(map[string]string)
+		}
+		kp.resources[resourcePath(path)] = resource
+	}
+	if resource == "" {
+		return &kp.quota
+	}
+	st := kp.named[resource]
+	if st == nil {
+		if kp.named == nil {
+			kp.named = make(map[string]*quotaState)
+		}
+		st = &quotaState{}
+		kp.named[resource] = st
+	}
+	return st
+}
+
+// resourcePath is what of a path tells the quota resource it spends: its
+// first two segments ("/search/code" of "/search/code/x"), as GitHub's
+// resources follow them.
+func resourcePath(path string) string {
+	n := 0
+	for i := 1; i < len(path); i++ {
+		if path[i] == '/' {
+			if n++; n == 2 {
+				return path[:i]
+			}
+		}
+	}
+	return path
 }
 
 // wait makes an attempt to u wait for its turn, with ctx: the key's bucket
-// and the global one. When the key is held, or its announced quota is spent
-// until a reset, it does not wait: it returns how long the hold lasts
-// (held > 0), and the attempt goes back to the dispatcher to wait off the
-// workers, so that a held host never keeps a worker from other hosts. On
-// success it returns the ticket for [pacer.observe]. now is the clock's
-// time as the worker calls; tk.at is when the attempt was let go, now
-// itself unless a bucket made it wait.
+// and the global one. When the key or the request's path is held, or its
+// announced quota is spent until a reset, it does not wait: it returns how
+// long the hold lasts (held > 0), and the attempt goes back to the
+// dispatcher to wait off the workers, so that a held host never keeps a
+// worker from other hosts. On success it returns the ticket for
+// [pacer.observe]. now is the clock's time as the worker calls; tk.at is
+// when the attempt was let go, now itself unless a bucket made it wait.
 func (p *pacer) wait(ctx context.Context, u *url.URL, now time.Time) (tk paceTicket, held time.Duration, err error) {
 	key, configured := p.keyOf(u)
-	tk = paceTicket{key: key, at: now}
+	tk = paceTicket{key: key, path: u.Path, at: now}
 	if !p.adapt.Disabled {
-		if d := p.lim.HeldUntil(key).Sub(now); d > 0 {
+		if d := p.heldUntil(key, u.Path).Sub(now); d > 0 {
 			return tk, d, nil
 		}
 	}
 	p.mu.Lock()
 	kp := p.state(key, configured, now)
 	p.learn(kp, now)
-	d, ok := kp.claim(now, &tk)
+	d, ok, capped := p.claim(kp, u.Path, now, &tk)
 	lim, paced := kp.limit()
 	p.mu.Unlock()
+	if capped > 0 {
+		p.logCapped(key, capped)
+	}
 	if !ok {
 		return tk, d, nil
 	}
@@ -302,7 +395,7 @@ func (p *pacer) wait(ctx context.Context, u *url.URL, now time.Time) (tk paceTic
 		if !p.adapt.Disabled {
 			// A hold placed while this attempt waited for its turn: the
 			// turn is taken, so wait here.
-			if err := p.waitHeld(ctx, key); err != nil {
+			if err := p.waitHeld(ctx, key, u.Path); err != nil {
 				return tk, 0, err
 			}
 		}
@@ -318,10 +411,32 @@ func (p *pacer) wait(ctx context.Context, u *url.URL, now time.Time) (tk paceTic
 	return tk, 0, nil
 }
 
-// waitHeld waits until no hold is in force on key.
-func (p *pacer) waitHeld(ctx context.Context, key LimitKey) error {
+// pathKey is the limit key of a hold on one path of host (see
+// [HoldScope]): the path as its route.
+func pathKey(host, path string) LimitKey {
+	if path == "" {
+		path = "/"
+	}
+	return LimitKey{Host: host, Route: path}
+}
+
+// heldUntil is the end of the hold on key or on path, whichever is later.
+func (p *pacer) heldUntil(key LimitKey, path string) time.Time {
+	until := p.lim.HeldUntil(key)
+	if p.adapt.HoldScope != HoldHost {
+		if pk := pathKey(key.Host, path); pk != key {
+			if t := p.lim.HeldUntil(pk); t.After(until) {
+				until = t
+			}
+		}
+	}
+	return until
+}
+
+// waitHeld waits until no hold is in force on key or on path.
+func (p *pacer) waitHeld(ctx context.Context, key LimitKey, path string) error {
 	for {
-		until := p.lim.HeldUntil(key)
+		until := p.heldUntil(key, path)
 		d := until.Sub(p.clock.Now())
 		if d <= 0 {
 			return nil
@@ -330,6 +445,24 @@ func (p *pacer) waitHeld(ctx context.Context, key LimitKey) error {
 			return err
 		}
 	}
+}
+
+// pathScoped reports whether a Retry-After on an answer with status holds
+// the request's path alone rather than its key (see [HoldScope]).
+func (p *pacer) pathScoped(status int) bool {
+	switch p.adapt.HoldScope {
+	case HoldHost:
+		return false
+	case HoldRoute:
+		return true
+	default:
+		return status == http.StatusServiceUnavailable
+	}
+}
+
+func (p *pacer) logCapped(key LimitKey, reset time.Duration) {
+	p.log.Warn().Str("limit_key", key.String()).Dur("reset", reset).Dur("held", p.maxHold).
+		Msg("quota spent until a reset past Retry.MaxRetryAfter: held for the cap, then tried again")
 }
 
 // observe learns from the answer to the attempt tk was issued for: it
@@ -345,43 +478,73 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 	// An answer that neither throttles nor speaks of a quota (most of
 	// them) only counts: the time the attempt started will do for it.
 	now := tk.at
-	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable || hasRateLimitFields(h) {
+	throttled := status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable
+	if throttled || hasRateLimitFields(h) {
 		now = p.clock.Now()
 	}
-	var hold time.Time
-	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+	// A Retry-After holds the key, or the request's path alone; a quota
+	// at zero holds the key, or, when it is a named resource's, the
+	// requests that spend it (claim).
+	var hold, keyHold time.Time
+	var asked time.Duration // a Retry-After past the cap
+	if throttled {
 		if d, ok := ParseRetryAfter(h.Get("Retry-After"), now); ok && d > 0 {
 			hold = now.Add(min(d, p.maxHold))
+			if d > p.maxHold {
+				asked = d
+			}
 		}
+	}
+	pathHold := !hold.IsZero() && p.pathScoped(status)
+	if !pathHold {
+		keyHold = hold
 	}
 	q, hasQuota := ParseRateLimit(h, now)
-	if hasQuota && q.Remaining == 0 && q.Reset > 0 {
-		if until := now.Add(min(q.Reset, p.maxHold)); until.After(hold) {
-			hold = until
-		}
-	}
+	var capped time.Duration
 
 	p.mu.Lock()
 	kp := tk.kp
 	kp.used = now
 	if hasQuota {
 		if q.Remaining >= 0 && q.Reset > 0 {
-			// Attempts started after this one may each spend one more.
-			// Answers come out of order, and one may come from before
-			// attempts that started earlier reached the server: while a
-			// quota is known, an answer only ever lowers it, as each
-			// attempt claimed since does (claim). This errs on the safe
-			// side: when the server counts attempts in another order
-			// than they started, some of a window's quota goes unused.
-			left := q.Remaining - int64(kp.started-tk.seq-1)
-			until := now.Add(q.Reset)
-			if kp.quotaUntil.After(now) {
-				kp.quotaLeft = min(kp.quotaLeft, left)
-				if until.After(kp.quotaUntil) {
-					kp.quotaUntil = until
+			// Attempts started after this one may each spend one more
+			// (claim): they are discounted.
+			left, until := q.Remaining-int64(kp.started-tk.seq-1), now.Add(q.Reset)
+			st := p.quotaOf(kp, q.Resource, tk.path)
+			switch d := until.Sub(st.until); {
+			case st.until.After(now) && d > -time.Second && d < time.Second:
+				// The window already known (resets within a second of
+				// each other, as seconds from now round). Answers come
+				// out of order, and one may come from before attempts
+				// that started earlier reached the server: within a
+				// window an answer only ever lowers the quota, as each
+				// attempt claimed since does. This errs on the safe side.
+				st.left = min(st.left, left)
+			case !st.until.After(now) || tk.seq >= st.seq:
+				// Another window: the latest answer tells it, whatever
+				// the one before said (4000 left for an hour, then none
+				// for 2 s: held for 2 s). The latest is the answer to
+				// the attempt that started last; one to an attempt that
+				// started before the one that told the known window is
+				// about an older window, and is ignored.
+				st.left, st.until, st.seq = left, until, tk.seq
+			default:
+				left = 1 // nothing learned
+			}
+			if left <= 0 {
+				if st.left <= 0 {
+					capped = p.capSpent(st, now)
 				}
-			} else {
-				kp.quotaLeft, kp.quotaUntil = left, until
+				switch {
+				case q.Remaining > 0:
+				case q.Resource == "":
+					if st.until.After(keyHold) {
+						keyHold = st.until
+					}
+				case !st.held.After(now):
+					p.stats.holds.Add(1)
+					st.held = st.until
+				}
 			}
 		}
 		if q.Limit > 0 && q.Window > 0 {
@@ -393,25 +556,62 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 		kp.oks++
 		p.recover(kp)
 	case status == http.StatusTooManyRequests && tk.epoch == kp.epoch:
-		p.backOff(kp, now, hold, hasQuota)
+		p.backOff(kp, now, later(keyHold, hold), hasQuota)
 	}
-	newHold := hold.After(kp.holdUntil)
+	newHold := keyHold.After(kp.holdUntil)
 	if newHold {
 		if !kp.holdUntil.After(now) {
 			p.stats.holds.Add(1)
 		}
-		kp.holdUntil = hold
+		kp.holdUntil = keyHold
 		if kp.learnAt.IsZero() {
 			// Learning starts afresh when the hold ends.
-			kp.seen, kp.oks = hold, 0
+			kp.seen, kp.oks = keyHold, 0
 		} else {
-			kp.learnAt = hold // learn when the longer hold ends
+			kp.learnAt = keyHold // learn when the longer hold ends
+		}
+	}
+	pk := pathKey(tk.key.Host, tk.path)
+	if pathHold {
+		if prev := p.pathHolds[pk]; hold.After(prev) {
+			if !prev.After(now) {
+				p.stats.holds.Add(1)
+			}
+			p.holdPath(pk, hold, now)
+		} else {
+			pathHold = false
 		}
 	}
 	p.mu.Unlock()
 	if newHold {
-		p.lim.Hold(tk.key, hold)
+		p.lim.Hold(tk.key, keyHold)
 	}
+	if pathHold {
+		p.lim.Hold(pk, hold)
+	}
+	if asked > 0 {
+		p.log.Warn().Str("limit_key", tk.key.String()).Dur("retry_after", asked).Dur("held", p.maxHold).
+			Msg("Retry-After past Retry.MaxRetryAfter: held for the cap")
+	}
+	if capped > 0 {
+		p.logCapped(tk.key, capped)
+	}
+}
+
+// holdPath records a hold this engine placed on one path, forgetting the
+// ones that have ended when there are many. With p.mu held.
+func (p *pacer) holdPath(k LimitKey, until, now time.Time) {
+	if p.pathHolds == nil {
+		p.pathHolds = make(map[LimitKey]time.Time)
+	}
+	if len(p.pathHolds) >= 64 {
+		for k, t := range p.pathHolds {
+			if !t.After(now) {
+				delete(p.pathHolds, k)
+			}
+		}
+	}
+	p.pathHolds[k] = until
 }
 
 // backOff slows kp after a 429: multiplicatively, or, for a key that was not

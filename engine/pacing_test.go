@@ -2,9 +2,11 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -150,9 +152,23 @@ func TestGlobalLimitStillAppliesOverHosts(t *testing.T) {
 	})
 }
 
-func TestRetryAfterHoldsTheHost(t *testing.T) {
-	for _, status := range []int{429, 503} {
-		t.Run(strconv.Itoa(status), func(t *testing.T) {
+// TestRetryAfterHoldsWhatItsStatusSpeaksFor pins the hold scopes: by
+// default a 429's Retry-After holds the host and a 503's only its path;
+// HoldHost and HoldRoute hold the one or the other after either status.
+func TestRetryAfterHoldsWhatItsStatusSpeaksFor(t *testing.T) {
+	for _, tc := range []struct {
+		status    int
+		scope     engine.HoldScope
+		holdsHost bool
+	}{
+		{429, engine.HoldAuto, true},
+		{503, engine.HoldAuto, false},
+		{429, engine.HoldHost, true},
+		{503, engine.HoldHost, true},
+		{429, engine.HoldRoute, false},
+		{503, engine.HoldRoute, false},
+	} {
+		t.Run(fmt.Sprintf("%d %s", tc.status, tc.scope), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				arr := newArrivals()
 				var once sync.Once
@@ -163,26 +179,38 @@ func TestRetryAfterHoldsTheHost(t *testing.T) {
 						once.Do(func() { refused = true })
 						if refused {
 							w.Header().Set("Retry-After", "10")
-							w.WriteHeader(status)
+							w.WriteHeader(tc.status)
 							return
 						}
 					}
 				}
-				e := pacedEngine(t, hosts{"a.test": a, "b.test": func(w http.ResponseWriter, r *http.Request) { arr.note(r) }}, engine.Config{})
+				e := pacedEngine(t, hosts{"a.test": a, "b.test": func(w http.ResponseWriter, r *http.Request) { arr.note(r) }},
+					engine.Config{RateLimit: engine.RateLimit{Adaptive: engine.Adaptive{HoldScope: tc.scope}}})
 				ctx := context.Background()
 				busy := e.Submit(ctx, requests.New("GET", "/busy"))
-				synctest.Wait() // answered; the host is held
+				synctest.Wait() // answered; the host or the path is held
 				others := []*engine.Future{
+					e.Submit(ctx, requests.New("GET", "/busy", requests.WithHeader("X-Other", "1"))),
 					e.Submit(ctx, requests.New("GET", "/other")),
 					e.Submit(ctx, requests.New("GET", "http://b.test/other")),
 				}
 				requireAllOK(t, ctx, append(others, busy))
-				assert.Equal(t, seconds(0, 10), arr.of("a.test/busy"))
-				assert.Equal(t, seconds(10), arr.of("a.test/other"), "held with the host")
+				busyAt := arr.of("a.test/busy")
+				require.Len(t, busyAt, 3)
+				assert.Zero(t, busyAt[0])
+				// The path is held; after a 429 the host is paced too, so
+				// the second may come later.
+				assert.Equal(t, 10*time.Second, busyAt[1], "the path is held")
+				assert.GreaterOrEqual(t, busyAt[2], 10*time.Second, "the path is held")
+				if tc.holdsHost {
+					assert.Equal(t, seconds(10), arr.of("a.test/other"), "held with the host")
+				} else {
+					assert.Equal(t, seconds(0), arr.of("a.test/other"), "another path of the host is not held")
+				}
 				assert.Equal(t, seconds(0), arr.of("b.test/other"), "another host is not held")
 				st := e.Stats()
 				assert.EqualValues(t, 1, st.Holds)
-				assert.EqualValues(t, map[bool]int64{true: 1, false: 0}[status == 429], st.Throttled)
+				assert.EqualValues(t, map[bool]int64{true: 1, false: 0}[tc.status == 429], st.Throttled)
 			})
 		})
 	}
@@ -358,7 +386,9 @@ func TestLimiterSeesEveryWaitAndHoldByKey(t *testing.T) {
 			{route, engine.Rate{PerSecond: 2, Burst: 1}}, {global, engine.Rate{PerSecond: 50, Burst: 5}}, // the retry
 			{other, engine.Rate{PerSecond: 10, Burst: 10}}, {global, engine.Rate{PerSecond: 50, Burst: 5}},
 		}, lim.waits)
-		assert.Equal(t, []engine.LimitKey{route}, lim.holds)
+		// A 503 holds its path alone, as a key whose route is the path.
+		path := engine.LimitKey{Host: "a.test", Route: "/search/x"}
+		assert.Equal(t, []engine.LimitKey{path}, lim.holds)
 		assert.Equal(t, "global", global.String())
 		assert.Equal(t, "a.test/search", route.String())
 	})
@@ -609,5 +639,112 @@ func TestAHeldHostKeepsNoWorkerFromOtherHosts(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, 1, resp.Attempts, "waiting out a hold is not an attempt")
 		}
+	})
+}
+
+// TestQuotaOfTheLatestAnswerReplacesTheLast is the scenario of a quota
+// kept at its latest reset: an answer with 4000 left and a reset in an
+// hour, then one with none left and a reset in 2 s, held the host for the
+// hour (the smaller remaining count, the larger reset). The latest answer
+// tells the quota: the host is held for 2 s.
+func TestQuotaOfTheLatestAnswerReplacesTheLast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Whole seconds, so that a Unix reset is exact.
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+		arr := newArrivals()
+		var mu sync.Mutex
+		n := 0
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			mu.Lock()
+			n++
+			mu.Unlock()
+			switch n {
+			case 1:
+				w.Header().Set("X-Ratelimit-Remaining", "4000")
+				w.Header().Set("X-Ratelimit-Reset", strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10))
+			case 2:
+				w.Header().Set("X-Ratelimit-Remaining", "0")
+				w.Header().Set("X-Ratelimit-Reset", strconv.FormatInt(time.Now().Add(2*time.Second).Unix(), 10))
+			}
+		}}, engine.Config{})
+		for range 3 {
+			getAll(t, e, "/x")
+		}
+		assert.Equal(t, seconds(0, 0, 2), arr.of("a.test/x"), "held until the latest answer's reset")
+		assert.EqualValues(t, 1, e.Stats().Holds)
+	})
+}
+
+// TestQuotaHoldIsCappedLikeRetryAfter pins that a spent quota whose reset
+// is an hour away holds the host for Retry.MaxRetryAfter, not the hour,
+// and that the log says so; the attempt after the cap learns the quota
+// afresh.
+func TestQuotaHoldIsCappedLikeRetryAfter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+		arr := newArrivals()
+		var mu sync.Mutex
+		n := 0
+		log, logs := captureLog()
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			mu.Lock()
+			n++
+			first := n == 1
+			mu.Unlock()
+			if first {
+				w.Header().Set("X-Ratelimit-Remaining", "0")
+				w.Header().Set("X-Ratelimit-Reset", strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10))
+			}
+		}}, engine.Config{Logger: log, Retry: engine.Retry{MaxRetryAfter: 20 * time.Second}})
+		for range 3 {
+			getAll(t, e, "/x")
+		}
+		assert.Equal(t, seconds(0, 20, 20), arr.of("a.test/x"), "held for the cap, then the quota is learned afresh")
+		assert.Contains(t, logs.String(), "held for the cap")
+		assert.Contains(t, logs.String(), `"limit_key":"a.test"`)
+	})
+}
+
+// TestSpentSearchQuotaDoesNotHoldCore pins GitHub's separate quotas: an
+// answer whose X-RateLimit-Resource is "search" and whose quota is spent
+// holds the search requests until its reset, never those that spend the
+// "core" quota.
+func TestSpentSearchQuotaDoesNotHoldCore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+		arr := newArrivals()
+		start := time.Now()
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			h := w.Header()
+			if strings.HasPrefix(r.URL.Path, "/search/") {
+				h.Set("X-Ratelimit-Resource", "search")
+				h.Set("X-Ratelimit-Limit", "30")
+				// The search window of the test's first minute is spent by
+				// its first request.
+				left := "0"
+				if time.Since(start) >= 30*time.Second {
+					left = "29"
+				}
+				h.Set("X-Ratelimit-Remaining", left)
+				h.Set("X-Ratelimit-Reset", strconv.FormatInt(start.Add(30*time.Second).Unix(), 10))
+				return
+			}
+			h.Set("X-Ratelimit-Resource", "core")
+			h.Set("X-Ratelimit-Limit", "5000")
+			h.Set("X-Ratelimit-Remaining", "4990")
+			h.Set("X-Ratelimit-Reset", strconv.FormatInt(start.Add(time.Hour).Unix(), 10))
+		}}, engine.Config{})
+		getAll(t, e, "/search/code") // the search quota is spent
+		getAll(t, e, "/repos/o/r")   // core has plenty
+		getAll(t, e, "/search/code", "/search/code/more", "/repos/o/r/issues", "/users/u")
+		assert.Equal(t, seconds(0, 30), arr.of("a.test/search/code"), "search is held until its reset")
+		assert.Equal(t, seconds(30), arr.of("a.test/search/code/more"), "search is held until its reset")
+		assert.Equal(t, seconds(0), arr.of("a.test/repos/o/r"))
+		assert.Equal(t, seconds(0), arr.of("a.test/repos/o/r/issues"), "core is not held")
+		assert.Equal(t, seconds(0), arr.of("a.test/users/u"), "core is not held")
+		assert.EqualValues(t, 1, e.Stats().Holds, "the search quota's hold")
 	})
 }

@@ -25,6 +25,10 @@ type Quota struct {
 	// -1 and Window zero when the answer does not say.
 	Limit  int64
 	Window time.Duration
+	// Resource names the quota when the server keeps several
+	// (X-RateLimit-Resource, as GitHub sends "core", "search", "graphql"),
+	// empty when the answer does not say.
+	Resource string
 }
 
 // maxQuotaReset bounds a reset time read from a header, so that a value
@@ -58,22 +62,26 @@ func unixReset(v float64, now time.Time) bool {
 //
 // A reset as large as Unix time is taken as Unix seconds, a smaller one as
 // seconds from now (the IETF fields always mean seconds from now). A
-// reset in the past is zero. Values that do not parse, are negative or are
+// reset in the past is zero. X-RateLimit-Resource, when present, names
+// the quota (Quota.Resource). Values that do not parse, are negative or are
 // not finite are ignored, never trusted.
 func ParseRateLimit(h http.Header, now time.Time) (Quota, bool) {
 	if !hasRateLimitFields(h) {
 		// Most answers carry none: skip the parsers and their allocations.
 		return Quota{Remaining: -1, Limit: -1}, false
 	}
-	if q, ok := parseIETFRateLimit(h); ok {
-		return q, true
-	}
+	q, ok := parseIETFRateLimit(h)
 	for _, prefix := range []string{"Ratelimit-", "X-Ratelimit-"} {
-		if q, ok := parseRateLimitFields(h, prefix, now); ok {
-			return q, true
+		if ok {
+			break
 		}
+		q, ok = parseRateLimitFields(h, prefix, now)
 	}
-	return Quota{Remaining: -1, Limit: -1}, false
+	if !ok {
+		return Quota{Remaining: -1, Limit: -1}, false
+	}
+	q.Resource = strings.TrimSpace(h.Get("X-Ratelimit-Resource"))
+	return q, true
 }
 
 // hasRateLimitFields reports whether h has a field that ParseRateLimit
