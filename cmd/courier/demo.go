@@ -70,11 +70,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		BaseURL: api.URL,
 		Workers: *concurrency,
 		Auth:    engine.Auth{Refresh: &engine.RefreshConfig{Path: "/auth/refresh"}},
-		// The demo API flakes one id at a time, each with its own
-		// Retry-After; holding the whole API for each, as a real server's
-		// Retry-After asks, would stall the demo on every fifth /flaky id.
-		// Each flaky request still waits out its own Retry-After.
-		RateLimit: engine.RateLimit{Adaptive: engine.Adaptive{Disabled: true}},
+		// The defaults: a 503's Retry-After holds its /flaky path, a 429's
+		// the whole API, as a real client's would.
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "courier demo: %v\n", err)

@@ -288,6 +288,7 @@ func TestDemoCommandPrintsASummary(t *testing.T) {
 		assert.Contains(t, r.stdout, want)
 	}
 	assert.Regexp(t, `retries\s+[1-9]`, r.stdout, "the flaky endpoints were retried")
+	assert.Regexp(t, `holds\s+[1-9]`, r.stdout, "the demo runs with holds, as a user's engine does")
 }
 
 // TestFetchStreamsLineByLine proves fetch reads lazily and writes each

@@ -14,17 +14,26 @@ import (
 // rateOptions are fetch's per-host limits: --rate-host and --rate-per-host.
 // The global --rate and --burst stay with the other flags.
 type rateOptions struct {
-	hosts   []string // HOST=RATE[:BURST], or HOST/PATH=RATE[:BURST] for a route
-	perHost string   // RATE[:BURST]
+	hosts     []string // HOST=RATE[:BURST], or HOST/PATH=RATE[:BURST] for a route
+	perHost   string   // RATE[:BURST]
+	holdScope string   // auto, host or route
 }
 
 func (o *rateOptions) flags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.hosts, "rate-host", nil, "limit of one host, HOST=RATE[:BURST], HOST as in the URLs with its port if it has one (api.example.com=10, 127.0.0.1:8080=5:20); HOST/PATH=RATE[:BURST] limits the requests under PATH on that host apart (repeatable)")
 	fs.StringVar(&o.perHost, "rate-per-host", "", "limit of each host that --rate-host does not name, RATE[:BURST] (default: unlimited; every host still slows down on 429s and waits out Retry-After and exhausted quotas)")
+	fs.StringVar(&o.holdScope, "hold-scope", "auto", "what a Retry-After holds: auto (a 429 holds the host, a 503 only its path), host, or route (the path alone); an exhausted quota always holds the host")
 }
 
 // apply checks the flags and sets the limits in cfg.
 func (o *rateOptions) apply(cfg *engine.Config) error {
+	if o.holdScope != "" {
+		scope, err := engine.ParseHoldScope(o.holdScope)
+		if err != nil {
+			return fmt.Errorf("--hold-scope %q: want auto, host or route", o.holdScope)
+		}
+		cfg.RateLimit.Adaptive.HoldScope = scope
+	}
 	if o.perHost != "" {
 		r, err := parseRate(o.perHost)
 		if err != nil {

@@ -72,3 +72,24 @@ func TestFetchSummaryCountsHoldsAnd429s(t *testing.T) {
 	assert.Equal(t, 2, strings.Count(r.stdout, `"status":200`))
 	assert.Contains(t, r.stderr, "429s        1\nholds       1\n")
 }
+
+func TestHoldScopeFlag(t *testing.T) {
+	for _, tc := range []struct {
+		flag string
+		want engine.HoldScope
+	}{
+		{"auto", engine.HoldAuto},
+		{"host", engine.HoldHost},
+		{"route", engine.HoldRoute},
+	} {
+		o := rateOptions{holdScope: tc.flag}
+		var cfg engine.Config
+		require.NoError(t, o.apply(&cfg), tc.flag)
+		assert.Equal(t, tc.want, cfg.RateLimit.Adaptive.HoldScope, tc.flag)
+	}
+	o := rateOptions{holdScope: "path"}
+	err := o.apply(&engine.Config{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `--hold-scope "path"`)
+	assert.Contains(t, err.Error(), "auto, host or route")
+}
