@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"net/http"
 
 	"golang.org/x/oauth2"
 
@@ -22,14 +21,20 @@ func tokenFromSource(ts oauth2.TokenSource, rejected string) (Tokens, error) {
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil {
-			// The message would quote the endpoint's body; say less.
-			err := fmt.Errorf("refresh: token source: token endpoint answered %d %s %s",
-				re.Response.StatusCode, http.StatusText(re.Response.StatusCode), re.ErrorCode)
-			switch re.Response.StatusCode {
-			case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
-				return Tokens{}, &terminalError{err}
+			// The message would quote the endpoint's body; say what RFC
+			// 6749 section 5.2 says, without the token sent.
+			rerr := &errors.RefreshError{
+				Status:      re.Response.StatusCode,
+				Code:        refusalText(re.ErrorCode, nil),
+				Description: refusalText(re.ErrorDescription, []string{rejected}),
 			}
-			return Tokens{}, err
+			if r := re.Response.Request; r != nil {
+				rerr.Method, rerr.URL = r.Method, errors.RedactURL(r.URL)
+			}
+			if rerr.Refused() {
+				return Tokens{}, &terminalError{rerr}
+			}
+			return Tokens{}, rerr
 		}
 		return Tokens{}, fmt.Errorf("refresh: token source: %w", err)
 	}

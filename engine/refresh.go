@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/courier-go/courier/errors"
 )
 
 // The refresh wire protocol: the request a refresh sends and the parsing of
@@ -180,4 +182,51 @@ func b64token(v string) bool {
 		}
 	}
 	return true
+}
+
+// maxRefusalText bounds the error code and description quoted from a
+// token endpoint's refusal.
+const maxRefusalText = 256
+
+// refreshRefusal reads a token endpoint's answer outside 2xx into a
+// *errors.RefreshError: the endpoint, the status and, when the body is a
+// JSON object that has them, RFC 6749 section 5.2's error and
+// error_description. secrets are what the refresh sent (tokens, the
+// client secret): an endpoint that quotes one back does not get it into
+// an error.
+func refreshRefusal(req *http.Request, status int, body []byte, secrets ...string) *errors.RefreshError {
+	re := &errors.RefreshError{Method: req.Method, URL: errors.RedactURL(req.URL), Status: status}
+	var answer struct {
+		Code        any `json:"error"`
+		Description any `json:"error_description"`
+	}
+	if json.Unmarshal(body, &answer) != nil {
+		return re
+	}
+	code, _ := answer.Code.(string)
+	desc, _ := answer.Description.(string)
+	re.Code = refusalText(code, secrets)
+	re.Description = refusalText(desc, secrets)
+	return re
+}
+
+// refusalText is v as an error may quote it: without secrets, printable
+// ASCII only, URLs without their query, at most maxRefusalText bytes.
+func refusalText(v string, secrets []string) string {
+	for _, sec := range secrets {
+		if len(sec) >= 4 { // shorter ones would redact ordinary words
+			v = strings.ReplaceAll(v, sec, "[redacted]")
+		}
+	}
+	v = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, v)
+	v = redactText(strings.TrimSpace(v))
+	if len(v) > maxRefusalText {
+		v = v[:maxRefusalText]
+	}
+	return v
 }

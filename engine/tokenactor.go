@@ -785,16 +785,18 @@ func (a *tokenActor) refreshOnce(ctx context.Context, cur Tokens) (t Tokens, err
 	if err != nil {
 		return Tokens{}, fmt.Errorf("refresh: %w", err)
 	}
-	switch {
-	case resp.StatusCode == http.StatusBadRequest, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
-		return Tokens{}, &terminalError{fmt.Errorf("refresh: refused with %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}
-	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		err := fmt.Errorf("refresh: answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
-		if !RetryableStatus(resp.StatusCode) && resp.StatusCode < 500 || resp.StatusCode == http.StatusNotImplemented {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// The answer's RFC 6749 error code and description go into the
+		// error, without the secrets this refresh sent.
+		re := refreshRefusal(req, resp.StatusCode, body, rt, cur.AccessToken, s.Auth.Refresh.ClientSecret)
+		switch {
+		case re.Refused():
+			return Tokens{}, &terminalError{re}
+		case !RetryableStatus(resp.StatusCode) && resp.StatusCode < 500 || resp.StatusCode == http.StatusNotImplemented:
 			// 404, 405, 410...: a wrong endpoint stays wrong.
-			return Tokens{}, &permanentError{err}
+			return Tokens{}, &permanentError{re}
 		}
-		return Tokens{}, err
+		return Tokens{}, re
 	}
 	t, err = s.Auth.Refresh.Parser(body)
 	if err != nil {

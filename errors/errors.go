@@ -142,3 +142,72 @@ func (e *PanicError) Unwrap() error {
 	err, _ := e.Value.(error)
 	return err
 }
+
+// RefreshError is a token endpoint's answer to a refresh outside 2xx, with
+// the error code and description of RFC 6749 section 5.2 when the answer
+// carries them ({"error":"invalid_grant","error_description":"..."}). It is
+// a plain value, made by the engine; treat its fields as read-only.
+//
+// The requests that waited on the refresh fail with an error that wraps
+// it: one that matches ErrSessionExpired when the endpoint refused the
+// refresh (400, 401 or 403; the session has ended), ErrRefreshFailed
+// otherwise (the session goes on). Find it with As.
+type RefreshError struct {
+	Method string // empty when URL is
+	// URL is the token endpoint, without user info or query; empty when
+	// an oauth2.TokenSource made the refresh and did not say.
+	URL    string
+	Status int // the answer's status code
+	// Code is the answer's "error" field, such as "invalid_grant" (the
+	// refresh token is expired, revoked or was already used) or
+	// "invalid_client" (the client credentials are wrong); empty when the
+	// answer has none.
+	Code string
+	// Description is the answer's "error_description", empty when it has
+	// none. Any token or client secret that the refresh sent is replaced
+	// by "[redacted]", characters that are not printable ASCII are
+	// dropped, and it is cut to 256 bytes.
+	Description string
+}
+
+// Error reports the endpoint, the status and the code and description.
+func (e *RefreshError) Error() string {
+	var b strings.Builder
+	verb := "answered"
+	if e.Refused() {
+		verb = "refused with"
+	}
+	b.WriteString("refresh: ")
+	if e.URL != "" {
+		fmt.Fprintf(&b, "%s %s ", e.Method, e.URL)
+	}
+	fmt.Fprintf(&b, "%s %d %s", verb, e.Status, http.StatusText(e.Status))
+	if e.Code != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Code)
+	}
+	if e.Description != "" {
+		fmt.Fprintf(&b, " (%s)", e.Description)
+	}
+	return b.String()
+}
+
+// Refused reports whether the endpoint refused the refresh itself (status
+// 400, 401 or 403), which ends the session.
+func (e *RefreshError) Refused() bool {
+	return e.Status == http.StatusBadRequest || e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
+}
+
+// Misconfigured reports whether the code says that the refresh is set up
+// wrongly rather than that the session is over: the client credentials
+// are refused (invalid_client), the client may not use this grant
+// (unauthorized_client), the endpoint does not know the grant
+// (unsupported_grant_type) or the scope is refused (invalid_scope). New
+// tokens will not help; the configuration must change.
+func (e *RefreshError) Misconfigured() bool {
+	switch e.Code {
+	case "invalid_client", "unauthorized_client", "unsupported_grant_type", "invalid_scope":
+		return true
+	}
+	return false
+}

@@ -88,8 +88,8 @@ is an error.
 
 Tokens come from COURIER_TOKEN and COURIER_REFRESH_TOKEN, or --token-file;
 never from flags. Exit status: 0 all 2xx, 1 some failed or the rotated
-tokens could not be saved to --token-file, 2 usage error, 3 session
-expired, 130 or 143 stopped by SIGINT or SIGTERM (every line answered by
+tokens could not be saved to --token-file, 2 usage or configuration
+error (such as invalid_client from the token endpoint), 3 session expired, 130 or 143 stopped by SIGINT or SIGTERM (every line answered by
 then is written; a second signal ends courier at once).
 
 Flags:
@@ -200,6 +200,7 @@ func (o *fetchOptions) runLocal(fs *pflag.FlagSet, cfg engine.Config, l localRun
 	var sum summary
 	code, err := l.run(e, out, bar, &sum)
 	bar.done()
+	sum.explain(stderr, "fetch")
 	if err != nil {
 		fmt.Fprintf(stderr, "courier fetch: %v\n", err)
 		if errors.As(err, new(*checkpointError)) {

@@ -119,6 +119,7 @@ func TestFetchSessionExpiryExitsThreeAndAnswersEveryLine(t *testing.T) {
 			ok++
 		case strings.Contains(*l.Error, "session expired"):
 			expired++
+			assert.Contains(t, *l.Error, "invalid_grant (unknown refresh token)", "line %d: the endpoint's RFC 6749 error", l.Line)
 		}
 	}
 	assert.Equal(t, 10, ok, "the token served its 10 requests")

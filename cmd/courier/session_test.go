@@ -256,7 +256,13 @@ func TestClientCredentialsGrant(t *testing.T) {
 		api := startDemo(t, demo.Config{})
 		env := []string{"COURIER_CLIENT_ID=demo-client", "COURIER_CLIENT_SECRET=nope"}
 		r := courier(t, itemLines(0, 3), env, "fetch", "--base-url", api.URL, "--grant", "client_credentials", "--token-url", "/oauth/token")
-		assert.Equal(t, 3, r.code, "refused credentials end the session: %s", r.stderr)
+		assert.Equal(t, 2, r.code, "refused client credentials are a configuration error: %s", r.stderr)
+		assert.Contains(t, r.stderr, "configuration error: the token endpoint answered invalid_client")
+		assert.Contains(t, r.stderr, "unknown client or wrong secret", "the endpoint's error_description")
+		for _, l := range parseOutput(t, r.stdout) {
+			require.NotNil(t, l.Error, "line %d", l.Line)
+			assert.Contains(t, *l.Error, "invalid_client", "line %d", l.Line)
+		}
 		assert.NotContains(t, r.stdout+r.stderr, "nope")
 	})
 }

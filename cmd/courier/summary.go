@@ -29,11 +29,16 @@ type summary struct {
 	sent, answered                int64 // reached the server at least once; got an HTTP answer
 	elapsed                       time.Duration
 	lat                           latency.Histogram // of the answered lines
+	// misconfigured is the first refresh that the token endpoint refused
+	// for the client's configuration (invalid_client...), nil if none.
+	misconfigured *errors.RefreshError
 }
 
 // add counts the result line r of a request that ended with err, and
-// returns the run's exit status with it: code, made 1 by a failure, and 3
-// once a request found the session expired.
+// returns the run's exit status with it: code, made 1 by a failure, 3
+// once a request found the session expired, and 2 once the token
+// endpoint refused the configuration (a wrong client secret is not an
+// expired session).
 func (s *summary) add(r *result, err error, code int) int {
 	return s.count(r, err, code, false)
 }
@@ -60,7 +65,15 @@ func (s *summary) count(r *result, err error, code int, wrote bool) int {
 	default:
 		s.notSent++
 	}
+	if re, ok := errors.AsType[*errors.RefreshError](err); ok && re.Misconfigured() {
+		if s.misconfigured == nil {
+			s.misconfigured = re
+		}
+		return exitUsage
+	}
 	switch {
+	case code == exitUsage:
+		return code
 	case errors.Is(err, errors.ErrSessionExpired):
 		return exitExpired
 	case code == exitOK:
@@ -164,4 +177,13 @@ func newSentTrace() *sentTrace {
 // context returns ctx with t's hook, for the request's attempts.
 func (t *sentTrace) context(ctx context.Context) context.Context {
 	return httptrace.WithClientTrace(ctx, &t.trace)
+}
+
+// explain says on w why the run ended with a configuration error, if it
+// did.
+func (s *summary) explain(w io.Writer, cmd string) {
+	if re := s.misconfigured; re != nil {
+		fmt.Fprintf(w, "courier %s: configuration error: the token endpoint answered %s: check --token-url or --refresh-path, --client-auth, COURIER_CLIENT_ID and COURIER_CLIENT_SECRET (%v)\n",
+			cmd, re.Code, re)
+	}
 }
