@@ -70,8 +70,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		BaseURL: api.URL,
 		Workers: *concurrency,
 		Auth:    engine.Auth{Refresh: &engine.RefreshConfig{Path: "/auth/refresh"}},
-		// The defaults: a 503's Retry-After holds its /flaky path, a 429's
-		// the whole API, as a real client's would.
+		// Holds as by default: a 503's Retry-After holds its /flaky path,
+		// a 429's the whole API. The API's limit is known, as a user
+		// would configure it: a 429 halves the rate and 2xx answers
+		// restore it, instead of a ceiling learned from the first second.
+		RateLimit: engine.RateLimit{PerHost: engine.Rate{PerSecond: 2000, Burst: 100}},
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "courier demo: %v\n", err)
@@ -126,9 +129,9 @@ func demoRequests(n int) func(yield func(*requests.Request) bool) {
 		for i := range n {
 			var r *requests.Request
 			switch k := rnd.IntN(100); {
-			case k < 50:
+			case k < 68:
 				r = requests.New(http.MethodGet, "/items/"+strconv.Itoa(rnd.IntN(300)))
-			case k < 60:
+			case k < 78:
 				r = requests.New(http.MethodGet, "/items", requests.WithQuery("page", strconv.Itoa(rnd.IntN(20)+1)))
 			case k < 80:
 				r = requests.New(http.MethodGet, "/flaky/"+strconv.Itoa(i))
