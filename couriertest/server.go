@@ -7,6 +7,7 @@ import (
 // Server is an [API] served on a loopback port, as [httptest.Server]
 // serves a handler: point a client at URL, make it work, assert on
 // [API.Stats]. Its methods are safe for concurrent use; Close stops it.
+// The zero Server is not usable: make one with [NewServer].
 type Server struct {
 	*API
 	// URL is the base URL of the API, http://127.0.0.1:port, without a

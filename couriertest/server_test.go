@@ -439,3 +439,18 @@ func TestAFaultOptionServesEachAPIAfresh(t *testing.T) {
 		assert.Equal(t, 500, resp.StatusCode)
 	}
 }
+
+// Faults reach the token endpoint too: the engine retries a refresh that
+// met a 503 and a reset, and refreshes once.
+func TestFaultsOnTheRefreshEndpoint(t *testing.T) {
+	srv := newServer(t, couriertest.WithFaults("POST /auth/refresh", couriertest.Status(503), couriertest.Reset()))
+	e := newEngine(t, srv)
+	srv.ExpireTokens()
+	_, err := e.Get(ctxTimeout(t), "/items/1")
+	require.NoError(t, err)
+	st := srv.Stats()
+	assert.EqualValues(t, 1, st.Refreshes)
+	assert.EqualValues(t, 2, st.Faults)
+	assert.EqualValues(t, 3, st.Paths["/auth/refresh"])
+	assert.Zero(t, st.RefreshReuse, "the faults came before the token was spent")
+}
