@@ -122,8 +122,9 @@ type Config struct {
 	// Slog, if set, receives the engine's logs instead of Logger: the same
 	// events, at the same levels (zerolog's debug, info, warn and error
 	// are slog's), with the same fields, redacted alike. Events below the
-	// lowest level its handler enables are never built. If nil, Logger is
-	// used.
+	// lowest level its handler enables when New runs are never built (a
+	// slog.LevelVar lowered later does not bring them back). If nil,
+	// Logger is used.
 	Slog *slog.Logger
 
 	// Clock is the source of time for backoff, Retry-After, rate limiting
