@@ -225,3 +225,66 @@ func TestRecordRedactsTheOAuthForm(t *testing.T) {
 		})
 	}
 }
+
+// Headers and fields named by the options are redacted too, and the
+// replay, given the same options, matches whatever their values.
+func TestRecordRedactsWhatTheOptionsName(t *testing.T) {
+	up := httpServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Session", "hdr-s3cr3t-back")
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"sig":"sig-s3cr3t","n":1}`))
+	})
+	dir := t.TempDir()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	opts := []couriertest.RedactOption{couriertest.RedactHeaders("x-session"), couriertest.RedactFields("SIG")}
+	req, _ := http.NewRequest("GET", up+"/x?sig=query-s3cr3t&page=2", nil)
+	req.Header.Set("X-Session", "hdr-s3cr3t")
+	resp, err := couriertest.Record(dir, tr, opts...).RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	files := readAll(t, dir)
+	for _, s := range []string{"hdr-s3cr3t", "hdr-s3cr3t-back", "sig-s3cr3t", "query-s3cr3t"} {
+		assert.NotContains(t, files, s)
+	}
+	assert.Contains(t, files, `sig=REDACTED\u0026page=2`, "the other parameters stay, in order")
+
+	req, _ = http.NewRequest("GET", up+"/x?sig=another&page=2", nil)
+	resp, err = couriertest.Replay(dir, opts...).RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	_, err = couriertest.Replay(dir).RoundTrip(req)
+	require.Error(t, err, "without the options the query is compared whole")
+}
+
+// Many requests replay at once, each getting its own answer.
+func TestReplayUnderConcurrency(t *testing.T) {
+	srv := couriertest.NewServer()
+	dir := t.TempDir()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	const n = 30
+	run := func(transport http.RoundTripper) []string {
+		e, err := engine.New(engine.Config{BaseURL: srv.URL, Auth: srv.Auth(), HTTPClient: &http.Client{Transport: transport}})
+		require.NoError(t, err)
+		defer e.Close()
+		ctx := ctxTimeout(t)
+		var futures []*engine.Future
+		for i := range n {
+			futures = append(futures, e.Submit(ctx, requests.New("GET", "/items/"+strconv.Itoa(i))))
+		}
+		var out []string
+		for _, f := range futures {
+			resp, err := f.Await(ctx)
+			require.NoError(t, err)
+			out = append(out, string(resp.Body))
+		}
+		return out
+	}
+	live := run(couriertest.Record(dir, tr))
+	srv.Close()
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, ents, n, "one file per exchange")
+	assert.Equal(t, live, run(couriertest.Replay(dir)))
+}
