@@ -1,6 +1,7 @@
 package couriertest_test
 
 import (
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -287,4 +288,39 @@ func TestReplayUnderConcurrency(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, ents, n, "one file per exchange")
 	assert.Equal(t, live, run(couriertest.Replay(dir)))
+}
+
+// A JSON body with nothing to redact replays byte for byte, spaces and
+// all; one with a token keeps the text around it.
+func TestReplayKeepsBodiesAsTheyCame(t *testing.T) {
+	bodies := map[string]string{
+		"/plain": "{\n  \"q\": \"a<b & c\",\n  \"n\": 1.50\n}\n",
+		"/token": `{"note":"a<b","access_token":"tok-s3cr3t","n":[1,2]}`,
+	}
+	up := httpServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(bodies[r.URL.Path]))
+	})
+	dir := t.TempDir()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	for path := range bodies {
+		req, _ := http.NewRequest("GET", up+path, nil)
+		resp, err := couriertest.Record(dir, tr).RoundTrip(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	want := map[string]string{
+		"/plain": bodies["/plain"],
+		"/token": `{"note":"a<b","access_token":"REDACTED","n":[1,2]}`,
+	}
+	for path, body := range want {
+		req, _ := http.NewRequest("GET", up+path, nil)
+		resp, err := couriertest.Replay(dir).RoundTrip(req)
+		require.NoError(t, err)
+		got, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, body, string(got), path)
+	}
 }

@@ -204,11 +204,15 @@ func (r *redactor) json(body []byte) ([]byte, bool) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var out bytes.Buffer
-	if err := r.copyJSON(dec, &out, false); err != nil {
+	changed := false
+	if err := r.copyJSON(dec, &out, false, &changed); err != nil {
 		return nil, false
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, false
+	}
+	if !changed { // nothing to hide: the body as it came, byte for byte
+		return body, true
 	}
 	if bytes.HasSuffix(body, []byte("\n")) {
 		out.WriteByte('\n')
@@ -217,8 +221,9 @@ func (r *redactor) json(body []byte) ([]byte, bool) {
 }
 
 // copyJSON copies one value from dec to out, redacting it when redact is
-// set, and the members of objects whose names are sensitive.
-func (r *redactor) copyJSON(dec *json.Decoder, out *bytes.Buffer, redact bool) error {
+// set, and the members of objects whose names are sensitive; it sets
+// *changed when it redacted anything.
+func (r *redactor) copyJSON(dec *json.Decoder, out *bytes.Buffer, redact bool, changed *bool) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return err
@@ -245,7 +250,7 @@ func (r *redactor) copyJSON(dec *json.Decoder, out *bytes.Buffer, redact bool) e
 				out.WriteByte(':')
 				member = redact || r.fields[strings.ToLower(key)]
 			}
-			if err := r.copyJSON(dec, out, member); err != nil {
+			if err := r.copyJSON(dec, out, member, changed); err != nil {
 				return err
 			}
 		}
@@ -256,7 +261,7 @@ func (r *redactor) copyJSON(dec *json.Decoder, out *bytes.Buffer, redact bool) e
 	case string:
 		if redact {
 			r.learn(t)
-			t = Redacted
+			t, *changed = Redacted, true
 		}
 		writeJSON1(out, t)
 	case nil:
@@ -264,6 +269,7 @@ func (r *redactor) copyJSON(dec *json.Decoder, out *bytes.Buffer, redact bool) e
 	default: // json.Number, bool
 		if redact {
 			writeJSON1(out, Redacted)
+			*changed = true
 		} else {
 			writeJSON1(out, t)
 		}
@@ -271,9 +277,13 @@ func (r *redactor) copyJSON(dec *json.Decoder, out *bytes.Buffer, redact bool) e
 	return nil
 }
 
+// writeJSON1 writes one JSON value, with no HTML escaping, so that the
+// text around what was redacted stays as near as it was.
 func writeJSON1(out *bytes.Buffer, v any) {
-	b, _ := json.Marshal(v)
-	out.Write(b)
+	enc := json.NewEncoder(out)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+	out.Truncate(out.Len() - 1) // Encode's newline
 }
 
 // digest is the hex SHA-256 of a redacted body, the part of a request
