@@ -159,11 +159,12 @@ func methodOf(r *http.Request) string {
 // write scrubs ex of every secret seen so far and writes it to the next
 // file.
 func (rec *recorder) write(ex *exchange) error {
+	rec.scrub(ex)
 	b, err := json.MarshalIndent(ex, "", "  ")
 	if err != nil {
 		return fmt.Errorf("couriertest: record: %w", err)
 	}
-	b = append([]byte(rec.red.scrub(string(b))), '\n')
+	b = append(b, '\n')
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if !rec.started {
@@ -185,6 +186,28 @@ func (rec *recorder) write(ex *exchange) error {
 		return fmt.Errorf("couriertest: record: %w", err)
 	}
 	return nil
+}
+
+// scrub replaces every secret seen so far wherever ex quotes it as text:
+// the URL, header values, text bodies and the error. The digest is left
+// alone, as a secret that happened to be a piece of it is none there.
+func (rec *recorder) scrub(ex *exchange) {
+	red := rec.red
+	ex.Request.URL = red.scrub(ex.Request.URL)
+	ex.Error = red.scrub(ex.Error)
+	ex.Request.Body = red.scrub(ex.Request.Body)
+	headers := []http.Header{ex.Request.Header}
+	if ex.Response != nil {
+		ex.Response.Body = red.scrub(ex.Response.Body)
+		headers = append(headers, ex.Response.Header)
+	}
+	for _, h := range headers {
+		for _, vs := range h {
+			for i, v := range vs {
+				vs[i] = red.scrub(v)
+			}
+		}
+	}
 }
 
 var exchangeName = regexp.MustCompile(`^[0-9]{4,}-[A-Z]+-.*\.json$`)

@@ -77,7 +77,7 @@ func newRedactor(opts []RedactOption) *redactor {
 
 // minSecret is the shortest value scrub replaces wherever it appears;
 // shorter ones ("1", "no") would mangle ordinary text.
-const minSecret = 6
+const minSecret = 8
 
 func (r *redactor) learn(v string) {
 	if len(v) < minSecret || v == Redacted {
