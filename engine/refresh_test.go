@@ -58,8 +58,8 @@ func TestRefreshErrorCarriesTheOAuthErrorCode(t *testing.T) {
 			_, err := e.Get(ctxTimeout(t, 10*time.Second), "/items")
 			require.Error(t, err)
 			assert.ErrorIs(t, err, tc.sentinel)
-			re, ok := errors.AsType[*errors.RefreshError](err)
-			require.True(t, ok, "a *errors.RefreshError in %v", err)
+			var re *errors.RefreshError
+			require.True(t, errors.As(err, &re), "a *errors.RefreshError in %v", err)
 			assert.Equal(t, tc.status, re.Status)
 			assert.Equal(t, tc.code, re.Code)
 			assert.Equal(t, tc.desc, re.Description)
