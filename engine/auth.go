@@ -96,6 +96,17 @@ type Auth struct {
 	// DefaultAuthFailed.
 	AuthFailed AuthFailedFunc
 
+	// CloseGrace bounds how long Close waits for a token refresh already
+	// on its way to the server: the server may have rotated the refresh
+	// token, so its answer is worth storing. Once the grace has passed,
+	// Close abandons the refresh (its call is cancelled) and logs a
+	// warning that the rotated token may be lost. Shutdown is not bounded
+	// by it: it waits for the refresh until its ctx ends. If zero,
+	// DefaultCloseGrace; if negative, Close abandons a refresh at once.
+	// A TokenSource's Token, which takes no context, cannot be cancelled:
+	// Close waits for it to return.
+	CloseGrace time.Duration
+
 	// RefreshBefore is how long before a known expiry the token is refreshed
 	// proactively. If zero, a tenth of the token's lifetime, at most 30s.
 	// Each token is refreshed ahead of its expiry at most once, and never
@@ -115,6 +126,10 @@ type Auth struct {
 	// do not call it.
 	OnTokenRefreshed func(Tokens)
 }
+
+// DefaultCloseGrace is how long Close waits for a token refresh in
+// flight when [Auth.CloseGrace] is zero.
+const DefaultCloseGrace = 2 * time.Second
 
 // ClientAuth says how OAuth 2.0 client credentials are sent with a refresh.
 // The zero value is [ClientAuthBasic].

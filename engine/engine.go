@@ -38,6 +38,7 @@ type Engine struct {
 
 	wg           conc.WaitGroup // owns every goroutine the engine starts
 	finished     chan struct{}  // closed when all of them have returned
+	killed       chan struct{}  // closed by Close, before it tells the dispatcher
 	shutdownOnce sync.Once
 	closeOnce    sync.Once
 }
@@ -49,7 +50,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{s: s, log: s.Logger, finished: make(chan struct{})}
+	e := &Engine{s: s, log: s.Logger, finished: make(chan struct{}), killed: make(chan struct{})}
 	e.client = guardedClient(s)
 	var rt http.RoundTripper = RoundTripperFunc(e.client.Do)
 	for i := len(s.Middleware) - 1; i >= 0; i-- {
@@ -346,7 +347,8 @@ func (e *Engine) Stats() Stats {
 }
 
 // Shutdown stops accepting requests (they fail with ErrClosed), lets queued,
-// parked and in-flight work finish, then stops every goroutine. If ctx ends
+// parked and in-flight work finish (a token refresh in flight included:
+// it is answered and stored), then stops every goroutine. If ctx ends
 // first it returns ctx's error and the work goes on; call Close to stop it.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	if ctx == nil {
@@ -363,10 +365,15 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 }
 
 // Close stops the engine at once: every pending request fails with
-// ErrClosed and in-flight attempts are cancelled. It returns when every
+// ErrClosed and in-flight attempts are cancelled. A token refresh already
+// sent gets [Auth.CloseGrace] (2 s by default) to be answered and stored,
+// then is abandoned with a warning in the log. Close returns when every
 // goroutine the engine started has returned.
 func (e *Engine) Close() error {
-	e.closeOnce.Do(func() { e.d.post(killMsg{}) })
+	e.closeOnce.Do(func() {
+		close(e.killed) // first: the token actor bounds its wait from now
+		e.d.post(killMsg{})
+	})
 	<-e.finished
 	e.wg.Wait()
 	return nil

@@ -91,8 +91,10 @@ import (
 //
 // On stop the actor ends the jobs' waiting (for the store, its lock, a
 // pause between refresh attempts) but not a refresh call in flight: that
-// one is finished and stored before the actor returns, so Shutdown and
-// Close return with the session's newest tokens in the store.
+// one is finished and stored before the actor returns, so Shutdown
+// returns with the session's newest tokens in the store. Close bounds
+// that wait by Auth.CloseGrace, measured from the call to Close, then
+// cancels the call and warns (awaitJob).
 //
 // Every event goes to the dispatcher's mailbox, where a delivery never
 // blocks, so the actor never waits on the dispatcher, except once per
@@ -366,7 +368,7 @@ func (a *tokenActor) run() {
 			}
 			a.cancel() // a refresh call in flight is finished and stored
 			if a.running != nil {
-				r := <-a.results
+				r := a.awaitJob()
 				if r.epoch == a.epoch && r.refreshed {
 					a.e.log.Info().Msg("token refreshed while stopping")
 					a.onResult(r) // its hook runs; the dispatcher is gone
@@ -388,6 +390,38 @@ func (a *tokenActor) run() {
 			return
 		}
 		a.next()
+	}
+}
+
+// awaitJob waits for the job in flight as the actor stops. A refresh
+// that has reached the server may have rotated the refresh token, so its
+// answer is waited for and stored; but once Close is called, only for
+// Auth.CloseGrace: then the job is voided (its call cancelled, which ends
+// it promptly) and a warning says the rotated token may be lost.
+func (a *tokenActor) awaitJob() jobResult {
+	killed := a.e.killed
+	var grace <-chan time.Time
+	for {
+		select {
+		case r := <-a.results:
+			a.running = nil
+			return r
+		case <-killed:
+			killed = nil
+			d := a.e.s.Auth.CloseGrace
+			if d == 0 {
+				d = DefaultCloseGrace
+			}
+			t := a.e.s.Clock.NewTimer(max(d, 0))
+			defer t.Stop()
+			grace = t.C()
+		case <-grace:
+			grace = nil
+			if a.runningKind == jobRefresh {
+				a.e.log.Warn().Msg("Close: abandoning the token refresh in flight; the token it rotated, if any, may be lost")
+			}
+			a.running() // cancels the call; the job reports at once
+		}
 	}
 }
 
