@@ -194,7 +194,7 @@ func (o *fetchOptions) runLocal(fs *pflag.FlagSet, cfg engine.Config, l localRun
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
-	defer e.Close()
+	defer o.closeEngine(e, stderr)
 
 	bar := newProgress(fs, o.progress, -1, stderr, "fetching")
 	var sum summary

@@ -40,10 +40,20 @@ Run 'courier COMMAND --help' for a command's flags.
 `
 
 func main() {
-	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyContext(context.Background(), exitAtOnce, os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// exitAtOnce ends the process on a second signal, with that signal's
+// status: the first one is still being handled (a refresh in flight is
+// waited for), and the user wants out now. The token file is only ever
+// replaced whole, by a rename, so it holds the old tokens or the new ones,
+// never a mix.
+func exitAtOnce(s stopSignal) {
+	fmt.Fprintf(os.Stderr, "courier: %s again: exiting at once\n", signalName(s.sig))
+	os.Exit(s.exitCode())
 }
 
 // stopSignal is the cause of a command's context when a signal ended it.
@@ -73,21 +83,27 @@ func stoppedBy(ctx context.Context) (stopSignal, bool) {
 }
 
 // notifyContext is signal.NotifyContext whose cause names the signal (a
-// stopSignal). The first signal cancels ctx; from then on the signals have
-// their default action again, so a second one ends the process at once.
-func notifyContext(parent context.Context, sigs ...os.Signal) (context.Context, func()) {
+// stopSignal). The first signal cancels ctx; a second one calls second
+// with it, which should end the process at once.
+func notifyContext(parent context.Context, second func(stopSignal), sigs ...os.Signal) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, sigs...)
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		select {
-		case s := <-ch:
-			signal.Stop(ch)
-			sig, _ := s.(syscall.Signal)
-			cancel(stopSignal{sig})
-		case <-quit:
+		for first := true; ; first = false {
+			select {
+			case s := <-ch:
+				sig, _ := s.(syscall.Signal)
+				if !first {
+					second(stopSignal{sig})
+					return
+				}
+				cancel(stopSignal{sig})
+			case <-quit:
+				return
+			}
 		}
 	}()
 	return ctx, func() {

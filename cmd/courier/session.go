@@ -108,6 +108,9 @@ func (o *fetchOptions) auth(a *engine.Auth, stderr io.Writer) error {
 
 	if o.tokenFile == "" {
 		a.AccessToken, a.RefreshToken = os.Getenv("COURIER_TOKEN"), os.Getenv("COURIER_REFRESH_TOKEN")
+		// Nothing would keep a refresh's answer once the process exits:
+		// stopping need not wait for one.
+		a.CloseGrace = -1
 		return nil
 	}
 	store, err := engine.NewFileStore(o.tokenFile)
@@ -129,7 +132,26 @@ func (o *fetchOptions) auth(a *engine.Auth, stderr io.Writer) error {
 	}
 	o.saver = newSavingStore(store, o.tokenFile, stderr)
 	a.Store = o.saver
+	// A refresh in flight when fetch stops may have rotated the token:
+	// its answer is waited for (one attempt, bounded by --timeout, and
+	// its write), then saved in the file.
+	a.CloseGrace = o.closeGrace()
 	return nil
+}
+
+// closeGrace is how long stopping waits for a refresh in flight to be
+// answered and saved: one attempt's --timeout and a second for the write.
+func (o *fetchOptions) closeGrace() time.Duration { return o.timeout + time.Second }
+
+// closeEngine closes e. When a refresh is in flight, its answer is waited
+// for (at most closeGrace) and saved to --token-file; fetch says so, as
+// the wait can be long.
+func (o *fetchOptions) closeEngine(e *engine.Engine, stderr io.Writer) {
+	if o.saver.refreshing() {
+		fmt.Fprintf(stderr, "courier fetch: waiting for the token refresh in flight to be saved to --token-file %s (at most %s; a second signal exits at once, leaving the file as it is)\n",
+			o.tokenFile, o.closeGrace())
+	}
+	e.Close()
 }
 
 // saveTokens starts a new session in the token file at path, replacing

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,7 +29,26 @@ type running struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stdout *bufio.Reader
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
+}
+
+// lockedBuffer is a process's stderr, readable while the process writes
+// it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // startCourier starts the binary with a clean environment plus env; the
@@ -42,7 +62,7 @@ func startCourier(t *testing.T, env []string, args ...string) *running {
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	r := &running{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout), stderr: &bytes.Buffer{}}
+	r := &running{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout), stderr: &lockedBuffer{}}
 	cmd.Stderr = r.stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -173,47 +193,85 @@ func TestFetchSignalStopsRequestsWaitingOnTheLimiter(t *testing.T) {
 	assert.EqualValues(t, 1, api.Stats().Requests, "the waiting requests were never sent")
 }
 
-func TestFetchSignalStopsARefreshInProgressAndKeepsTheTokenFile(t *testing.T) {
-	refreshing := make(chan struct{}, 1)
-	testDone := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/auth/refresh" {
-			select {
-			case refreshing <- struct{}{}:
-			default:
+// A signal during a refresh that hangs used to leave fetch running for the
+// whole request timeout (30 s by default), silently, and the test of it
+// waited that long. Now the first signal writes every answered line, says
+// that fetch waits for the refresh in flight and for how long at most, and
+// exits 130/143 once the refresh is stored (or the wait is over); a second
+// signal exits at once. The token file holds whole tokens, the old or the
+// new, in every case.
+func TestFetchSignalDuringAHangingRefresh(t *testing.T) {
+	const before, after = `{"access_token":"a0","refresh_token":"r1"}`, `"refresh_token":"r2"`
+	for _, tc := range []struct {
+		name    string
+		sig     syscall.Signal
+		code    int
+		timeout string // --timeout: bounds the refresh attempt and the wait
+		then    string // after the waiting message: "answer" the refresh, send a "second" signal, or "" (wait it out)
+		stored  string // what the token file holds at the end
+	}{
+		{"SIGINT, the wait runs out", syscall.SIGINT, 130, "1s", "", before},
+		{"SIGTERM, answered while waiting", syscall.SIGTERM, 143, "10s", "answer", after},
+		{"a second SIGINT", syscall.SIGINT, 130, "10s", "second", before},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newRotatingAPI(t)
+			hang := make(chan struct{})
+			api.hang = hang
+			refreshing := func() bool {
+				api.mu.Lock()
+				defer api.mu.Unlock()
+				return len(api.refreshes) > 0
 			}
-			select { // hang until courier is gone
-			case <-r.Context().Done():
-			case <-testDone:
-			}
-			return
-		}
-		w.WriteHeader(http.StatusUnauthorized)
-	}))
-	defer srv.Close()
-	defer close(testDone)
-	file := filepath.Join(t.TempDir(), "tokens.json")
-	const tokens = `{"access_token":"a1","refresh_token":"r1"}`
-	require.NoError(t, os.WriteFile(file, []byte(tokens), 0o600))
+			file := filepath.Join(t.TempDir(), "tokens.json")
+			require.NoError(t, os.WriteFile(file, []byte(before), 0o600))
 
-	r := startCourier(t, nil, "fetch", "--base-url", srv.URL, "--summary=false",
-		"--refresh-path", "/auth/refresh", "--token-file", file)
-	_, err := io.WriteString(r.stdin, "/items/1\n")
-	require.NoError(t, err)
-	require.NoError(t, r.stdin.Close())
-	select {
-	case <-refreshing:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no refresh came")
+			r := startCourier(t, nil, "fetch", "--base-url", api.URL, "--summary=false", "--timeout", tc.timeout,
+				"--refresh-path", "/auth/refresh", "--token-file", file)
+			_, err := io.WriteString(r.stdin, "/items/1\n")
+			require.NoError(t, err)
+			require.NoError(t, r.stdin.Close())
+			require.Eventually(t, refreshing, 30*time.Second, 5*time.Millisecond, "the refresh is at the server")
+
+			start := time.Now()
+			require.NoError(t, r.cmd.Process.Signal(tc.sig))
+			first := r.line(t) // every answered line is written before the wait
+			waiting := "waiting for the token refresh in flight to be saved to --token-file " + file
+			require.Eventually(t, func() bool { return strings.Contains(r.stderr.String(), waiting) },
+				30*time.Second, 5*time.Millisecond, "fetch says it waits")
+			grace := map[string]string{"1s": "at most 2s", "10s": "at most 11s"}[tc.timeout]
+			assert.Contains(t, r.stderr.String(), grace, "and for how long at most")
+			switch tc.then {
+			case "answer":
+				close(hang)
+			case "second":
+				require.NoError(t, r.cmd.Process.Signal(tc.sig))
+			}
+			rest, err := io.ReadAll(r.stdout)
+			require.NoError(t, err)
+			assert.Empty(t, rest)
+			err = r.cmd.Wait()
+			var ee *exec.ExitError
+			require.ErrorAs(t, err, &ee)
+			assert.Equal(t, tc.code, ee.ExitCode(), r.stderr.String())
+			if tc.then != "" {
+				assert.Less(t, time.Since(start), 10*time.Second, "it did not wait out the timeout")
+			}
+
+			require.NotNil(t, first.Error)
+			assert.Contains(t, *first.Error, "line 1: interrupted (stopped by "+signalName(tc.sig)+")")
+			data, err := os.ReadFile(file)
+			require.NoError(t, err)
+			if tc.stored == before {
+				assert.JSONEq(t, before, string(data), "the token file is intact")
+			} else {
+				assert.Contains(t, string(data), tc.stored, "the rotated tokens were saved")
+			}
+			if tc.then == "" {
+				assert.Contains(t, r.stderr.String(), "courier fetch: stopped by "+signalName(tc.sig))
+			}
+		})
 	}
-	code, rest := r.stop(t, syscall.SIGINT)
-	assert.Equal(t, 130, code, r.stderr.String())
-	require.Len(t, rest, 1)
-	require.NotNil(t, rest[0].Error)
-	assert.Contains(t, *rest[0].Error, "line 1: interrupted (stopped by SIGINT)")
-	data, err := os.ReadFile(file)
-	require.NoError(t, err)
-	assert.JSONEq(t, tokens, string(data), "the token file is intact")
 }
 
 func TestFetchLineOverTheLimitGetsItsOwnErrorAndTheBatchGoesOn(t *testing.T) {
@@ -312,7 +370,7 @@ func TestFetchSignalStopsWhileASocketOnStdinIsQuiet(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	theirs.Close()
-	r := &running{cmd: cmd, stdout: bufio.NewReader(stdout), stderr: &bytes.Buffer{}}
+	r := &running{cmd: cmd, stdout: bufio.NewReader(stdout), stderr: &lockedBuffer{}}
 	_, err = io.WriteString(ours, "/items/1\n")
 	require.NoError(t, err)
 	assert.Equal(t, 1, r.line(t).Line)

@@ -24,9 +24,10 @@ type savingStore struct {
 	path   string
 	stderr io.Writer
 
-	mu      sync.Mutex // protects failing and lastErr
+	mu      sync.Mutex // protects failing, lastErr and held
 	failing bool       // the latest write of new tokens failed
 	lastErr string     // the last failure reported, so each is said once
+	held    int        // refresh locks taken and not yet committed or released: a refresh runs
 }
 
 func newSavingStore(s engine.TokenStore, path string, stderr io.Writer) *savingStore {
@@ -40,30 +41,65 @@ func (s *savingStore) CompareAndSwap(ctx context.Context, gen uint64, t engine.T
 	return cur, ok, err
 }
 
-// Lock takes the file store's lock; its Commit notes the outcome.
+// Lock takes the file store's lock; its Commit notes the outcome. While
+// it is held a refresh runs (refreshing says so).
 func (s *savingStore) Lock(ctx context.Context, lease time.Duration) (engine.TokenLock, error) {
 	l, err := s.TokenStore.Lock(ctx, lease)
 	if err != nil {
 		return nil, err
 	}
-	return savingLock{l, s}, nil
+	s.mu.Lock()
+	s.held++
+	s.mu.Unlock()
+	return &savingLock{TokenLock: l, s: s}, nil
 }
 
+// refreshing reports whether a refresh holds the lock now: its answer is
+// not stored yet.
+func (s *savingStore) refreshing() bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held > 0
+}
+
+// savingLock is a held lock of the file store. One goroutine uses it at a
+// time, as engine.TokenLock says.
 type savingLock struct {
 	engine.TokenLock
-	s *savingStore
+	s     *savingStore
+	spent bool // Commit or Unlock has run: the lock no longer counts as held
+}
+
+// spend uncounts the lock, once.
+func (l *savingLock) spend() {
+	if l.spent {
+		return
+	}
+	l.spent = true
+	l.s.mu.Lock()
+	l.s.held--
+	l.s.mu.Unlock()
+}
+
+func (l *savingLock) Unlock(ctx context.Context) error {
+	defer l.spend()
+	return l.TokenLock.Unlock(ctx)
 }
 
 // CheckWrite is the file store's: before a refresh, the lock proves the
 // token file's directory takes a new file.
-func (l savingLock) CheckWrite(ctx context.Context) error {
+func (l *savingLock) CheckWrite(ctx context.Context) error {
 	if wc, ok := l.TokenLock.(engine.WriteChecker); ok {
 		return wc.CheckWrite(ctx)
 	}
 	return nil
 }
 
-func (l savingLock) Commit(ctx context.Context, gen uint64, t engine.Tokens) (engine.StoredTokens, bool, error) {
+func (l *savingLock) Commit(ctx context.Context, gen uint64, t engine.Tokens) (engine.StoredTokens, bool, error) {
+	defer l.spend()
 	cur, ok, err := l.TokenLock.Commit(ctx, gen, t)
 	l.s.note(err)
 	return cur, ok, err
