@@ -70,6 +70,9 @@ type Auth struct {
 	// from refreshing for at most this long. If zero, DefaultLockLease.
 	// Shorter leases hand a dead holder's refresh over sooner, at the cost
 	// of more renewals; every engine of a fleet should use the same one.
+	// An engine waits for the lock at most LockLease plus Config.Timeout
+	// (a holder that stopped without dying, say); then the requests
+	// waiting for the refresh fail with ErrRefreshFailed.
 	LockLease time.Duration
 
 	// Header carries the token. If empty, "Authorization".

@@ -226,6 +226,16 @@ func (f *FileStore) target() (string, error) {
 	return "", fmt.Errorf("token file %s: more than %d symbolic links", f.path, maxLinks)
 }
 
+// LockPath returns the path of the lock file: the token file's target
+// (links resolved as they are now) with ".lock" appended.
+func (f *FileStore) LockPath() string {
+	target, err := f.target()
+	if err != nil {
+		target = f.path
+	}
+	return target + ".lock"
+}
+
 // Watch returns nil: a file cannot announce its writes. Engines poll.
 func (f *FileStore) Watch(context.Context) <-chan uint64 { return nil }
 

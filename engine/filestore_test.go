@@ -229,3 +229,35 @@ func TestFileStoreReadsExpiresAt(t *testing.T) {
 	assert.ErrorContains(t, err, "expires_at")
 	assert.ErrorContains(t, err, path)
 }
+
+// A token file locked by another live process (a courier stopped with
+// Ctrl-Z mid-refresh, any flock holder) used to stall the refresh with no
+// bound. The wait is now bounded by the lock lease plus the request
+// timeout and ends in an error naming the lock file; no refresh is sent.
+func TestLockHeldByAnotherProcessBoundsTheWait(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tokens.json")
+	require.NoError(t, os.WriteFile(path, []byte(`{"access_token":"stale","refresh_token":"refresh-1"}`), 0o600))
+	storetest.HoldFlock(t, path+".lock")
+	store, err := engine.NewFileStore(path)
+	require.NoError(t, err)
+	synctest.Test(t, func(t *testing.T) {
+		api := newTokenAPI()
+		cfg := tokenConfig(api)
+		cfg.Timeout = 5 * time.Second
+		cfg.Auth = engine.Auth{Store: store, Refresh: cfg.Auth.Refresh}
+		e := startEngine(t, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // virtual: fails, not hangs, without a bound
+		defer cancel()
+		start := time.Now()
+		_, err := e.Get(ctx, "/x")
+		waited := time.Since(start)
+		require.ErrorIs(t, err, errors.ErrRefreshFailed)
+		assert.ErrorContains(t, err, path+".lock", "the error names the lock file")
+		assert.ErrorContains(t, err, "held by another process")
+		bound := engine.DefaultLockLease + cfg.Timeout
+		assert.GreaterOrEqual(t, waited, bound, "the wait lasted the bound")
+		assert.Less(t, waited, bound+time.Second, "and no longer")
+		assert.Zero(t, api.refreshCalls(), "no refresh was sent")
+	})
+}

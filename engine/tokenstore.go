@@ -41,7 +41,9 @@ type StoredTokens struct {
 //   - It refreshes only while holding the store's refresh lock, after
 //     reading the store again under the lock (someone may have refreshed
 //     while it waited) and, when the lock is a [WriteChecker], after it
-//     has proved the answer can be written.
+//     has proved the answer can be written. It waits for the lock at most
+//     its lease plus Config.Timeout; past that, the requests waiting for
+//     the refresh fail with ErrRefreshFailed, and the session goes on.
 //   - It writes the answer with [TokenLock.Commit], a compare-and-swap on
 //     the generation it read that also releases the lock, and only then
 //     replays the requests that waited and reports success. A write that

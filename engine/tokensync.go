@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/courier-go/courier/errors"
 )
 
 // The token actor's trips to its TokenStore and the token endpoint. Each
@@ -141,8 +143,18 @@ func (a *tokenActor) refreshJob(j syncJob, call, wait context.Context) jobResult
 		r.v, r.newer = v, true // someone else refreshed: no refresh of ours
 		return r
 	}
-	lock, err := st.Lock(wait, a.lockLease())
+	// Another holder keeps the lock at most for its lease, renewed while
+	// its refresh runs, each attempt bounded by a request timeout: a wait
+	// longer than that means a holder that is stuck (a process stopped
+	// mid-refresh), and the requests that wait are better told.
+	bound := a.lockLease() + a.e.s.Timeout
+	lctx, cancel := context.WithTimeout(wait, bound)
+	lock, err := st.Lock(lctx, a.lockLease())
+	cancel()
 	if err != nil {
+		if wait.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (waited %s, the lock lease plus the request timeout)", err, bound)
+		}
 		r.err = storeError("locking", err)
 		return r
 	}

@@ -1,9 +1,11 @@
 package storetest
 
 import (
+	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -64,4 +66,48 @@ func chattr(t *testing.T, path string) {
 			t.Errorf("chattr -i %s: %v: %s", path, err, out)
 		}
 	})
+}
+
+// HoldFlock has another process hold an exclusive flock on path (created
+// if missing) until the returned func is called or the test ends, as a
+// second courier stopped mid-refresh would. It uses flock(1), and skips
+// the test where that is not installed.
+func HoldFlock(t *testing.T, path string) (release func()) {
+	t.Helper()
+	bin, err := exec.LookPath("flock")
+	if err != nil {
+		t.Skip("flock(1) is not installed")
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// flock holds the lock while cat runs, until cat's stdin closes; -o
+	// keeps the lock's descriptor from cat.
+	cmd := exec.Command(bin, "-o", path, "-c", "echo locked; exec cat")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			stdin.Close()
+			_ = cmd.Wait()
+		})
+	}
+	t.Cleanup(release)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "locked\n" {
+		release()
+		t.Fatalf("flock(1) did not take the lock on %s: %q, %v", path, line, err)
+	}
+	return release
 }
