@@ -130,7 +130,7 @@ func (o *fetchOptions) auth(a *engine.Auth, stderr io.Writer) error {
 		}
 		return fmt.Errorf("--token-file %s: holds no tokens", o.tokenFile)
 	}
-	o.saver = newSavingStore(store, o.tokenFile, stderr)
+	o.saver = newSavingStore(store, o.tokenFile, store.LockPath(), o.timeout, stderr)
 	a.Store = o.saver
 	// A refresh in flight when fetch stops may have rotated the token:
 	// its answer is waited for (one attempt, bounded by --timeout, and

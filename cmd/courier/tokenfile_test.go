@@ -3,12 +3,15 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -215,4 +218,34 @@ func TestFetchResumeFailedKeepsASymlinkedOut(t *testing.T) {
 	assert.NotZero(t, fi.Mode()&os.ModeSymlink, "--out is still a link")
 	requireWholeBatch(t, real, 3)
 	assert.NoFileExists(t, real+".resume")
+}
+
+// A --token-file locked by another live process (a courier stopped with
+// Ctrl-Z mid-refresh, any flock holder) used to stall fetch with no word.
+// Now fetch says, once, which lock file it waits for and how long at most;
+// once the holder lets go, the refresh goes on. (The bound itself, and the
+// error naming the lock file, are pinned in the engine's tests.)
+func TestFetchSaysWhichLockFileItWaitsFor(t *testing.T) {
+	api := newRotatingAPI(t)
+	file := filepath.Join(t.TempDir(), "tokens.json")
+	writeTokens(t, file, "a0", "r1")
+	release := storetest.HoldFlock(t, file+".lock")
+
+	r := startCourier(t, nil, "fetch", "--base-url", api.URL, "--summary=false", "--timeout", "5s",
+		"--refresh-path", "/auth/refresh", "--token-file", file)
+	_, err := io.WriteString(r.stdin, "/a\n")
+	require.NoError(t, err)
+	require.NoError(t, r.stdin.Close())
+	waiting := "waiting for the lock file " + file + ".lock of --token-file " + file + ", held by another process (at most 20s)"
+	require.Eventually(t, func() bool { return strings.Contains(r.stderr.String(), waiting) },
+		30*time.Second, 5*time.Millisecond, "fetch says which lock it waits for")
+	api.mu.Lock()
+	assert.Empty(t, api.refreshes, "no refresh while another holds the lock")
+	api.mu.Unlock()
+	release()
+
+	l := r.line(t)
+	assert.Nil(t, l.Error, "the refresh went on once the lock was free")
+	require.NoError(t, r.cmd.Wait(), r.stderr.String())
+	assert.Equal(t, 1, strings.Count(r.stderr.String(), "waiting for the lock file"), "said once, not a flood")
 }

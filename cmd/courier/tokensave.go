@@ -21,8 +21,10 @@ import (
 // savingStore is safe for concurrent use; a nil *savingStore is no store.
 type savingStore struct {
 	engine.TokenStore
-	path   string
-	stderr io.Writer
+	path     string        // --token-file as given
+	lockPath string        // the lock file beside its target
+	timeout  time.Duration // --timeout: with the lease, bounds a wait for the lock
+	stderr   io.Writer
 
 	mu      sync.Mutex // protects failing, lastErr and held
 	failing bool       // the latest write of new tokens failed
@@ -30,9 +32,13 @@ type savingStore struct {
 	held    int        // refresh locks taken and not yet committed or released: a refresh runs
 }
 
-func newSavingStore(s engine.TokenStore, path string, stderr io.Writer) *savingStore {
-	return &savingStore{TokenStore: s, path: path, stderr: stderr}
+func newSavingStore(s engine.TokenStore, path, lockPath string, timeout time.Duration, stderr io.Writer) *savingStore {
+	return &savingStore{TokenStore: s, path: path, lockPath: lockPath, timeout: timeout, stderr: stderr}
 }
+
+// lockNotice is how long a wait for the refresh lock lasts before fetch
+// says whose lock it waits for.
+const lockNotice = time.Second
 
 // CompareAndSwap writes through the file store and notes the outcome.
 func (s *savingStore) CompareAndSwap(ctx context.Context, gen uint64, t engine.Tokens) (engine.StoredTokens, bool, error) {
@@ -44,7 +50,14 @@ func (s *savingStore) CompareAndSwap(ctx context.Context, gen uint64, t engine.T
 // Lock takes the file store's lock; its Commit notes the outcome. While
 // it is held a refresh runs (refreshing says so).
 func (s *savingStore) Lock(ctx context.Context, lease time.Duration) (engine.TokenLock, error) {
+	// Said once per wait, and only for one that lasts: another process
+	// (a courier stopped with Ctrl-Z mid-refresh, say) holds the lock.
+	notice := time.AfterFunc(lockNotice, func() {
+		fmt.Fprintf(s.stderr, "courier fetch: waiting for the lock file %s of --token-file %s, held by another process (at most %s)\n",
+			s.lockPath, s.path, lease+s.timeout)
+	})
 	l, err := s.TokenStore.Lock(ctx, lease)
+	notice.Stop()
 	if err != nil {
 		return nil, err
 	}

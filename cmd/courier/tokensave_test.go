@@ -59,7 +59,7 @@ func TestFailedTokenSaveIsLoudAndFailsTheRun(t *testing.T) {
 	require.NoError(t, err)
 	fail := true
 	var stderr strings.Builder
-	s := newSavingStore(failingStore{fs, &fail}, path, &stderr)
+	s := newSavingStore(failingStore{fs, &fail}, path, fs.LockPath(), time.Second, &stderr)
 	ctx := context.Background()
 
 	l, err := s.Lock(ctx, time.Minute)
