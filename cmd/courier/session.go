@@ -130,6 +130,7 @@ func (o *fetchOptions) auth(a *engine.Auth, stderr io.Writer) error {
 		}
 		return fmt.Errorf("--token-file %s: holds no tokens", o.tokenFile)
 	}
+	warnExposed(o.tokenFile, stderr)
 	o.saver = newSavingStore(store, o.tokenFile, store.LockPath(), o.timeout, stderr)
 	a.Store = o.saver
 	// A refresh in flight when fetch stops may have rotated the token:
@@ -137,6 +138,18 @@ func (o *fetchOptions) auth(a *engine.Auth, stderr io.Writer) error {
 	// its write), then saved in the file.
 	a.CloseGrace = o.closeGrace()
 	return nil
+}
+
+// warnExposed warns when the token file (its target, for a link) can be
+// read or written by others than its owner: it holds a live session. The
+// first write makes it 0600; until then, the user should know.
+func warnExposed(path string, stderr io.Writer) {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	fmt.Fprintf(stderr, "courier fetch: warning: --token-file %s has mode %04o: others can read the live tokens it holds (chmod 600 it; courier writes it 0600)\n",
+		path, fi.Mode().Perm())
 }
 
 // closeGrace is how long stopping waits for a refresh in flight to be

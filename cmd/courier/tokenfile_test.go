@@ -249,3 +249,29 @@ func TestFetchSaysWhichLockFileItWaitsFor(t *testing.T) {
 	require.NoError(t, r.cmd.Wait(), r.stderr.String())
 	assert.Equal(t, 1, strings.Count(r.stderr.String(), "waiting for the lock file"), "said once, not a flood")
 }
+
+// A token file others could read was used without a word until its first
+// write made it 0600. fetch now warns at start, naming the file and its
+// mode; an owner-only file gets no warning.
+func TestFetchWarnsOfATokenFileOthersCanRead(t *testing.T) {
+	api := newRotatingAPI(t)
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o600} {
+		t.Run(fmt.Sprintf("%04o", mode), func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "tokens.json")
+			api.mu.Lock()
+			n := api.n
+			api.mu.Unlock()
+			writeTokens(t, file, fmt.Sprint("a", n), fmt.Sprint("r", n)) // valid: no refresh, no write
+			require.NoError(t, os.Chmod(file, mode))
+			r := courier(t, "/a\n", nil, "fetch", "--base-url", api.URL, "--summary=false",
+				"--refresh-path", "/auth/refresh", "--token-file", file)
+			require.Equal(t, 0, r.code, r.stderr)
+			warning := fmt.Sprintf("warning: --token-file %s has mode %04o", file, mode)
+			if mode == 0o600 {
+				assert.NotContains(t, r.stderr, "warning")
+			} else {
+				assert.Contains(t, r.stderr, warning)
+			}
+		})
+	}
+}
