@@ -95,9 +95,17 @@ func TestTokenStoreLockFailsClearlyWhileRedisIsDown(t *testing.T) {
 	assert.ErrorIs(t, err, fleet.ErrUnavailable, "a load waits out the outage bound, then fails")
 }
 
+// TestTokenStoreLockWaitsOutAShortOutage pins that a Lock that finds Redis
+// down keeps trying and takes the lock once Redis is back. Redis comes
+// back only after the Lock has seen it fail, so the outage is one the
+// Lock waited out, not one that ended before it began.
 func TestTokenStoreLockWaitsOutAShortOutage(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	s := newStore(t, srv, "short-outage", fleet.StoreOptions{Outage: time.Minute})
+	rdb := client(t, srv)
+	failures := make(chan error, 1)
+	rdb.AddHook(failureHook{seen: failures})
+	s, err := fleet.NewTokenStore(rdb, "short-outage", fleet.StoreOptions{Outage: time.Minute})
+	require.NoError(t, err)
 	srv.Stop()
 	got := make(chan error, 1)
 	go func() {
@@ -107,8 +115,37 @@ func TestTokenStoreLockWaitsOutAShortOutage(t *testing.T) {
 		}
 		got <- err
 	}()
+	select {
+	case err := <-failures:
+		require.Error(t, err, "the Lock reached a Redis that was down")
+	case err := <-got:
+		t.Fatalf("Lock returned (%v) without seeing Redis down", err)
+	}
 	srv.Restart()
-	assert.NoError(t, <-got)
+	assert.NoError(t, <-got, "the Lock waited out the outage and took the lock")
+}
+
+// failureHook sends the first error a command gets (without blocking
+// on the later ones).
+type failureHook struct{ seen chan<- error }
+
+func (h failureHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h failureHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err != nil && err != redis.Nil {
+			select {
+			case h.seen <- err:
+			default:
+			}
+		}
+		return err
+	}
+}
+
+func (h failureHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 func TestTokenStoreCommitOfADeadHolderWritesNothingStale(t *testing.T) {
