@@ -147,7 +147,9 @@ func (l *Limiter) Close() error {
 // answers how many are left.
 //
 // KEYS[1] live set; ARGV[1] member, ARGV[2] ttl in milliseconds
-var heartbeatScript = redis.NewScript(`
+var heartbeatScript = redis.NewScript(aclPrelude + `
+local no = denied({'ZADD', KEYS[1], '0', ARGV[1]}, {'ZREMRANGEBYSCORE', KEYS[1], '-inf', '0'}, {'PEXPIRE', KEYS[1], ARGV[2]})
+if no then return redis.error_reply(no) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -269,10 +271,12 @@ return {0, wait}
 //
 // KEYS[1] the key's hold; ARGV[1] milliseconds, ARGV[2] the holds channel,
 // ARGV[3] the notice
-var holdScript = redis.NewScript(`
+var holdScript = redis.NewScript(aclPrelude + `
+local no = denied({'PUBLISH', ARGV[2], ARGV[3]}, {'SET', KEYS[1], '1', 'PX', ARGV[1]})
+if no then return redis.error_reply(no) end
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 end
 return 0
 `)

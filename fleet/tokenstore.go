@@ -136,19 +136,25 @@ var _ engine.TokenStore = (*TokenStore)(nil)
 // ARGV[4] expiry, ARGV[5] owner or "", ARGV[6] gen channel,
 // ARGV[7] unlock channel
 //
-// It answers {swapped, gen, at, rt, exp}: the value now stored.
-var casScript = redis.NewScript(`
+// It answers {swapped, gen, at, rt, exp}: the value now stored. It checks
+// every write first and writes nothing when one would be refused (see
+// aclPrelude); the notice goes out before the write it announces, which
+// its listeners read only once the script is over.
+var casScript = redis.NewScript(aclPrelude + `
+local no = denied({'HSET', KEYS[1], 'gen', '0', 'at', '0', 'rt', '0', 'exp', '0'},
+  {'PUBLISH', ARGV[6], '0'}, {'GET', KEYS[2]}, {'DEL', KEYS[2]}, {'PUBLISH', ARGV[7], ''})
+if no then return redis.error_reply(no) end
 local cur = redis.call('HGET', KEYS[1], 'gen') or '0'
 local swapped = 0
 if cur == ARGV[1] then
-  local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
-  redis.call('HSET', KEYS[1], 'at', ARGV[2], 'rt', ARGV[3], 'exp', ARGV[4])
+  local gen = tonumber(cur) + 1
   redis.call('PUBLISH', ARGV[6], gen)
+  redis.call('HSET', KEYS[1], 'gen', gen, 'at', ARGV[2], 'rt', ARGV[3], 'exp', ARGV[4])
   swapped = 1
 end
 if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then
-  redis.call('DEL', KEYS[2])
   redis.call('PUBLISH', ARGV[7], '')
+  redis.call('DEL', KEYS[2])
 end
 local v = redis.call('HMGET', KEYS[1], 'gen', 'at', 'rt', 'exp')
 return {swapped, v[1] or '0', v[2] or '', v[3] or '', v[4] or '0'}
@@ -178,10 +184,12 @@ return 0
 // unlockScript releases the lock if the owner still holds it.
 //
 // KEYS[1] lock; ARGV[1] owner, ARGV[2] unlock channel
-var unlockScript = redis.NewScript(`
+var unlockScript = redis.NewScript(aclPrelude + `
+local no = denied({'PUBLISH', ARGV[2], ''}, {'DEL', KEYS[1]})
+if no then return redis.error_reply(no) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[2], '')
+  redis.call('DEL', KEYS[1])
   return 1
 end
 return 0

@@ -205,3 +205,49 @@ func TestNewTokenStoreRejectsBadNames(t *testing.T) {
 		assert.Error(t, err, "%q", name)
 	}
 }
+
+// aclClient makes an ACL user with rules on srv and opens a client as it.
+func aclClient(t *testing.T, srv *redistest.Server, user string, rules ...string) *redis.Client {
+	t.Helper()
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">pw-" + user}
+	for _, r := range rules {
+		args = append(args, r)
+	}
+	require.NoError(t, client(t, srv).Do(ctxT(t), args...).Err())
+	c, err := fleet.NewClient("unix://" + user + ":pw-" + user + "@" + srv.Socket())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// A user that may write keys but not PUBLISH used to store the new
+// generation and tokens, then fail at the PUBLISH that announces them:
+// the fleet held tokens its writer believed it had not stored.
+func TestTokenStoreScriptsRefusedHalfwayWriteNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	admin := client(t, srv)
+	nopub := aclClient(t, srv, "nopub", "~*", "&*", "+@all", "-publish")
+	s, err := fleet.NewTokenStore(nopub, "acl", fleet.StoreOptions{})
+	require.NoError(t, err)
+
+	_, ok, err := s.CompareAndSwap(ctxT(t), 0, engine.Tokens{AccessToken: "a1", RefreshToken: "r1"})
+	require.Error(t, err)
+	assert.False(t, ok)
+	assert.Contains(t, err.Error(), "NOPERM")
+	assert.Contains(t, err.Error(), "PUBLISH")
+	n, err := admin.Exists(ctxT(t), "courier:{acl}:tokens").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the refused compare-and-swap wrote no tokens")
+
+	// Commit and Unlock: the lock stays its owner's when the release
+	// notice is refused, rather than vanishing unannounced.
+	l, err := s.Lock(ctxT(t), time.Minute)
+	require.NoError(t, err)
+	require.Error(t, l.Unlock(ctxT(t)))
+	owner, err := admin.Get(ctxT(t), "courier:{acl}:lock").Result()
+	require.NoError(t, err, "the refused unlock left the lock in place")
+	assert.NotEmpty(t, owner)
+	n, err = admin.Exists(ctxT(t), "courier:{acl}:tokens").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n)
+}
