@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/url"
 	"os"
@@ -114,6 +116,68 @@ func NewClient(raw string) (*redis.Client, error) {
 	}
 	return redis.NewClient(opts), nil
 }
+
+// TLSFiles names the PEM files of a TLS connection to Redis (a rediss://
+// URL), for [TLSFiles.Apply]. It is a plain value; the zero value names no
+// file and changes nothing.
+type TLSFiles struct {
+	// CA is a file of CA certificates that Redis's certificate must chain
+	// to, instead of the system's. If empty, the system's CAs.
+	CA string
+	// Cert and Key are the client's certificate and its private key, for
+	// a Redis that asks clients for one (tls-auth-clients). Both or
+	// neither.
+	Cert, Key string
+}
+
+// Apply sets the TLS configuration of opts (from [ParseURL]) to use the
+// files. It fails, naming the file, when one cannot be read or holds no
+// certificate, when only one of Cert and Key is given, and when opts is
+// not for TLS (a redis:// or unix:// URL) while a file is given.
+func (f TLSFiles) Apply(opts *redis.Options) error {
+	if f == (TLSFiles{}) {
+		return nil
+	}
+	if opts.TLSConfig == nil {
+		return fmt.Errorf("TLS files are given for a connection without TLS; use a rediss:// URL")
+	}
+	cfg := opts.TLSConfig.Clone()
+	if f.CA != "" {
+		pemData, err := os.ReadFile(f.CA)
+		if err != nil {
+			return fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemData) {
+			return fmt.Errorf("CA file %s: no PEM certificate in it", f.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case f.Cert != "" && f.Key != "":
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			// crypto/tls's message names neither file, and never
+			// quotes the key.
+			return fmt.Errorf("client certificate %s and key %s: %w", f.Cert, f.Key, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	case f.Cert != "" || f.Key != "":
+		return fmt.Errorf("a client certificate needs both its certificate file and its key file")
+	}
+	opts.TLSConfig = cfg
+	return nil
+}
+
+// Unreachable reports whether err says that Redis could not be reached or
+// did not answer in time (a refused or dropped connection, a timeout, a
+// Redis still loading its data or busy with a script): a failure that
+// waiting may end. An answer from Redis (a wrong password, NOAUTH, an ACL
+// refusal, OOM) and a TLS failure (a certificate that is not trusted or
+// not for this host, a server that does not speak TLS or refused the
+// client's certificate) are not: no wait fixes them, and the fleet fails
+// at once with their cause.
+func Unreachable(err error) bool { return err != nil && isConnError(err) }
 
 // RedactURL returns a Redis URL for logs and error messages, without its
 // user info, query or fragment. A string that does not parse as a URL, and

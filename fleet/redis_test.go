@@ -2,9 +2,14 @@ package fleet_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/courier-go/courier/fleet"
 	"github.com/courier-go/courier/internal/redistest"
@@ -110,5 +115,67 @@ func TestNewClientConnectsOverUnixSocketWithPassword(t *testing.T) {
 		require.Error(t, err)
 		assert.NotContains(t, err.Error(), "wrong-one")
 		assert.True(t, strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), "invalid"), err.Error())
+	})
+}
+
+// Errors no wait can fix used to be waited out like a Redis that is down:
+// a certificate from another CA, a wrong password and a missing one made
+// Load (and every worker) retry until its bound, then report Redis as
+// unavailable. They fail at once now, with their cause.
+func TestPermanentRedisErrorsFailAtOnce(t *testing.T) {
+	files := redistest.NewTLS(t)
+	other := redistest.NewTLS(t)
+	tlsArgs, port := redistest.TLSArgs(t, files, true)
+	srv := redistest.Start(t, redistest.Options{Password: "right", Args: tlsArgs})
+	tlsURL := fmt.Sprintf("rediss://:right@127.0.0.1:%d", port)
+	for _, tc := range []struct {
+		name, url string
+		tls       fleet.TLSFiles
+		want      string
+	}{
+		{"untrusted certificate", tlsURL, fleet.TLSFiles{CA: other.CA, Cert: files.ClientCert, Key: files.ClientKey}, "certificate signed by unknown authority"},
+		{"no client certificate", tlsURL, fleet.TLSFiles{CA: files.CA}, "certificate required"},
+		{"wrong password", "unix://:wrong@" + srv.Socket(), fleet.TLSFiles{}, "WRONGPASS"},
+		{"no password", "unix://" + srv.Socket(), fleet.TLSFiles{}, "NOAUTH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(fleet.PasswordEnv, "")
+			o, err := fleet.ParseURL(tc.url)
+			require.NoError(t, err)
+			require.NoError(t, tc.tls.Apply(o))
+			rdb := redis.NewClient(o)
+			defer rdb.Close()
+			s, err := fleet.NewTokenStore(rdb, "perm", fleet.StoreOptions{Outage: time.Minute})
+			require.NoError(t, err)
+			start := time.Now()
+			_, err = s.Load(ctxT(t))
+			require.Error(t, err)
+			assert.Less(t, time.Since(start), 5*time.Second, "failed at once, not after waiting")
+			assert.ErrorContains(t, err, tc.want)
+			assert.NotErrorIs(t, err, fleet.ErrUnavailable)
+			assert.False(t, fleet.Unreachable(err))
+			assert.NotContains(t, err.Error(), "right")
+		})
+	}
+	t.Run("trusted", func(t *testing.T) {
+		o, err := fleet.ParseURL(tlsURL)
+		require.NoError(t, err)
+		require.NoError(t, fleet.TLSFiles{CA: files.CA, Cert: files.ClientCert, Key: files.ClientKey}.Apply(o))
+		rdb := redis.NewClient(o)
+		defer rdb.Close()
+		assert.NoError(t, rdb.Ping(ctxT(t)).Err())
+	})
+	t.Run("files checked", func(t *testing.T) {
+		o, err := fleet.ParseURL(tlsURL)
+		require.NoError(t, err)
+		assert.ErrorContains(t, fleet.TLSFiles{CA: "/nonexistent/ca.pem"}.Apply(o), "/nonexistent/ca.pem")
+		assert.ErrorContains(t, fleet.TLSFiles{Cert: files.ClientCert}.Apply(o), "both")
+		assert.ErrorContains(t, fleet.TLSFiles{CA: files.ClientKey}.Apply(o), "no PEM certificate")
+		plain, err := fleet.ParseURL("unix://" + srv.Socket())
+		require.NoError(t, err)
+		assert.ErrorContains(t, fleet.TLSFiles{CA: files.CA}.Apply(plain), "rediss://")
+	})
+	t.Run("down is waited for", func(t *testing.T) {
+		assert.True(t, fleet.Unreachable(fmt.Errorf("dial: %w", &net.OpError{Op: "dial", Err: os.ErrDeadlineExceeded})))
 	})
 }

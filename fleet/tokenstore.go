@@ -3,9 +3,12 @@ package fleet
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	mathrand "math/rand/v2"
+	"net"
 	"strconv"
 	"time"
 
@@ -558,6 +561,8 @@ func (s *TokenStore) wrap(ctx context.Context, op string, err error) error {
 
 // isConnError reports whether err says Redis could not be reached or did
 // not answer, rather than that it answered with an error.
+// A TLS failure is not one: a certificate no wait makes trusted is a
+// configuration error (see [Unreachable]).
 func isConnError(err error) bool {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
@@ -566,7 +571,27 @@ func isConnError(err error) bool {
 		msg := rerr.Error()
 		return len(msg) >= 7 && (msg[:7] == "LOADING" || msg[:7] == "BUSY Re")
 	}
-	return true
+	return !isTLSError(err)
+}
+
+// isTLSError reports whether err is a TLS handshake's failure: a
+// certificate that does not verify, an alert from the server (it refused
+// the client's certificate, say), or a server that does not speak TLS.
+func isTLSError(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		alert    tls.AlertError
+		record   tls.RecordHeaderError
+		op       *net.OpError
+	)
+	// crypto/tls reports an alert the server sent as a *net.OpError
+	// whose Op is "remote error".
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &alert) || errors.As(err, &record) ||
+		(errors.As(err, &op) && op.Op == "remote error")
 }
 
 func isTimeout(err error) bool {
