@@ -115,11 +115,12 @@ func TestBatchWorkersShareTheLinesAndResultsComeInOrder(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var err error
-			stats[i], err = b.Work(ctx, fleet.WorkerOptions{Name: fmt.Sprint("w", i), Concurrency: 4, Lease: time.Second}, h.handle)
+			stats[i], err = b.Work(ctx, fleet.WorkerOptions{Name: fmt.Sprint("w", i), Concurrency: 4, Lease: time.Second, WaitForBatch: true}, h.handle)
 			assert.NoError(t, err)
 		}()
 	}
-	// Workers wait for lines that are not there yet.
+	// Workers told to wait for the batch wait for lines that are not
+	// there yet.
 	require.NoError(t, b.Add(ctx, lines(1, 300), false))
 	require.NoError(t, b.Seal(ctx, 300))
 	wg.Wait()

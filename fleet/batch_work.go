@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/courier-go/courier/errors"
 )
 
 // DefaultLease is how long a worker holds a line without renewing it
@@ -32,7 +35,26 @@ type WorkerOptions struct {
 	// worker died or stalled) is taken over by another worker. If zero,
 	// [DefaultLease].
 	Lease time.Duration
+	// StoreWait bounds how long storing a result waits for a Redis that
+	// does not answer before the store counts as failed. If zero, the
+	// lease, and at least 10s.
+	StoreWait time.Duration
+	// WaitForBatch makes a worker for a batch that does not exist yet
+	// wait for its first line to be added. If false, [Batch.Work] fails
+	// at once with [ErrNoBatch]: a misspelt name is an error, not a
+	// silent wait.
+	WaitForBatch bool
+	// OnStoreError, if set, is told of each result that could not be
+	// stored: its line, released at once for another try (by this worker
+	// or another), and why. It is called from the goroutine that stored,
+	// one call at a time; it must not block.
+	OnStoreError func(line int, err error)
 }
+
+// storeFailures is how many stores in a row may fail before a worker
+// stops: a Redis that refuses every write (OOM) would otherwise have it
+// fetch lines it can never record.
+const storeFailures = 3
 
 // Outcome is what a [Handler] made of a line, a plain value. The zero
 // Outcome stores an empty result that is not a failure.
@@ -58,18 +80,31 @@ type WorkStats struct {
 	Stored    int64 // results stored (the first for their line)
 	Late      int64 // results dropped: another worker stored one first
 	Skipped   int64 // lines left to other workers
+	// NotStored counts results that could not be stored; their lines
+	// were released for another try.
+	NotStored int64
+	Malformed int64 // entries skipped: not lines (see [Batch])
 }
 
 // storeScript stores results unless their lines have one already, and
 // acknowledges their entries, in one step: whichever worker comes first
-// wins, and a line is never acknowledged without a result.
+// wins, and a line is never acknowledged without a result. A batch whose
+// meta is gone (evicted, flushed) gets nothing written: the script fails
+// with GONE.
 //
-// KEYS: results, lines, meta. ARGV: per result, line, result, failed flag
-// and entry ID. Returns per result 1 when it was stored, 0 when its line
-// had one already.
-var storeScript = redis.NewScript(`
+// KEYS: results, lines, meta, workers. ARGV: TTL in ms, then per result,
+// line, result, failed flag and entry ID. Returns per result 1 when it was
+// stored, 0 when its line had one already.
+var storeScript = redis.NewScript(aclPrelude + `
+local no = denied({'HSETNX', KEYS[1], '0', '0'}, {'XACK', KEYS[2], 'workers', '0-1'},
+  {'HINCRBY', KEYS[3], 'done', '0'}, {'PEXPIRE', KEYS[1], ARGV[1]}, {'PEXPIRE', KEYS[2], ARGV[1]},
+  {'PEXPIRE', KEYS[3], ARGV[1]}, {'PEXPIRE', KEYS[4], ARGV[1]})
+if no then return redis.error_reply(no) end
+if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('GONE the batch has no meta or no stream')
+end
 local stored, ids, done, failed = {}, {}, 0, 0
-for i = 1, #ARGV, 4 do
+for i = 2, #ARGV, 4 do
   local fresh = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i+1])
   stored[#stored+1] = fresh
   ids[#ids+1] = ARGV[i+3]
@@ -81,30 +116,69 @@ end
 redis.call('XACK', KEYS[2], 'workers', unpack(ids))
 if done > 0 then redis.call('HINCRBY', KEYS[3], 'done', done) end
 if failed > 0 then redis.call('HINCRBY', KEYS[3], 'failed', failed) end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return stored
+`)
+
+// skipScript acknowledges entries that are not lines and counts them as
+// malformed, each once whichever worker skips it (XACK answers 1 only to
+// the first). A batch whose meta is gone gets nothing written.
+//
+// KEYS: lines, meta. ARGV: entry IDs.
+var skipScript = redis.NewScript(aclPrelude + `
+local no = denied({'XACK', KEYS[1], 'workers', '0-1'}, {'HINCRBY', KEYS[2], 'malformed', '0'})
+if no then return redis.error_reply(no) end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('GONE the batch has no meta')
+end
+local n = 0
+for i = 1, #ARGV do n = n + redis.call('XACK', KEYS[1], 'workers', ARGV[i]) end
+if n > 0 then redis.call('HINCRBY', KEYS[2], 'malformed', n) end
+return n
 `)
 
 // leaseScript renews a worker's lease: its entry in the workers set, and
 // the idle time of each entry it still holds (one another worker took
-// over is left alone).
+// over is left alone), and the TTL of the batch's keys. A batch whose meta
+// is gone gets nothing written: it answers -1.
 //
-// KEYS: lines, workers. ARGV: worker, lease in ms, entry IDs...
-var leaseScript = redis.NewScript(`
+// KEYS: lines, workers, meta, results. ARGV: worker, lease in ms, TTL in
+// ms, entry IDs...
+var leaseScript = redis.NewScript(aclPrelude + `
+local no = denied({'ZADD', KEYS[2], '0', ARGV[1]}, {'ZREMRANGEBYSCORE', KEYS[2], '-inf', '0'},
+  {'XCLAIM', KEYS[1], 'workers', ARGV[1], '0', '0-1', 'JUSTID'}, {'PEXPIRE', KEYS[1], ARGV[3]},
+  {'PEXPIRE', KEYS[2], ARGV[3]}, {'PEXPIRE', KEYS[3], ARGV[3]}, {'PEXPIRE', KEYS[4], ARGV[3]})
+if no then return redis.error_reply(no) end
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 86400000)
 local kept = 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], 'workers', ARGV[i], ARGV[i], 1)
   if #p > 0 and p[1][2] == ARGV[1] then
     redis.call('XCLAIM', KEYS[1], 'workers', ARGV[1], 0, ARGV[i], 'JUSTID')
     kept = kept + 1
   end
 end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return kept
 `)
+
+// goneError turns an error of Redis that says the batch's keys are gone
+// (a script's GONE, NOGROUP from a stream read) into one that matches
+// [ErrBatchGone]; others are returned as they are.
+func (b *Batch) goneError(err error) error {
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		if msg := rerr.Error(); strings.HasPrefix(msg, "GONE") || strings.HasPrefix(msg, "NOGROUP") {
+			return fmt.Errorf("fleet: batch %s: %w", b.where(), ErrBatchGone)
+		}
+	}
+	return err
+}
 
 // worker is one call of Work.
 type worker struct {
@@ -121,16 +195,30 @@ type worker struct {
 	}
 
 	flush struct {
-		sync.Mutex             // protects queue and busy
+		sync.Mutex             // protects queue, busy and failures
 		queue      []*storeReq // results waiting for the store under way
 		busy       bool        // a goroutine is storing
+		failures   int         // stores failed in a row
+	}
+
+	// stop ends run with a cause: the batch is gone, or storing failed
+	// storeFailures times in a row. Set before run starts.
+	stop context.CancelCauseFunc
+
+	last struct {
+		sync.Mutex     // protects n
+		n          int // the highest line added, as last read
 	}
 }
 
 // Work takes lines of the batch and runs handle on each, storing the
 // results, until every line of the sealed batch has a result or ctx ends.
-// A worker may join before the batch is sealed, or before it has any
-// line; it waits for them.
+// The batch must exist (a line, or an empty input, added by [Batch.Add]):
+// Work on a batch that does not fails at once with [ErrNoBatch], unless
+// [WorkerOptions.WaitForBatch] asks it to wait; it never makes a key of
+// the batch itself. A batch made for another base URL is refused with a
+// [*BaseURLError]. A worker may join before the batch is sealed; it waits
+// for the remaining lines.
 //
 // Each line is read once through the consumer group, or taken over with
 // XAUTOCLAIM when it has been idle for longer than the lease; the worker
@@ -142,7 +230,14 @@ type worker struct {
 // run).
 //
 // While Redis is unreachable, Work waits for it, keeping the results it
-// has (for a lease at least) and storing them when it is back.
+// has and storing them when it is back, for up to
+// [WorkerOptions.StoreWait]. A result that could not be stored by then
+// (or that Redis refused: OOM, say) is dropped, its line released for
+// another try, by this worker or another, and the failure told to
+// [WorkerOptions.OnStoreError] and counted in [WorkStats.NotStored]. After
+// 3 failed stores in a row Work stops with the last one's error. Work
+// stops with [ErrBatchGone] when the batch's keys vanish (evicted, expired,
+// flushed), having written nothing into the emptied Redis.
 //
 // Work returns ctx's error when ctx ends first; the lines it held and did
 // not finish are handed back at once, without waiting for the lease.
@@ -159,12 +254,12 @@ func (b *Batch) Work(ctx context.Context, opts WorkerOptions, handle Handler) (W
 	if opts.Lease <= 0 {
 		opts.Lease = DefaultLease
 	}
-	w := &worker{b: b, opts: opts, handle: handle, held: map[string]struct{}{}}
-	if err := b.createGroup(ctx); err != nil {
-		return WorkStats{}, err
+	if opts.StoreWait <= 0 {
+		opts.StoreWait = max(opts.Lease, 10*time.Second)
 	}
-	if err := retry(ctx, func() error { return w.renew(ctx) }); err != nil {
-		return WorkStats{}, fmt.Errorf("fleet: batch %s: joining: %w", b.name, err)
+	w := &worker{b: b, opts: opts, handle: handle, held: map[string]struct{}{}}
+	if err := w.join(ctx); err != nil {
+		return WorkStats{}, err
 	}
 
 	// The renewer runs until the handlers are done; it is stopped and
@@ -177,7 +272,13 @@ func (b *Batch) Work(ctx context.Context, opts WorkerOptions, handle Handler) (W
 		w.renewLoop(renewCtx)
 	}()
 
-	err := w.run(ctx)
+	runCtx, stop := context.WithCancelCause(ctx)
+	w.stop = stop
+	err := w.run(runCtx)
+	if cause := context.Cause(runCtx); ctx.Err() == nil && cause != nil && cause != context.Canceled {
+		err = cause
+	}
+	stop(nil)
 
 	stopRenew()
 	renewer.Wait()
@@ -185,6 +286,51 @@ func (b *Batch) Work(ctx context.Context, opts WorkerOptions, handle Handler) (W
 	w.stats.Lock()
 	defer w.stats.Unlock()
 	return w.stats.s, err
+}
+
+// join checks that the batch exists (waiting for it with
+// WaitForBatch) and was made for the worker's base URL, and enters the
+// worker in the live set.
+func (w *worker) join(ctx context.Context) error {
+	b := w.b
+	poll := min(w.opts.Lease/3, 200*time.Millisecond)
+	for {
+		var m map[string]string
+		err := retry(ctx, func() error {
+			var err error
+			m, err = b.rdb.HGetAll(ctx, b.keys.meta).Result()
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("fleet: batch %s: joining: %w", b.name, err)
+		}
+		if len(m) > 0 {
+			if b.hash != "" && m["basehash"] != "" && m["basehash"] != b.hash {
+				return &BaseURLError{Batch: b.name, Made: m["base"], Got: b.base}
+			}
+			break
+		}
+		if !w.opts.WaitForBatch {
+			return fmt.Errorf("fleet: batch %s: %w (add its lines first, or wait for them)", b.where(), ErrNoBatch)
+		}
+		if err := sleep(ctx, poll); err != nil {
+			return err
+		}
+	}
+	err := retry(ctx, func() error {
+		kept, err := w.renew(ctx)
+		if err == nil && kept < 0 {
+			err = ErrBatchGone
+		}
+		return err
+	})
+	if errors.Is(err, ErrBatchGone) {
+		return fmt.Errorf("fleet: batch %s: %w", b.where(), ErrBatchGone)
+	}
+	if err != nil {
+		return fmt.Errorf("fleet: batch %s: joining: %w", b.name, err)
+	}
+	return nil
 }
 
 func defaultWorkerName() string {
@@ -256,24 +402,24 @@ func (w *worker) run(ctx context.Context) error {
 				msgs, err = w.read(ctx, free, poll)
 			}
 		}
+		var lines []redis.XMessage
+		if err == nil {
+			lines, err = w.sortOut(ctx, msgs)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if err = w.b.goneError(err); errors.Is(err, ErrBatchGone) {
+				return err
+			}
 			return fmt.Errorf("fleet: batch %s: reading lines: %w", w.b.name, err)
 		}
-		for range free - len(msgs) {
+		for range free - len(lines) {
 			<-held
 		}
-		for _, m := range msgs {
-			l, ok := lineFromEntry(m)
-			if !ok {
-				// Not an entry Add wrote: acknowledge it, so that it is
-				// not read again, and go on.
-				_ = w.b.rdb.XAck(ctx, w.b.keys.lines, group, m.ID).Err()
-				<-held
-				continue
-			}
+		for _, m := range lines {
+			l, _ := lineFromEntry(m, w.lastLine())
 			w.mu.Lock()
 			w.held[m.ID] = struct{}{}
 			w.mu.Unlock()
@@ -342,13 +488,54 @@ func (w *worker) read(ctx context.Context, count int, block time.Duration) ([]re
 	return msgs, err
 }
 
-// lineFromEntry reads a stream entry.
-func lineFromEntry(m redis.XMessage) (Line, bool) {
-	n, err := lineOf(m.ID)
-	text, ok1 := m.Values["text"].(string)
-	hash, ok2 := m.Values["hash"].(string)
-	keys, _ := m.Values["keys"].(string)
-	return Line{N: n, Text: text, Hash: hash, IdempotencyKeys: keys == "1"}, err == nil && ok1 && ok2
+// sortOut returns the messages that are lines of the batch, and skips
+// the others (see [Batch]): acknowledged, so that they are not read
+// again, and counted as malformed.
+func (w *worker) sortOut(ctx context.Context, msgs []redis.XMessage) ([]redis.XMessage, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	// A line past the highest known is one added since it was read.
+	if n, ok := lineOf(msgs[len(msgs)-1].ID); !ok || n > w.lastLine() {
+		var last int
+		err := retry(ctx, func() error {
+			var err error
+			last, err = w.b.lastLine(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		w.last.Lock()
+		w.last.n = last
+		w.last.Unlock()
+	}
+	last := w.lastLine()
+	var lines []redis.XMessage
+	var bad []any
+	for _, m := range msgs {
+		if _, ok := lineFromEntry(m, last); ok {
+			lines = append(lines, m)
+		} else {
+			bad = append(bad, m.ID)
+		}
+	}
+	if len(bad) > 0 {
+		err := retry(ctx, func() error {
+			return skipScript.Run(ctx, w.b.rdb, []string{w.b.keys.lines, w.b.keys.meta}, bad...).Err()
+		})
+		if err != nil {
+			return nil, err
+		}
+		w.count(func(s *WorkStats) { s.Malformed += int64(len(bad)) })
+	}
+	return lines, nil
+}
+
+func (w *worker) lastLine() int {
+	w.last.Lock()
+	defer w.last.Unlock()
+	return w.last.n
 }
 
 // storeReq is one result waiting to be stored.
@@ -387,12 +574,23 @@ func (w *worker) store(ctx context.Context, id string, l Line, out Outcome) {
 	}
 	w.flush.Unlock()
 	<-r.done
-	if r.err != nil {
-		return // not stored: the entry stays pending, for another worker
-	}
+	// Stored or not, the line is no longer this worker's to renew: one
+	// whose result could not be stored is released, so that it is tried
+	// again (by this worker or another) once its lease has lapsed, or at
+	// once when the hand-back below reaches Redis.
 	w.mu.Lock()
 	delete(w.held, id)
 	w.mu.Unlock()
+	if r.err != nil {
+		w.count(func(s *WorkStats) { s.NotStored++ })
+		if !errors.Is(r.err, ErrBatchGone) {
+			w.handBack(id)
+		}
+		if w.opts.OnStoreError != nil {
+			w.opts.OnStoreError(l.N, r.err)
+		}
+		return
+	}
 	w.count(func(s *WorkStats) {
 		if r.fresh {
 			s.Stored++
@@ -407,21 +605,29 @@ func (w *worker) storeBatch(ctx context.Context, reqs []*storeReq) {
 	for len(reqs) > 0 {
 		chunk := reqs[:min(64, len(reqs))]
 		reqs = reqs[len(chunk):]
-		args := make([]any, 0, 4*len(chunk))
+		args := make([]any, 0, 1+4*len(chunk))
+		args = append(args, w.b.ttl())
 		for _, r := range chunk {
 			args = append(args, r.line, r.out.Data, boolFlag(r.out.Failed), r.id)
 		}
 		// The results are worth storing even when the worker is
 		// stopping; while Redis is away it keeps trying for a lease at
 		// least, after which the lines may be taken over anyway.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(w.opts.Lease, 10*time.Second))
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.opts.StoreWait)
 		var stored []int64
 		err := retry(sctx, func() error {
 			var err error
-			stored, err = storeScript.Run(sctx, w.b.rdb, []string{w.b.keys.results, w.b.keys.lines, w.b.keys.meta}, args...).Int64Slice()
+			stored, err = storeScript.Run(sctx, w.b.rdb, w.b.storeKeys(), args...).Int64Slice()
 			return err
 		})
 		cancel()
+		if err != nil {
+			err = w.b.goneError(err)
+			if !errors.Is(err, ErrBatchGone) {
+				err = fmt.Errorf("fleet: batch %s: storing results: %w", w.b.name, err)
+			}
+		}
+		w.stored(err)
 		for i, r := range chunk {
 			r.err = err
 			if err == nil && i < len(stored) {
@@ -430,6 +636,39 @@ func (w *worker) storeBatch(ctx context.Context, reqs []*storeReq) {
 			close(r.done)
 		}
 	}
+}
+
+func (b *Batch) storeKeys() []string {
+	return []string{b.keys.results, b.keys.lines, b.keys.meta, b.keys.workers}
+}
+
+// stored notes how a store went. The worker stops when the batch is gone,
+// or when storeFailures stores in a row have failed.
+func (w *worker) stored(err error) {
+	w.flush.Lock()
+	if err == nil {
+		w.flush.failures = 0
+	} else {
+		w.flush.failures++
+	}
+	failures := w.flush.failures
+	w.flush.Unlock()
+	switch {
+	case errors.Is(err, ErrBatchGone):
+		w.stop(err)
+	case failures >= storeFailures:
+		w.stop(fmt.Errorf("%w (%d stores in a row failed; their lines were released)", err, failures))
+	}
+}
+
+// handBack marks an entry of this worker idle for a whole lease, so that
+// any worker may take it over at once. It tries once, briefly: if Redis
+// does not answer, the entry's lease lapses on its own.
+func (w *worker) handBack(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = w.b.rdb.Do(ctx, "XCLAIM", w.b.keys.lines, group, w.opts.Name, 0, id,
+		"IDLE", w.opts.Lease.Milliseconds(), "JUSTID").Err()
 }
 
 func (w *worker) count(f func(*WorkStats)) {
@@ -443,7 +682,7 @@ func (w *worker) finished(ctx context.Context) (bool, error) {
 	var vals []any
 	err := retry(ctx, func() error {
 		var err error
-		vals, err = w.b.rdb.HMGet(ctx, w.b.keys.meta, "sealed", "done").Result()
+		vals, err = w.b.rdb.HMGet(ctx, w.b.keys.meta, "sealed", "done", "total").Result()
 		return err
 	})
 	if err != nil {
@@ -451,6 +690,11 @@ func (w *worker) finished(ctx context.Context) (bool, error) {
 			return false, ctx.Err()
 		}
 		return false, fmt.Errorf("fleet: batch %s: reading counters: %w", w.b.name, err)
+	}
+	if vals[2] == nil {
+		// Add writes total first of all, and nothing deletes it but
+		// Remove, an eviction, an expiry or a flush.
+		return false, fmt.Errorf("fleet: batch %s: %w", w.b.where(), ErrBatchGone)
 	}
 	sealed, _ := vals[0].(string)
 	done, _ := vals[1].(string)
@@ -472,13 +716,18 @@ func (w *worker) renewLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			// An error (Redis away) is tried again at the next tick.
-			_ = w.renew(ctx)
+			if kept, err := w.renew(ctx); err == nil && kept < 0 {
+				w.stop(fmt.Errorf("fleet: batch %s: %w", w.b.where(), ErrBatchGone))
+				return
+			}
 		}
 	}
 }
 
-func (w *worker) renew(ctx context.Context) error {
-	args := []any{w.opts.Name, w.opts.Lease.Milliseconds()}
+// renew renews the worker's lease and answers how many of its entries it
+// still holds, or -1 when the batch is gone.
+func (w *worker) renew(ctx context.Context) (int64, error) {
+	args := []any{w.opts.Name, w.opts.Lease.Milliseconds(), w.b.ttl()}
 	w.mu.Lock()
 	for id := range w.held {
 		args = append(args, id)
@@ -487,7 +736,7 @@ func (w *worker) renew(ctx context.Context) error {
 	// A renewal that comes later than the lease is of no use.
 	ctx, cancel := context.WithTimeout(ctx, w.opts.Lease)
 	defer cancel()
-	return leaseScript.Run(ctx, w.b.rdb, []string{w.b.keys.lines, w.b.keys.workers}, args...).Err()
+	return leaseScript.Run(ctx, w.b.rdb, []string{w.b.keys.lines, w.b.keys.workers, w.b.keys.meta, w.b.keys.results}, args...).Int64()
 }
 
 // leave takes the worker out of the live set and hands back the lines it
