@@ -190,7 +190,7 @@ func fleetRounds(courier string, rds *redisServer, api *exec.Cmd, tokenFile, dir
 			start := time.Now()
 			ws := []*exec.Cmd{run(append(worker, input)...)}
 			for range 3 {
-				ws = append(ws, run(worker...))
+				ws = append(ws, run(append(worker, "--wait-for-batch")...))
 			}
 			wait(ws...)
 			fleet = append(fleet, time.Since(start).Seconds())

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
 	"github.com/courier-go/courier/engine"
@@ -28,13 +29,16 @@ import (
 
 // batchOptions are fetch's flags for batches on Redis.
 type batchOptions struct {
-	redisURL, name string
-	lease          time.Duration
+	redis        redisFlags
+	name         string
+	lease        time.Duration
+	waitForBatch bool
 }
 
 func batchFlags(fs *pflag.FlagSet, o *batchOptions) {
-	fs.StringVar(&o.redisURL, "redis", "", "fleet mode: the processes that name one Redis (and --fleet) share one session and one set of rate limits; redis://, rediss:// or unix:// URL, the password from COURIER_REDIS_PASSWORD or the URL")
-	fs.StringVar(&o.name, "batch", "", "with --redis: work on this batch; with FILE, add FILE's lines to it first")
+	o.redis.flags(fs, "fleet mode: the processes that name one Redis (and --fleet) share one session and one set of rate limits; redis://, rediss:// or unix:// URL, the password from COURIER_REDIS_PASSWORD (never in the URL on a shared machine: argv is public)")
+	fs.StringVar(&o.name, "batch", "", "with --redis: work on this batch of the fleet; with FILE, add FILE's lines to it first")
+	fs.BoolVar(&o.waitForBatch, "wait-for-batch", false, "with --batch and no FILE: wait for the batch to be made, rather than fail when it does not exist")
 	fs.DurationVar(&o.lease, "lease", fleet.DefaultLease, "with --batch: how long a worker holds a line without renewing it before others take it over")
 }
 
@@ -48,38 +52,46 @@ func batchKey(batch string, n int, hash string) string {
 	return "courier-" + hex.EncodeToString(h[:16])
 }
 
-// openBatch connects to the batch named on the command line by what
-// (the flag or argument that gave its name, for the errors).
-func openBatch(redisURL, name, what string) (*fleet.Batch, func(), error) {
-	if redisURL == "" {
-		return nil, nil, fmt.Errorf("--redis URL is required")
+// batchError words a batch's error for the command line: a batch that
+// does not exist, or whose keys are gone, says what to do.
+func batchError(err error, fleetName string) string {
+	switch {
+	case errors.Is(err, fleet.ErrNoBatch):
+		return fmt.Sprintf("%v; a batch is made by courier fetch --batch NAME FILE, in the fleet of the same --fleet (here %s), or of the same --base-url and COURIER_CLIENT_ID; a worker started before it is made waits with --wait-for-batch", err, fleetName)
+	case errors.Is(err, fleet.ErrBatchGone):
+		return fmt.Sprintf("%v: its lines and results are lost; run Redis with maxmemory-policy noeviction, and add the batch again", err)
 	}
-	rdb, err := fleet.NewClient(redisURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--redis: %v", err)
-	}
-	b, err := fleet.OpenBatch(rdb, name)
-	if err != nil {
-		rdb.Close()
-		return nil, nil, fmt.Errorf("%s %q: %v", what, name, err)
-	}
-	return b, func() { rdb.Close() }, nil
+	return err.Error()
 }
 
-// runBatchFetch is `courier fetch --redis URL --batch NAME [FILE]`.
-func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, p *lineParser, stdin io.Reader, stderr io.Writer) int {
+// warnEviction warns when Redis may evict the batch's keys.
+func warnEviction(ctx context.Context, rdb *redis.Client, cmd string, stderr io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, fleet.DefaultReadTimeout)
+	defer cancel()
+	if policy, risky, err := fleet.EvictionRisk(ctx, rdb); err == nil && risky {
+		fmt.Fprintf(stderr, "courier %s: warning: redis runs with maxmemory-policy %s, which can evict the batch's keys (they have a TTL) when it is full, losing its lines and results; run it with maxmemory-policy noeviction\n", cmd, policy)
+	}
+}
+
+// runBatchFetch is `courier fetch --redis URL --batch NAME [FILE]`. fm is
+// the fleet the worker is part of: the batch is that fleet's.
+func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg engine.Config, fm *fleetMode, p *lineParser, stdin io.Reader, stderr io.Writer) int {
 	fail := failer(stderr, "fetch", false)
 	switch {
 	case o.out != "" || o.resume.resume || o.resume.resumeFailed:
 		return fail(exitUsage, "--batch keeps its results in Redis: read them with courier collect, not --out or --resume")
 	case o.batch.lease < 30*time.Millisecond:
 		return fail(exitUsage, "--lease must be at least 30ms, got %s", o.batch.lease)
+	case fm == nil:
+		return fail(exitUsage, "--redis URL is required")
+	case o.batch.waitForBatch && fs.NArg() == 1:
+		return fail(exitUsage, "--wait-for-batch is for a worker that joins a batch; with FILE this one makes it")
 	}
-	b, closeRedis, err := openBatch(o.batch.redisURL, o.batch.name, "--batch")
+	b, err := fleet.OpenFleetBatch(fm.rdb, fm.name, o.batch.name, fleet.BatchOptions{BaseURL: cfg.BaseURL})
 	if err != nil {
-		return fail(exitUsage, "%v", err)
+		return fail(exitUsage, "--batch %q: %v", o.batch.name, err)
 	}
-	defer closeRedis()
+	warnEviction(ctx, fm.rdb, "fetch", stderr)
 
 	if fs.NArg() == 1 {
 		in := stdin
@@ -94,7 +106,7 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 		n, err := addLines(ctx, b, in, int(o.limits.maxLine), o.resume.idempotencyKeys)
 		if err != nil {
 			code := exitFailed
-			if errors.As(err, new(*fleet.ChangedError)) {
+			if errors.As(err, new(*fleet.ChangedError)) || errors.As(err, new(*fleet.BaseURLError)) {
 				code = exitUsage
 			}
 			return fail(code, "%v", err)
@@ -152,7 +164,15 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 	bar := newProgress(fs, o.progress, -1, stderr, "batch "+b.Name())
 	follow := followBatch(workCtx, b, bar)
 	start := time.Now()
-	ws, werr := b.Work(workCtx, fleet.WorkerOptions{Concurrency: o.concurrency, Lease: o.batch.lease}, handle)
+	var reportMu sync.Mutex // one report line at a time
+	ws, werr := b.Work(workCtx, fleet.WorkerOptions{
+		Concurrency: o.concurrency, Lease: o.batch.lease, WaitForBatch: o.batch.waitForBatch,
+		OnStoreError: func(line int, err error) {
+			reportMu.Lock()
+			defer reportMu.Unlock()
+			fmt.Fprintf(stderr, "courier fetch: batch %s: line %d: the result could not be stored (%v); the line is released for another try\n", b.Name(), line, err)
+		},
+	}, handle)
 	follow()
 	bar.done()
 	sum.elapsed = time.Since(start)
@@ -161,6 +181,9 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 	if o.summary {
 		sum.print(stderr, e.Stats())
 		fmt.Fprintf(stderr, "this worker stored %d results, took over %d lines, lost %d races\n", ws.Stored, ws.TakenOver, ws.Late)
+		if ws.NotStored > 0 {
+			fmt.Fprintf(stderr, "this worker could not store %d results; their lines were released\n", ws.NotStored)
+		}
 		if err == nil {
 			printBatchCounts(stderr, b.Name(), st)
 		}
@@ -170,8 +193,10 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 		return fail(exitExpired, "session expired: this worker stopped; the batch goes on with the others")
 	case werr != nil && ctx.Err() != nil:
 		return fail(exitFailed, "interrupted: %v", ctx.Err())
+	case werr != nil && (errors.As(werr, new(*fleet.BaseURLError)) || errors.Is(werr, fleet.ErrNoBatch)):
+		return fail(exitUsage, "%s", batchError(werr, fm.name))
 	case werr != nil:
-		return fail(exitFailed, "%v", werr)
+		return fail(exitFailed, "%s", batchError(werr, fm.name))
 	case err != nil:
 		return fail(exitFailed, "%v", err)
 	case st.Failed > 0:
@@ -272,11 +297,17 @@ func printBatchCounts(w io.Writer, name string, st fleet.Status) {
 		lines += " so far (lines are still being added)"
 	}
 	fmt.Fprintf(w, "batch       %s\n", name)
+	if st.BaseURL != "" {
+		fmt.Fprintf(w, "base URL    %s\n", st.BaseURL)
+	}
 	fmt.Fprintf(w, "lines       %s\n", lines)
 	fmt.Fprintf(w, "done        %d\n", st.Done)
 	fmt.Fprintf(w, "failed      %d\n", st.Failed)
 	fmt.Fprintf(w, "pending     %d\n", st.Total-st.Done)
 	fmt.Fprintf(w, "in flight   %d\n", st.InFlight)
+	if st.Malformed > 0 {
+		fmt.Fprintf(w, "malformed   %d (stream entries that are not lines, skipped)\n", st.Malformed)
+	}
 	fmt.Fprintf(w, "workers     %d", len(st.Workers))
 	if len(st.Workers) > 0 {
 		fmt.Fprintf(w, ": %s", strings.Join(st.Workers, ", "))
@@ -285,21 +316,102 @@ func printBatchCounts(w io.Writer, name string, st fleet.Status) {
 }
 
 const batchUsage = `Usage:
-  courier batch status --redis URL NAME   done, pending and failed lines, and the live workers
-  courier batch rm --redis URL NAME       delete the batch and its results
+  courier batch status --redis URL [--fleet NAME | --base-url URL] NAME   done, pending and failed lines, and the live workers
+  courier batch rm --redis URL (--fleet NAME | --base-url URL) NAME       delete the batch and its results
 
 A batch is made and worked by courier fetch --redis URL --batch NAME [FILE],
-and read by courier collect --redis URL --batch NAME.
+and read by courier collect --redis URL --batch NAME. It belongs to its
+fleet: name it with --fleet, or with the --base-url (and COURIER_CLIENT_ID)
+that fetch derives the fleet's name from. Without either, status finds the
+batch when one fleet alone has a batch of that name; rm always needs one.
 
 Flags:
 `
+
+// batchTarget is the flags of collect and batch that name a batch.
+type batchTarget struct {
+	redis          redisFlags
+	fleet, baseURL string
+}
+
+func (t *batchTarget) flags(fs *pflag.FlagSet) {
+	t.redis.flags(fs, "Redis URL (the password from COURIER_REDIS_PASSWORD)")
+	fs.StringVar(&t.fleet, "fleet", "", "the batch's fleet, as given to courier fetch --fleet")
+	fs.StringVar(&t.baseURL, "base-url", "", "instead of --fleet: the --base-url of the batch's workers (with COURIER_CLIENT_ID), from which fetch derives their fleet's name")
+}
+
+// open connects and opens the batch name. Without --fleet or --base-url,
+// and unless mustName, it looks for the fleet that has a batch of that
+// name, and fails when none or several have one.
+//
+// what is the flag or argument that gave the name, for the errors.
+func (t *batchTarget) open(ctx context.Context, cmd, what, name string, mustName bool, stderr io.Writer) (*fleet.Batch, string, func(), error) {
+	if err := t.redis.check(); err != nil {
+		return nil, "", nil, err
+	}
+	if _, err := fleet.OpenBatch(nil, name); err != nil { // checks the name only
+		return nil, "", nil, fmt.Errorf("%s %q: %v", what, name, err)
+	}
+	fleetName, err := fleetName(t.fleet, t.baseURL)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if fleetName == "" && mustName {
+		return nil, "", nil, fmt.Errorf("--fleet NAME or --base-url URL is required: batches belong to a fleet")
+	}
+	rdb, err := t.redis.connect(cmd, stderr)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if fleetName == "" {
+		fleetName, err = findFleet(ctx, rdb, name)
+		if err != nil {
+			rdb.Close()
+			return nil, "", nil, err
+		}
+	}
+	b, err := fleet.OpenFleetBatch(rdb, fleetName, name, fleet.BatchOptions{})
+	if err != nil {
+		rdb.Close()
+		return nil, "", nil, err
+	}
+	return b, fleetName, func() { rdb.Close() }, nil
+}
+
+// errNoFleetBatch is findFleet's error when no fleet has the batch.
+var errNoFleetBatch = errors.New("no fleet on this Redis has a batch of that name")
+
+// findFleet finds the one fleet with a batch of that name.
+func findFleet(ctx context.Context, rdb *redis.Client, name string) (string, error) {
+	var fleets []string
+	suffix := ":batch:" + name + ":meta"
+	iter := rdb.Scan(ctx, 0, "courier:{*}"+suffix, 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		open, end := strings.IndexByte(k, '{'), strings.IndexByte(k, '}')
+		if open >= 0 && end > open && k[end+1:] == suffix {
+			fleets = append(fleets, k[open+1:end])
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return "", fmt.Errorf("looking for batch %s: %v", name, err)
+	}
+	switch len(fleets) {
+	case 0:
+		return "", fmt.Errorf("no batch %s: %w (give its --fleet to wait for it)", name, errNoFleetBatch)
+	case 1:
+		return fleets[0], nil
+	}
+	return "", fmt.Errorf("fleets %s each have a batch %s; say which with --fleet", strings.Join(fleets, ", "), name)
+}
 
 // runBatchCmd is `courier batch status|rm`.
 func runBatchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("batch", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, batchUsage); fs.PrintDefaults() }
-	redisURL := fs.String("redis", "", "Redis URL (the password from COURIER_REDIS_PASSWORD)")
+	var target batchTarget
+	target.flags(fs)
 	force := fs.Bool("force", false, "rm: remove a batch that is not finished and has live workers")
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
@@ -308,7 +420,10 @@ func runBatchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if fs.NArg() != 2 || (fs.Arg(0) != "status" && fs.Arg(0) != "rm") {
 		return fail(exitUsage, "want status NAME or rm NAME, got %q", fs.Args())
 	}
-	b, closeRedis, err := openBatch(*redisURL, fs.Arg(1), "NAME")
+	b, fleetName, closeRedis, err := target.open(ctx, "batch", "NAME", fs.Arg(1), fs.Arg(0) == "rm", stderr)
+	if errors.Is(err, errNoFleetBatch) {
+		return fail(exitFailed, "%v", err)
+	}
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
@@ -318,9 +433,10 @@ func runBatchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return fail(exitFailed, "%v", err)
 	}
 	if !st.Exists {
-		return fail(exitFailed, "no batch %s", b.Name())
+		return fail(exitFailed, "no batch %s in fleet %s", b.Name(), fleetName)
 	}
 	if fs.Arg(0) == "status" {
+		fmt.Fprintf(stdout, "fleet       %s\n", fleetName)
 		printBatchCounts(stdout, b.Name(), st)
 		return exitOK
 	}
@@ -330,6 +446,6 @@ func runBatchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if err := b.Remove(ctx); err != nil {
 		return fail(exitFailed, "%v", err)
 	}
-	fmt.Fprintf(stdout, "removed batch %s (%d of %d lines done)\n", b.Name(), st.Done, st.Total)
+	fmt.Fprintf(stdout, "removed batch %s of fleet %s (%d of %d lines done)\n", b.Name(), fleetName, st.Done, st.Total)
 	return exitOK
 }

@@ -107,16 +107,19 @@ func TestFetchBatchSurvivesKilledWorkers(t *testing.T) {
 			}
 		}
 	}
+	// The workers that join may start before the batch is made: they
+	// wait for it, as told.
+	joiner := append(worker[:len(worker):len(worker)], "--wait-for-batch")
 	mu.Lock()
 	workers[0] = startBackground(t, env, append(worker, "--idempotency-keys", inPath)...)
 	for i := 1; i <= 3; i++ {
-		workers[i] = startBackground(t, env, worker...)
+		workers[i] = startBackground(t, env, joiner...)
 	}
 	mu.Unlock()
 	api.onRequest.Store(&kill)
 	<-joined
 	mu.Lock()
-	workers[4] = startBackground(t, env, worker...)
+	workers[4] = startBackground(t, env, joiner...)
 	mu.Unlock()
 
 	for _, i := range []int{0, 3, 4} {
@@ -143,6 +146,9 @@ func TestFetchBatchSurvivesKilledWorkers(t *testing.T) {
 	assert.Contains(t, r.stdout, "workers     0\n", "the killed workers' leases ran out; the others left")
 
 	r = courier(t, "", nil, "batch", "rm", "--redis", rds.URL(), "b1")
+	require.Equal(t, exitUsage, r.code, "rm needs the fleet named")
+	assert.Contains(t, r.stderr, "--fleet NAME or --base-url URL is required")
+	r = courier(t, "", nil, "batch", "rm", "--redis", rds.URL(), "--base-url", api.URL, "b1")
 	require.Equal(t, 0, r.code, r.stderr)
 	r = courier(t, "", nil, "batch", "status", "--redis", rds.URL(), "b1")
 	assert.Equal(t, 1, r.code)
@@ -168,10 +174,11 @@ func TestFetchBatchSurvivesARedisRestart(t *testing.T) {
 	}
 	api.onRequest.Store(&trigger)
 	a := startBackground(t, env, append(worker, inPath)...)
-	b := startBackground(t, env, worker...)
-	// collect --wait follows the batch through the restart.
+	b := startBackground(t, env, append(worker, "--wait-for-batch")...)
+	// collect --wait follows the batch through the restart; told the
+	// fleet (by the workers' base URL), it waits for the batch to be made.
 	collected := filepath.Join(t.TempDir(), "results.jsonl")
-	collector := startBackground(t, nil, "collect", "--redis", rds.URL(), "--batch", "b2", "--wait", "--out", collected)
+	collector := startBackground(t, nil, "collect", "--redis", rds.URL(), "--base-url", api.URL, "--batch", "b2", "--wait", "--out", collected)
 	<-restart
 	rds.Kill()
 	rds.Restart()
@@ -212,6 +219,11 @@ func TestFetchBatchUsageErrors(t *testing.T) {
 		{[]string{"fetch", "--base-url", api.URL, "--redis", rds.URL(), "--batch", "no spaces"}, 2, "batch name"},
 		{[]string{"collect", "--redis", rds.URL()}, 2, "--batch NAME is required"},
 		{[]string{"collect", "--redis", rds.URL(), "--batch", "nope"}, 1, "no batch nope"},
+		{[]string{"collect", "--redis", rds.URL(), "--fleet", "other", "--batch", "b"}, 1, "no batch b in fleet other"},
+		{[]string{"fetch", "--base-url", api.URL, "--redis", rds.URL(), "--batch", "nope"}, 2, "no such batch"},
+		{[]string{"fetch", "--base-url", api.URL, "--redis", rds.URL(), "--batch", "b", "--wait-for-batch", in}, 2, "--wait-for-batch is for a worker that joins"},
+		{[]string{"collect", "--redis-ca", "ca.pem", "--batch", "b"}, 2, "--redis-ca needs --redis"},
+		{[]string{"batch", "rm", "--redis", rds.URL(), "b"}, 2, "--fleet NAME or --base-url URL is required"},
 		{[]string{"batch", "status", "--redis", rds.URL()}, 2, "want status NAME or rm NAME"},
 		{[]string{"batch", "stop", "--redis", rds.URL(), "b"}, 2, "want status NAME or rm NAME"},
 	} {

@@ -10,10 +10,11 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/fleet"
 )
 
-const collectUsage = `Usage: courier collect --redis URL --batch NAME [--out FILE] [--wait]
+const collectUsage = `Usage: courier collect --redis URL [--fleet NAME | --base-url URL] --batch NAME [--out FILE] [--wait]
 
 Writes the results of a batch on Redis in input order, as the JSON Lines
 courier fetch --resume writes, each as soon as it and every line before it
@@ -21,6 +22,11 @@ are done. Without --wait it stops at the first line not done yet; with
 --wait it follows the batch to its end. Exit status: 0 when every line is
 written and got a 2xx, 1 when some failed or (without --wait) the batch is
 not finished, 2 for a usage error.
+
+The batch is its fleet's: name the fleet with --fleet, or with the
+--base-url (and COURIER_CLIENT_ID) of the batch's workers. Without either,
+collect finds the fleet that has a batch of that name (there must be one
+only); to wait for a batch not made yet, name its fleet.
 
 Flags:
 `
@@ -34,7 +40,8 @@ func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.SortFlags = false
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, collectUsage); fs.PrintDefaults() }
-	redisURL := fs.String("redis", "", "Redis URL (the password from COURIER_REDIS_PASSWORD)")
+	var target batchTarget
+	target.flags(fs)
 	name := fs.String("batch", "", "the batch (required)")
 	out := fs.String("out", "", "write results to this file instead of stdout")
 	wait := fs.Bool("wait", false, "follow the batch until every line is done")
@@ -50,7 +57,10 @@ func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if fs.NArg() > 0 {
 		return fail(exitUsage, "no arguments are taken, got %q", fs.Args())
 	}
-	b, closeRedis, err := openBatch(*redisURL, *name, "--batch")
+	b, fleetName, closeRedis, err := target.open(ctx, "collect", "--batch", *name, false, stderr)
+	if errors.Is(err, errNoFleetBatch) {
+		return fail(exitFailed, "%v", err)
+	}
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
@@ -60,7 +70,7 @@ func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return fail(exitFailed, "%v", err)
 	}
 	if !st.Exists && !*wait {
-		return fail(exitFailed, "no batch %s", b.Name())
+		return fail(exitFailed, "no batch %s in fleet %s", b.Name(), fleetName)
 	}
 	w := stdout
 	if *out != "" {
@@ -72,7 +82,7 @@ func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		w = f
 	}
 	bar := newProgress(fs, showProgress, -1, stderr, "collecting "+b.Name())
-	n, err := collect(ctx, b, w, *wait, bar)
+	n, err := collect(ctx, b, w, *wait, st.Exists, bar)
 	bar.done()
 	if err != nil {
 		return fail(exitFailed, "%v (%d lines written)", err, n)
@@ -92,7 +102,11 @@ func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 // collect writes the batch's results in order until the first line not
 // done yet, or with wait until the batch is finished. It returns how many
 // lines it wrote.
-func collect(ctx context.Context, b *fleet.Batch, out io.Writer, wait bool, bar *progress) (int, error) {
+//
+// Once the batch has been seen (exists is true at the start, or it
+// appears), a batch that vanishes is an error: its keys were evicted,
+// expired or flushed, and no more results will come.
+func collect(ctx context.Context, b *fleet.Batch, out io.Writer, wait, exists bool, bar *progress) (int, error) {
 	w := bufio.NewWriterSize(out, 64<<10)
 	written, after := 0, 0
 	for {
@@ -129,6 +143,10 @@ func collect(ctx context.Context, b *fleet.Batch, out io.Writer, wait bool, bar 
 			if st.Sealed && int64(written) >= st.Total {
 				return written, nil
 			}
+			if exists && !st.Exists {
+				return written, fmt.Errorf("batch %s: %w", b.Name(), fleet.ErrBatchGone)
+			}
+			exists = exists || st.Exists
 		}
 		if !wait {
 			return written, nil

@@ -133,14 +133,14 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 		return fail(exitUsage, "%v", err)
 	}
 	defer flushOTLP() // after every engine below is closed
-	fm, err := o.fleet.apply(&cfg, o.batch.redisURL, os.Getenv("COURIER_CLIENT_ID"), stderr)
+	fm, err := o.fleet.apply(&cfg, &o.batch.redis, os.Getenv("COURIER_CLIENT_ID"), stderr)
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
 	// Deferred before the engine's Close, so it runs after it.
 	defer fm.close()
 	if o.batch.wanted() {
-		return runBatchFetch(ctx, o, fs, cfg, parser, stdin, stderr)
+		return runBatchFetch(ctx, o, fs, cfg, fm, parser, stdin, stderr)
 	}
 	inPath := fs.Arg(0) // "" or "-" for stdin
 	if inPath != "" && inPath != "-" {

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/courier-go/courier/engine"
-	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/fleet"
 )
 
@@ -31,6 +30,7 @@ func (o *fleetOptions) flags(fs *pflag.FlagSet) {
 // engine.
 type fleetMode struct {
 	rdb     *redis.Client
+	name    string // the fleet's
 	limiter *fleet.Limiter
 }
 
@@ -47,8 +47,11 @@ func (m *fleetMode) close() {
 // apply puts cfg in fleet mode when --redis is set: the session's tokens
 // live in the fleet's store on Redis, and cfg's rate limits become the
 // fleet's, paced through Redis. It returns nil when --redis is not set.
-func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stderr io.Writer) (*fleetMode, error) {
-	if redisURL == "" {
+func (o *fleetOptions) apply(cfg *engine.Config, rf *redisFlags, clientID string, stderr io.Writer) (*fleetMode, error) {
+	if err := rf.check(); err != nil {
+		return nil, err
+	}
+	if rf.url == "" {
 		if o.name != "" {
 			return nil, fmt.Errorf("--fleet needs --redis")
 		}
@@ -67,19 +70,14 @@ func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stde
 	if err := fleet.CheckName(name); err != nil {
 		return nil, fmt.Errorf("--fleet: %v", err)
 	}
-	redis.SetLogger(redisQuiet{})
-	rdb, err := fleet.NewClient(redisURL)
+	// A Redis that does not answer yet is waited for: the store's first
+	// read waits for it, bounded; the limiter paces with a local share
+	// until it answers. One that refuses us is an error now.
+	rdb, err := rf.connect("fetch", stderr)
 	if err != nil {
-		return nil, fmt.Errorf("--redis: %v", err)
+		return nil, err
 	}
-	m := &fleetMode{rdb: rdb}
-	ctx, cancel := context.WithTimeout(context.Background(), fleet.DefaultDialTimeout)
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		// The store's first read waits for it, bounded; the limiter
-		// paces with a local share until it answers.
-		fmt.Fprintf(stderr, "courier fetch: redis at %s does not answer (%v); waiting for it\n", errors.RedactRawURL(redisURL), err)
-	}
-	cancel()
+	m := &fleetMode{rdb: rdb, name: name}
 
 	m.limiter, err = fleet.NewLimiter(rdb, name, fleet.LimiterOptions{})
 	if err != nil {
@@ -111,9 +109,3 @@ func (o *fleetOptions) apply(cfg *engine.Config, redisURL, clientID string, stde
 	cfg.Auth.LockLease = o.lockLease
 	return m, nil
 }
-
-// redisQuiet keeps the Redis client's own log lines (each failed dial
-// while Redis is away) off stderr; fetch reports what matters itself.
-type redisQuiet struct{}
-
-func (redisQuiet) Printf(context.Context, string, ...any) {}
