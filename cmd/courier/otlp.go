@@ -45,12 +45,17 @@ func otlpWanted(flag bool) bool {
 
 // setupOTLP gives cfg a tracer and a meter provider that export over
 // OTLP/HTTP when export was asked for. The returned function flushes and
-// stops them; call it once the engine is closed. It reports a failed flush
-// on stderr: export is best effort and never changes fetch's outcome.
+// stops them; call it once the engine is closed. It reports the SDK's
+// errors and a failed flush on stderr (see otlpErrors): export is best
+// effort and never changes fetch's outcome.
 func setupOTLP(ctx context.Context, flag bool, cfg *engine.Config, stderr io.Writer) (shutdown func(), err error) {
 	if !otlpWanted(flag) {
 		return func() {}, nil
 	}
+	// The SDK's own errors (a collector that is down fails every export)
+	// come out as fetch's lines, a few at most, never as raw log lines.
+	sdkErrors := newOTLPErrors(stderr, cfg.Logger)
+	sdkErrors.install()
 	te, err := otlptracehttp.New(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("--otlp: traces: %w", err)
@@ -76,11 +81,9 @@ func setupOTLP(ctx context.Context, flag bool, cfg *engine.Config, stderr io.Wri
 		// own time.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), otlpFlushTimeout)
 		defer cancel()
-		if err := tp.Shutdown(ctx); err != nil {
-			fmt.Fprintf(stderr, "courier fetch: --otlp: exporting traces: %v\n", err)
-		}
-		if err := mp.Shutdown(ctx); err != nil {
-			fmt.Fprintf(stderr, "courier fetch: --otlp: exporting metrics: %v\n", err)
-		}
+		// A failed last export is one more error like those before it.
+		sdkErrors.Handle(tp.Shutdown(ctx))
+		sdkErrors.Handle(mp.Shutdown(ctx))
+		sdkErrors.flush()
 	}, nil
 }

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,4 +146,67 @@ func TestFetchExportsNothingUnlessAsked(t *testing.T) {
 	rcv.mu.Lock()
 	defer rcv.mu.Unlock()
 	assert.Zero(t, rcv.posts)
+}
+
+// closedPort is a loopback address where nothing listens: a connection to
+// it is refused.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// TestFetchReportsADeadOTLPEndpointThroughItsOwnLines pins what fetch says
+// when the collector refuses connections: the SDK's errors come out as
+// courier's own lines, a few at most however often the exports fail, and
+// the batch's outcome does not change.
+func TestFetchReportsADeadOTLPEndpointThroughItsOwnLines(t *testing.T) {
+	srv := demo.New(demo.Config{})
+	api := httptest.NewServer(srv)
+	t.Cleanup(api.Close)
+	env := append(tokenEnv(srv.Login()),
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+closedPort(t),
+		// Export every 20ms, each attempt given up after 200ms, for a run
+		// of about a second: dozens of failed exports.
+		"OTEL_BSP_SCHEDULE_DELAY=20", "OTEL_METRIC_EXPORT_INTERVAL=20",
+		"OTEL_EXPORTER_OTLP_TIMEOUT=200",
+	)
+	var in strings.Builder
+	for i := range 20 {
+		fmt.Fprintf(&in, "/slow/%d?ms=50\n", i)
+	}
+	rawLog := regexp.MustCompile(`^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d `) // the standard log's prefix
+	for _, tc := range []struct {
+		name string
+		args []string
+		// own reports whether l is one of courier's lines for the SDK.
+		own func(l string) bool
+	}{
+		{"through the logger", nil, func(l string) bool {
+			var v struct{ Level, Component, Message string }
+			return json.Unmarshal([]byte(l), &v) == nil && v.Level == "error" && v.Component == "otlp" && v.Message != ""
+		}},
+		{"with --log-level off", []string{"--log-level", "off"}, func(l string) bool {
+			return strings.HasPrefix(l, "courier fetch: --otlp: ")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"fetch", "--base-url", api.URL, "--summary=false", "--concurrency", "1"}, tc.args...)
+			run := courier(t, in.String(), env, args...)
+			require.Equal(t, 0, run.code, "a dead collector changes nothing of the batch: %s", run.stderr)
+			assert.Len(t, parseOutput(t, run.stdout), 20)
+
+			lines := strings.Split(strings.TrimSpace(run.stderr), "\n")
+			require.NotEmpty(t, lines[0], "the dead endpoint is reported")
+			for _, l := range lines {
+				assert.True(t, tc.own(l), "courier's own line: %q", l)
+				assert.False(t, rawLog.MatchString(l), "no raw SDK log line: %q", l)
+			}
+			assert.Contains(t, run.stderr, "connection refused")
+			assert.LessOrEqual(t, len(lines), 6, "one line per distinct error, not one per failed export:\n%s", run.stderr)
+		})
+	}
 }
