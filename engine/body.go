@@ -25,6 +25,11 @@ const maxChunk = 1 << 20
 // that it was read to its end, so closing it needs no drain.
 func readBody(resp *http.Response, limit int64) (b []byte, atEnd bool, err error) {
 	n := resp.ContentLength
+	if resp.Request != nil && resp.Request.Method == http.MethodHead {
+		// A HEAD's Content-Length is that of the body a GET would get;
+		// the answer itself has none.
+		return nil, true, nil
+	}
 	switch {
 	case n > limit:
 		return nil, false, tooLarge(limit)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/courier-go/courier/engine"
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/requests"
 )
 
 // gzipped returns n zero bytes, gzip-compressed: a few KiB that unpack to n.
@@ -116,4 +117,23 @@ func TestBodiesUpToTheLimitAreReadWhole(t *testing.T) {
 	e := newEngine(t, engine.Config{BaseURL: srv.URL, MaxResponseBytes: limit})
 	_, err := e.Get(ctxTimeout(t, 10*time.Second), "/x")
 	assert.ErrorIs(t, err, errors.ErrResponseTooLarge, "one byte over")
+}
+
+// TestHeadWithContentLengthSucceeds pins a bug: the answer to a HEAD
+// carries the Content-Length of the body a GET would get, and no body;
+// reading that many bytes failed every HEAD with "reading body: EOF".
+func TestHeadWithContentLengthSucceeds(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "42")
+		if r.Method != http.MethodHead {
+			w.Write(bytes.Repeat([]byte("x"), 42))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	e := newEngine(t, engine.Config{BaseURL: srv.URL})
+	resp, err := e.Do(ctxTimeout(t, 10*time.Second), requests.New(http.MethodHead, "/x"))
+	require.NoError(t, err)
+	assert.Equal(t, 200, resp.Status)
+	assert.Equal(t, "42", resp.Header.Get("Content-Length"))
+	assert.Empty(t, resp.Body)
 }
