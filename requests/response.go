@@ -23,7 +23,31 @@ type Response struct {
 	// backoff and refresh waits included.
 	Duration time.Duration
 	Request  *Request
+	// Cache says how the engine's cache took part in the answer: CacheHit
+	// (served from the cache, nothing sent), CacheRevalidated (the server
+	// answered 304 Not Modified to a conditional request, and the stored
+	// answer is served with the 304's headers) or CacheMiss (the cache was
+	// consulted and the answer came from the server). It is the zero
+	// value, CacheNone, when the engine has no cache or the request is not
+	// one a cache serves (a method other than GET or HEAD, a body streamed
+	// to an Output writer).
+	Cache CacheStatus
 }
+
+// CacheStatus is how a cache took part in an answer: see Response.Cache.
+type CacheStatus string
+
+// The values of [Response.Cache].
+const (
+	CacheNone        CacheStatus = ""
+	CacheMiss        CacheStatus = "miss"
+	CacheHit         CacheStatus = "hit"
+	CacheRevalidated CacheStatus = "revalidated"
+)
+
+// FromCache reports whether the answer's body came from the cache: a hit
+// or a revalidation.
+func (s CacheStatus) FromCache() bool { return s == CacheHit || s == CacheRevalidated }
 
 // OK reports whether the status is 2xx.
 func (r *Response) OK() bool { return r != nil && r.Status >= 200 && r.Status < 300 }
