@@ -35,6 +35,7 @@ type call struct {
 	key        string          // dedup key, "" when not shared
 	base       context.Context // the first waiter's values, never cancelled
 	stream     *streamed       // set when the answer is handed over alive
+	cached     *cacheLookup    // the cache's part in it (cache.go); nil: none
 	admitted   time.Time
 	seq        uint64 // order of admission
 

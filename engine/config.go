@@ -96,6 +96,21 @@ type Config struct {
 	// Dedup merges identical in-flight requests.
 	Dedup Dedup
 
+	// Cache, if set, is a private HTTP cache (RFC 9111) for GET and HEAD
+	// requests made with Submit, Do, Stream and Pages: answers with a
+	// validator (ETag, Last-Modified) or explicit freshness (max-age,
+	// Expires) are stored unless no-store; a fresh entry is served with
+	// nothing sent (unless the request says Cache-Control: no-cache); a
+	// stale one is revalidated with If-None-Match / If-Modified-Since, and
+	// a 304 serves the stored answer with the 304's headers. Vary is
+	// honoured. Entries are keyed like dedup: the method, the URL with its
+	// query sorted and the credentials the caller set itself, never the
+	// engine's token, so a refresh keeps them and two callers' entries
+	// never mix. Response.Cache and Stats say what it did. If nil, there
+	// is no cache. See [NewMemoryCache] and [NewFileCache]; package fleet
+	// has one on Redis.
+	Cache Cache
+
 	// MaxResponseBytes bounds the body read into memory. If zero,
 	// DefaultMaxResponseBytes; longer bodies fail with ErrResponseTooLarge.
 	// It counts the bytes as the transport hands them over, after it has

@@ -113,7 +113,7 @@ func guardedClient(s *settings) *http.Client {
 // (so do the other methods that take a ctx, rather than panic).
 func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 	f, ok := e.prepare(ctx, req)
-	if ok {
+	if ok && !e.fromCache(f) {
 		e.d.submit(ctx, f)
 	}
 	return f
@@ -130,6 +130,9 @@ func (e *Engine) TrySubmit(ctx context.Context, req *requests.Request) (*Future,
 	if !ok {
 		_, err := f.Await(ctx)
 		return nil, err
+	}
+	if e.fromCache(f) {
+		return f, nil
 	}
 	reply := make(chan error, 1)
 	if !e.d.post(trySubmitMsg{f: f, reply: reply}) {
@@ -313,6 +316,12 @@ type Stats struct {
 	// at error level to Config.Logger, with its stack; the engine and the
 	// hooks after it go on.
 	HookPanics int64
+	// CacheHits counts requests served from Config.Cache with nothing
+	// sent, CacheRevalidations those the server confirmed with a 304, and
+	// CacheBytes the body bytes both served from the cache.
+	CacheHits          int64
+	CacheRevalidations int64
+	CacheBytes         int64
 }
 
 // counters are the engine's statistics. The four that change with every
@@ -330,6 +339,8 @@ type counters struct {
 	_         [cacheLine - 8]byte
 
 	failed, retries, refreshes, dedupHits, holds, throttled, hookPanics atomic.Int64
+
+	cacheHits, cacheRevalidations, cacheBytes atomic.Int64 // callers and workers (cache.go)
 }
 
 // cacheLine is the size of a CPU cache line on the common platforms.
@@ -343,6 +354,7 @@ func (e *Engine) Stats() Stats {
 		Queued: c.queued.Load(), InFlight: c.inFlight.Load(), Retries: c.retries.Load(),
 		Refreshes: c.refreshes.Load(), DedupHits: c.dedupHits.Load(),
 		Holds: c.holds.Load(), Throttled: c.throttled.Load(), HookPanics: c.hookPanics.Load(),
+		CacheHits: c.cacheHits.Load(), CacheRevalidations: c.cacheRevalidations.Load(), CacheBytes: c.cacheBytes.Load(),
 	}
 }
 

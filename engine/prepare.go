@@ -141,6 +141,14 @@ func (e *Engine) dedupKey(req *requests.Request, u *url.URL) string {
 	if m != http.MethodGet && m != http.MethodHead {
 		return ""
 	}
+	return e.requestKey(req, u)
+}
+
+// requestKey names what req asks for: its method, the URL with its query
+// sorted, the body's digest and the request's own headers; never the
+// token. Dedup merges, and the cache keys entries, by it.
+func (e *Engine) requestKey(req *requests.Request, u *url.URL) string {
+	m := req.MethodOrGet()
 	if req.Body == nil && len(req.Header) == 0 && !req.NoAuth && req.IdempotencyKey == "" && !strings.Contains(u.RawQuery, "&") {
 		if u.User == nil && u.Opaque == "" && u.RawPath == "" && u.Fragment == "" && !u.ForceQuery && u.Host != "" &&
 			(u.Path == "" || u.Path[0] == '/') {

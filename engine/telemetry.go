@@ -165,6 +165,9 @@ func (t *telemetry) endRequest(f *Future, resp *requests.Response, err error) {
 	status := 0
 	if resp != nil {
 		status = resp.Status
+		if resp.Cache != requests.CacheNone {
+			f.span.SetAttributes(attribute.String("courier.cache", string(resp.Cache)))
+		}
 	}
 	endSpan(f.span, status, err)
 }

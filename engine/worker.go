@@ -139,7 +139,8 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	o.gen = snap.gen
 	// carried: the attempt went out with the current token (or with none,
 	// when the session has none yet), so a 401 to it is about that token.
-	carried := !req.NoAuth && c.sameOrigin
+	// A caller that set the token's header itself speaks for itself.
+	carried := !req.NoAuth && c.sameOrigin && !callerAuth(req, s.authHeader)
 	if carried && snap.header != "" {
 		hreq.Header[s.authHeader] = []string{snap.header}
 	}
@@ -185,6 +186,10 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 			return o
 		}
 		resp.Body = body
+	}
+	if c.cached != nil {
+		resp = e.cacheAnswer(ctx, c, resp, start)
+		ok = resp.OK()
 	}
 	e.logAttempt(c, j.attempt, resp.Status, start, snap.gen, nil)
 	if ok {
@@ -299,6 +304,7 @@ func (e *Engine) newHTTPRequest(ctx context.Context, c *call) (*http.Request, er
 	if req.IdempotencyKey != "" {
 		r.Header["Idempotency-Key"] = []string{req.IdempotencyKey}
 	}
+	e.conditional(r.Header, c)
 	return r.WithContext(withSensitive(ctx, req.SensitiveHeaders)), nil
 }
 
