@@ -36,6 +36,7 @@ type fetchOptions struct {
 	batch                                               batchOptions  // batch.go
 	rates                                               rateOptions   // rate.go
 	fleet                                               fleetOptions  // fleet.go
+	crawl                                               crawlOptions  // crawl.go
 }
 
 func fetchFlags(o *fetchOptions) *pflag.FlagSet {
@@ -62,6 +63,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.BoolVar(&o.noDedup, "no-dedup", false, "send identical requests separately")
 	fs.StringVar(&o.out, "out", "", "write results to this file instead of stdout")
 	resumeFlags(fs, &o.resume)
+	o.crawl.flags(fs)
 	o.limits.flags(fs)
 	batchFlags(fs, &o.batch)
 	o.fleet.flags(fs)
@@ -79,6 +81,15 @@ per request, in input order. A line is /path, METHOD /path, or a JSON object:
   {"id":1, "method":"POST", "path":"/x", "query":{"k":"v"}, "headers":{"K":"V"},
    "json":{...}, "files":{"field":["a.png","b.png"]}, "fields":{"k":"v"}}
 Blank lines and lines starting with # are skipped (but counted).
+
+With --paginate each line is the first page of a collection: every page
+gets an output line with the line's "line" and "id" and a "page" number
+from 1 (link: the Link header's rel="next"; cursor:FIELD=PARAM: a JSON
+field, such as meta.next_cursor, into a query parameter; page:PARAM and
+offset:PARAM:SIZE: until a page has no items). With --cache DIR answers are
+kept and revalidated with If-None-Match / If-Modified-Since across runs;
+an output line says "cache": "hit" or "revalidated" when the cache served
+its body.
 
 With --resume the --out file is a checkpoint: a killed run started again
 with the same command fetches only the lines the file does not answer. Its
@@ -139,7 +150,13 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 	}
 	// Deferred before the engine's Close, so it runs after it.
 	defer fm.close()
+	if err := o.crawl.applyCache(&cfg, fm); err != nil {
+		return fail(exitUsage, "%v", err)
+	}
 	if o.batch.wanted() {
+		if o.crawl.strategy != nil {
+			return fail(exitUsage, "--paginate does not run in a --batch yet")
+		}
 		return runBatchFetch(ctx, o, fs, cfg, fm, parser, stdin, stderr)
 	}
 	inPath := fs.Arg(0) // "" or "-" for stdin
@@ -155,6 +172,9 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 	}
 	startInput := func() *input {
 		return newInput(openInput(inPath, stdin), int(o.limits.maxLine), parser)
+	}
+	if o.crawl.strategy != nil {
+		return runCrawl(ctx, o, fs, cfg, startInput, stdout, stderr)
 	}
 	if o.resume.wanted() {
 		return runResumable(ctx, o, fs, cfg, startInput, stdout, stderr)
@@ -260,6 +280,9 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 	if err := o.checkNumbers(); err != nil {
 		return cfg, err
 	}
+	if err := o.crawl.check(); err != nil {
+		return cfg, err
+	}
 	if o.maxAttempts < 1 {
 		return cfg, fmt.Errorf("--max-attempts must be at least 1, got %d", o.maxAttempts)
 	}
@@ -304,18 +327,25 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 
 // result is one output line.
 type result struct {
-	Line       int             `json:"line"`
-	ID         json.RawMessage `json:"id"`
-	Method     string          `json:"method"`
-	Path       string          `json:"path"`
-	Status     int             `json:"status"`
-	Attempts   int             `json:"attempts"`
-	DurationMS float64         `json:"duration_ms"`
-	Body       any             `json:"body"`
+	Line int             `json:"line"`
+	ID   json.RawMessage `json:"id"`
+	// Page is the page's number, from 1, with --paginate; 0 otherwise.
+	Page       int     `json:"page,omitempty"`
+	Method     string  `json:"method"`
+	Path       string  `json:"path"`
+	Status     int     `json:"status"`
+	Attempts   int     `json:"attempts"`
+	DurationMS float64 `json:"duration_ms"`
+	// Cache is "hit" or "revalidated" when --cache served the body.
+	Cache string `json:"cache,omitempty"`
+	Body  any    `json:"body"`
 	// BodyBase64 holds a body that is not valid UTF-8 (binary, or text in
 	// another encoding), base64-encoded; Body is then null.
 	BodyBase64 []byte `json:"body_base64,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// Next is the next page's URL, for the checkpoint of a resumable
+	// pagination (see checkpointLine); "" when the line is done.
+	Next string `json:"-"`
 }
 
 type lineMeta struct {
@@ -496,6 +526,9 @@ func describe(m lineMeta, res engine.Result) result {
 	resp, err := res.Response, res.Err
 	if resp != nil {
 		r.Status, r.Attempts = resp.Status, resp.Attempts
+		if resp.Cache.FromCache() {
+			r.Cache = string(resp.Cache)
+		}
 		r.DurationMS = float64(resp.Duration.Microseconds()) / 1000
 		if len(resp.Body) > 0 {
 			// Every output line is valid JSON, whatever the server sent:

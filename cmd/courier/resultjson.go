@@ -37,7 +37,7 @@ func (e *resultEncoder) encode(r *result, hashed bool, hash string) ([]byte, err
 	e.slowBuf.Reset()
 	var v any = r
 	if hashed {
-		v = checkpointLine{result: *r, Hash: hash}
+		v = checkpointLine{result: *r, Next: r.Next, Hash: hash}
 	}
 	if err := e.slow.Encode(v); err != nil {
 		return nil, err
@@ -55,6 +55,10 @@ func (e *resultEncoder) appendResult(r *result, hashed bool, hash string) bool {
 	if !appendRaw(b, r.ID) {
 		return false
 	}
+	if r.Page != 0 {
+		b.WriteString(`,"page":`)
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(r.Page), 10))
+	}
 	b.WriteString(`,"method":`)
 	if !appendString(b, r.Method) {
 		return false
@@ -70,6 +74,12 @@ func (e *resultEncoder) appendResult(r *result, hashed bool, hash string) bool {
 	b.WriteString(`,"duration_ms":`)
 	if !appendFloat(b, r.DurationMS) {
 		return false
+	}
+	if r.Cache != "" {
+		b.WriteString(`,"cache":`)
+		if !appendString(b, r.Cache) {
+			return false
+		}
 	}
 	b.WriteString(`,"body":`)
 	switch body := r.Body.(type) {
@@ -98,6 +108,12 @@ func (e *resultEncoder) appendResult(r *result, hashed bool, hash string) bool {
 	if r.Error != "" {
 		b.WriteString(`,"error":`)
 		if !appendString(b, r.Error) {
+			return false
+		}
+	}
+	if hashed && r.Next != "" {
+		b.WriteString(`,"next":`)
+		if !appendString(b, r.Next) {
 			return false
 		}
 	}

@@ -104,6 +104,9 @@ func setIdempotencyKey(in *inputLine, key string) {
 // checkpointLine is a result line of a resumable run.
 type checkpointLine struct {
 	result
+	// Next is the next page of a pagination still under way (fetch
+	// --paginate): the run that resumes it starts there.
+	Next string `json:"next,omitempty"`
 	Hash string `json:"hash"`
 }
 
@@ -113,6 +116,10 @@ type answer struct {
 	hash      string
 	failed    bool
 	off, size int64 // where the line (newline included) sits in its file
+	// page and next are a pagination's (fetch --paginate): the page's
+	// number, and the next page's URL while the line is not done.
+	page int
+	next string
 }
 
 // checkpointError is a checkpoint that cannot be trusted: a usage error.
@@ -130,6 +137,8 @@ func readCheckpoint(r io.Reader, name string) (answers []answer, end int64, err 
 	br := bufio.NewReaderSize(r, 1<<20)
 	var fields struct {
 		Line  int     `json:"line"`
+		Page  int     `json:"page"`
+		Next  string  `json:"next"`
 		Hash  string  `json:"hash"`
 		Error *string `json:"error"`
 	}
@@ -156,7 +165,7 @@ func readCheckpoint(r io.Reader, name string) (answers []answer, end int64, err 
 		if err != nil {
 			return nil, 0, fmt.Errorf("reading %s: %w", name, err)
 		}
-		fields.Line, fields.Hash, fields.Error = 0, "", nil
+		fields.Line, fields.Page, fields.Next, fields.Hash, fields.Error = 0, 0, "", "", nil
 		if line, hash, ok := quickFields(b); ok {
 			fields.Line, fields.Hash = line, hash
 		} else if err := json.Unmarshal(b, &fields); err != nil {
@@ -165,10 +174,17 @@ func readCheckpoint(r io.Reader, name string) (answers []answer, end int64, err 
 		if fields.Hash == "" {
 			return nil, 0, badCheckpoint("%s line %d has no \"hash\": only files written by fetch --resume can be resumed", name, n)
 		}
-		if len(answers) > 0 && fields.Line <= answers[len(answers)-1].line || fields.Line < 1 {
+		outOfOrder := fields.Line < 1
+		if len(answers) > 0 && fields.Line <= answers[len(answers)-1].line {
+			// Pages of one line follow each other, numbered on.
+			prev := answers[len(answers)-1]
+			outOfOrder = outOfOrder || fields.Line != prev.line || prev.page == 0 || fields.Page != prev.page+1
+		}
+		if outOfOrder {
 			return nil, 0, badCheckpoint("%s line %d answers input line %d out of order", name, n, fields.Line)
 		}
-		answers = append(answers, answer{line: fields.Line, hash: fields.Hash, failed: fields.Error != nil, off: end, size: int64(len(b))})
+		answers = append(answers, answer{line: fields.Line, hash: fields.Hash, failed: fields.Error != nil, off: end, size: int64(len(b)),
+			page: fields.Page, next: fields.Next})
 		end += int64(len(b))
 	}
 }
@@ -186,7 +202,7 @@ func quickFields(b []byte) (line int, hash string, ok bool) {
 	comma := bytes.IndexByte(rest, ',')
 	end := len(b) - len(`"}`) - 32 // where the hash starts
 	if !found || comma < 1 || end-len(tail) < len(head) || !bytes.HasSuffix(b, []byte(`"}`)) ||
-		string(b[end-len(tail):end]) != tail || bytes.Contains(b, []byte(`"error":`)) {
+		string(b[end-len(tail):end]) != tail || bytes.Contains(b, []byte(`"error":`)) || bytes.Contains(b, []byte(`"page":`)) {
 		return 0, "", false
 	}
 	line, err := strconv.Atoi(string(rest[:comma]))

@@ -97,6 +97,11 @@ func (s *summary) print(w io.Writer, st engine.Stats) {
 	fmt.Fprintf(w, "retries     %d\n", st.Retries)
 	fmt.Fprintf(w, "refreshes   %d\n", st.Refreshes)
 	fmt.Fprintf(w, "dedup hits  %d\n", st.DedupHits)
+	if st.CacheHits+st.CacheRevalidations > 0 {
+		fmt.Fprintf(w, "cache hits  %d\n", st.CacheHits)
+		fmt.Fprintf(w, "revalidated %d\n", st.CacheRevalidations)
+		fmt.Fprintf(w, "from cache  %d bytes\n", st.CacheBytes)
+	}
 	fmt.Fprintf(w, "429s        %d\n", st.Throttled)
 	fmt.Fprintf(w, "holds       %d\n", st.Holds)
 	fmt.Fprintf(w, "elapsed     %s\n", s.elapsed.Round(time.Millisecond))
