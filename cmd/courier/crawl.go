@@ -7,8 +7,9 @@ package main
 // a "page" number from 1; lines are written in input order, a line's
 // pages in page order. Up to crawlLines lines are crawled at once, each
 // with up to crawlWindow pages ahead when its last page is known, and a
-// line that is not at the head of the output holds at most its window of
-// pages: so at most --concurrency pages are fetched and not yet written.
+// line asks for a page only when the one it yielded before is written, so
+// it holds at most its window of pages fetched and not yet written, and
+// all lines together at most --concurrency.
 //
 // With --resume the output file is the checkpoint: each page's line also
 // carries "next", the URL of the page after it while the crawl is not
@@ -153,8 +154,11 @@ type crawlJob struct {
 	hash  string
 	page  int       // the number of the first page crawled
 	pages chan page // unbuffered: a crawl runs ahead by its window only
-	err   error     // the input cannot go on: stop here
-	copy  []answer  // pages kept from the checkpoint, written already
+	// written is told when a page is written: the crawl asks for the page
+	// after it only then, so the pages fetched and not written are the
+	// window at most (the page being written among them).
+	written chan struct{}
+	err     error // the input cannot go on: stop here
 }
 
 // page is one page's outcome.
@@ -234,6 +238,10 @@ func (c *crawler) run(ctx context.Context, e *engine.Engine, src *input, out io.
 				return exitFailed, err
 			}
 			bar.add()
+			select {
+			case j.written <- struct{}{}:
+			case <-ctx.Done():
+			}
 		}
 	}
 	sum.elapsed = time.Since(start)
@@ -343,14 +351,14 @@ func (c *crawler) read(ctx context.Context, e *engine.Engine, src *input, sem ch
 		case <-ctx.Done():
 			return
 		}
-		j.pages = make(chan page)
+		j.pages, j.written = make(chan page), make(chan struct{})
 		p := c.o.strategy(max)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
 			defer close(j.pages)
-			c.crawl(ctx, e, first, p, j.page, max, j.pages)
+			c.crawl(ctx, e, first, p, max, j.pages, j.written)
 		}()
 		if !send(j) {
 			for range j.pages { // its crawl ends with ctx
@@ -367,9 +375,9 @@ func (c *crawler) read(ctx context.Context, e *engine.Engine, src *input, sem ch
 	}
 }
 
-// crawl sends every page of one line's crawl from first, numbered from
-// page, with the URL of the page after it.
-func (c *crawler) crawl(ctx context.Context, e *engine.Engine, first *requests.Request, p paginate.Paginator, number, max int, pages chan<- page) {
+// crawl sends every page of one line's crawl from first, with the URL of
+// the page after it, each once the one before is written.
+func (c *crawler) crawl(ctx context.Context, e *engine.Engine, first *requests.Request, p paginate.Paginator, max int, pages chan<- page, written <-chan struct{}) {
 	n := 0
 	for resp, err := range e.Pages(ctx, first, p) {
 		n++
@@ -381,6 +389,11 @@ func (c *crawler) crawl(ctx context.Context, e *engine.Engine, first *requests.R
 		}
 		select {
 		case pages <- pg:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-written:
 		case <-ctx.Done():
 			return
 		}
