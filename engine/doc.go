@@ -22,6 +22,19 @@
 // them. OpenTelemetry spans and metrics (telemetry.go) are off until the
 // [Config] names a provider.
 //
+// # Crawls and the cache
+//
+// [Engine.Pages] (pages.go) sends a collection's pages one after another
+// through [Engine.Do], asking a [paginate.Paginator] for each next page,
+// or, when the paginator can plan every remaining page, submits them a
+// window ahead and yields them in order. [Config.Cache] (cache.go) is a
+// private HTTP cache hooked into the request path in three places: a
+// lookup in Submit before admission (a fresh entry resolves the future
+// there), conditional headers when an attempt is built, and, once the
+// answer is read, a 304 merged into the stored answer or a new answer
+// stored. Dedup sits on top unchanged, so identical GETs share one
+// conditional request.
+//
 // Time comes from a [Clock], so backoff, Retry-After, rate limiting and
 // proactive refresh can be driven by hand in tests.
 //
