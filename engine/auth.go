@@ -166,9 +166,15 @@ const (
 // New keeps a copy of its own, Headers, Scopes and Body included (though
 // not of the values Body holds).
 type RefreshConfig struct {
-	// Path of the refresh endpoint, resolved against BaseURL. Required. An
-	// absolute URL may name another origin, such as an authorization
-	// server's token endpoint; Config.Headers are then not sent with it.
+	// Path of the refresh endpoint. Required. It is resolved as request
+	// paths are: a path, with or without a leading "/", joins BaseURL's
+	// path (BaseURL https://api.example.com/v1 and Path /auth/refresh give
+	// https://api.example.com/v1/auth/refresh), keeping BaseURL's query;
+	// an absolute URL is taken as it is, so give one for an endpoint
+	// outside BaseURL's path (https://api.example.com/auth/refresh). It
+	// may name another origin, such as an authorization server's token
+	// endpoint; Config.Headers are then not sent with it. Errors of a
+	// refresh name the URL tried, without its query.
 	Path string
 	// Grant is what the refresh asks for. If empty, GrantRefreshToken.
 	// GrantClientCredentials always sends the OAuth 2.0 form (Form is

@@ -405,6 +405,7 @@ type Dedup struct {
 type settings struct {
 	Config
 	base       *url.URL
+	refreshURL *url.URL // Auth.Refresh.Path resolved (refreshEndpoint); nil without Auth.Refresh
 	origin     string
 	authHeader string
 	authPrefix string   // scheme plus space, or ""
@@ -498,10 +499,12 @@ func (c Config) validate() (*settings, error) {
 		switch {
 		case r.Path == "":
 			bad("Auth.Refresh.Path is empty")
-		default:
-			if _, err := url.Parse(r.Path); err != nil {
-				bad("Auth.Refresh.Path %q: %v", redactRef(r.Path), redactErr(err))
+		case s.base != nil:
+			u, err := refreshEndpoint(s.base, r.Path)
+			if err != nil {
+				bad("Auth.Refresh.Path %q: %v", redactRef(r.Path), err)
 			}
+			s.refreshURL = u
 		}
 		if r.Method != "" && !validHeaderName(r.Method) {
 			bad("Auth.Refresh.Method %q is not an HTTP method", r.Method)

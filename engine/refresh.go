@@ -37,14 +37,41 @@ type permanentError struct{ err error }
 func (p *permanentError) Error() string { return p.err.Error() }
 func (p *permanentError) Unwrap() error { return p.err }
 
+// refreshEndpoint resolves a refresh endpoint's Path as request paths are
+// resolved: an absolute URL is taken as it is; a path, with or without a
+// leading "/", joins the base URL's path (base https://h/v1 and path
+// /auth/refresh give https://h/v1/auth/refresh), and the base URL's query
+// is kept under the path's own.
+func refreshEndpoint(base *url.URL, path string) (*url.URL, error) {
+	ref, err := url.Parse(path)
+	if err != nil {
+		return nil, redactErr(err)
+	}
+	if ref.IsAbs() {
+		if ref.Scheme != "http" && ref.Scheme != "https" {
+			return nil, fmt.Errorf("scheme must be http or https")
+		}
+		if ref.Host == "" {
+			return nil, fmt.Errorf("no host")
+		}
+		return ref, nil
+	}
+	if ref.Host != "" || ref.User != nil {
+		return nil, fmt.Errorf("starts with // (a host without a scheme); use a full URL or one /")
+	}
+	u := base.JoinPath(ref.EscapedPath())
+	u.RawQuery = ref.RawQuery
+	if base.RawQuery != "" {
+		u.RawQuery = withBaseQuery(base.Query(), u.RawQuery)
+	}
+	return u, nil
+}
+
 // newRefreshRequest builds the refresh call for refresh token rt (unused
 // by the client-credentials grant).
 func newRefreshRequest(ctx context.Context, s *settings, rt string) (*http.Request, error) {
 	rc := s.Auth.Refresh
-	u, err := s.base.Parse(rc.Path)
-	if err != nil {
-		return nil, fmt.Errorf("refresh: path %q: %w", rc.Path, err)
-	}
+	u := s.refreshURL
 	var body io.Reader
 	var ctype string
 	if rc.Form {

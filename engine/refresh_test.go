@@ -3,6 +3,8 @@ package engine_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,4 +76,80 @@ func TestRefreshErrorCarriesTheOAuthErrorCode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefreshPathResolvesLikeRequestPaths pins that Refresh.Path resolves
+// as request paths do: with BaseURL .../v1, requests went to /v1/users
+// but the refresh to /auth/refresh at the root. A path joins the base
+// URL's path; an absolute URL is taken as it is; an error names the URL
+// tried, without its query.
+func TestRefreshPathResolvesLikeRequestPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name, path string
+		want       string // the refresh's path as the server sees it
+	}{
+		{"a path joins the base path", "/auth/refresh", "/v1/auth/refresh"},
+		{"without a leading slash too", "auth/refresh", "/v1/auth/refresh"},
+		{"an absolute URL is taken as it is", "{srv}/auth/refresh", "/auth/refresh"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var refreshedAt, requestedAt []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				if r.Method == http.MethodPost {
+					refreshedAt = append(refreshedAt, r.URL.Path)
+					w.Header().Set("Content-Type", "application/json")
+					w.Write([]byte(`{"access_token":"new","refresh_token":"r2"}`))
+					return
+				}
+				requestedAt = append(requestedAt, r.URL.Path)
+				if r.Header.Get("Authorization") != "Bearer new" {
+					w.WriteHeader(http.StatusUnauthorized)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			e := newEngine(t, engine.Config{
+				BaseURL: srv.URL + "/v1",
+				Retry:   fastRetry(),
+				Auth: engine.Auth{AccessToken: "old", RefreshToken: "r1",
+					Refresh: &engine.RefreshConfig{Path: strings.ReplaceAll(tc.path, "{srv}", srv.URL)}},
+			})
+			resp, err := e.Get(ctxTimeout(t, 10*time.Second), "/users")
+			require.NoError(t, err)
+			assert.Equal(t, 200, resp.Status)
+			mu.Lock()
+			defer mu.Unlock()
+			assert.Equal(t, []string{tc.want}, refreshedAt)
+			assert.Equal(t, []string{"/v1/users", "/v1/users"}, requestedAt)
+		})
+	}
+
+	t.Run("the error names the URL tried", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost {
+				w.Write([]byte(`not json`))
+				return
+			}
+			w.WriteHeader(http.StatusUnauthorized)
+		}))
+		t.Cleanup(srv.Close)
+		e := newEngine(t, engine.Config{
+			BaseURL: srv.URL + "/v1",
+			Retry:   fastRetry(),
+			Auth:    engine.Auth{AccessToken: "old", RefreshToken: "r1", Refresh: &engine.RefreshConfig{Path: "/auth/refresh?key=hidden"}},
+		})
+		_, err := e.Get(ctxTimeout(t, 10*time.Second), "/users")
+		require.ErrorIs(t, err, errors.ErrSessionExpired)
+		assert.Contains(t, err.Error(), "POST "+srv.URL+"/v1/auth/refresh: token answer is not a JSON object")
+		assert.NotContains(t, err.Error(), "hidden")
+	})
+
+	t.Run("a path that cannot resolve is a config error", func(t *testing.T) {
+		_, err := engine.New(engine.Config{BaseURL: "http://127.0.0.1:1/v1",
+			Auth: engine.Auth{Refresh: &engine.RefreshConfig{Path: "//other.example/token"}}})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `Auth.Refresh.Path "//other.example/token": starts with //`)
+	})
 }

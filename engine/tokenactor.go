@@ -817,7 +817,7 @@ func (a *tokenActor) refreshOnce(ctx context.Context, cur Tokens) (t Tokens, err
 	body, err := readBounded(resp.Body, 1<<20)
 	closeBody(resp.Body)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("refresh: %w", err)
+		return Tokens{}, fmt.Errorf("refresh: %s %s: %w", req.Method, errors.RedactURL(req.URL), err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// The answer's RFC 6749 error code and description go into the
@@ -834,14 +834,14 @@ func (a *tokenActor) refreshOnce(ctx context.Context, cur Tokens) (t Tokens, err
 	}
 	t, err = s.Auth.Refresh.Parser(body)
 	if err != nil {
-		return Tokens{}, &terminalError{fmt.Errorf("refresh: %w", err)}
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: %w", req.Method, errors.RedactURL(req.URL), err)}
 	}
 	if t.AccessToken == "" {
-		return Tokens{}, &terminalError{fmt.Errorf("refresh: answer has no access token")}
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: answer has no access token", req.Method, errors.RedactURL(req.URL))}
 	}
 	if err := s.checkTokens(t); err != nil {
 		// As unusable as an answer that does not parse, and as final.
-		return Tokens{}, &terminalError{fmt.Errorf("refresh: answer has %w", err)}
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: answer has %w", req.Method, errors.RedactURL(req.URL), err)}
 	}
 	return t, nil
 }

@@ -51,7 +51,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "attempts per request, the first included")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "time limit of each attempt, reading the body included")
 	fs.StringArrayVarP(&o.headers, "header", "H", nil, "header 'Key: Value' for every request (repeatable)")
-	fs.StringVar(&o.refreshPath, "refresh-path", "", "the token refresh endpoint; enables refresh on 401")
+	fs.StringVar(&o.refreshPath, "refresh-path", "", "the token refresh endpoint, enabling refresh on 401: a path joins --base-url's path as request paths do (--base-url https://h/v1 and /auth/refresh: https://h/v1/auth/refresh); an absolute URL is taken as it is")
 	fs.StringVar(&o.refreshMethod, "refresh-method", "POST", "the refresh endpoint's method")
 	fs.StringVar(&o.refreshBody, "refresh-body", "", "JSON object sent with the refresh (the refresh token goes in as refresh_token)")
 	fs.BoolVar(&o.refreshForm, "refresh-form", false, "send the refresh as the OAuth 2.0 form (grant_type=refresh_token)")

@@ -24,7 +24,7 @@ type sessionOptions struct {
 
 func sessionFlags(fs *pflag.FlagSet, o *sessionOptions) {
 	fs.StringVar(&o.grant, "grant", "refresh_token", "how new access tokens are obtained: refresh_token, or client_credentials (COURIER_CLIENT_ID and COURIER_CLIENT_SECRET at --token-url)")
-	fs.StringVar(&o.tokenURL, "token-url", "", "the OAuth 2.0 token endpoint (absolute, or a path on --base-url); the refresh is sent as the OAuth 2.0 form")
+	fs.StringVar(&o.tokenURL, "token-url", "", "the OAuth 2.0 token endpoint: an absolute URL, or a path, which joins --base-url's path as request paths do; the refresh is sent as the OAuth 2.0 form")
 	fs.StringArrayVar(&o.scopes, "scope", nil, "scope to ask for with --grant client_credentials (repeatable, or space-separated)")
 }
 
