@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -68,6 +69,12 @@ import (
 //	refresh failure       ErrRefreshFailed or              the same errors, no response
 //	                      ErrSessionExpired
 //	per-request options   NoAuth, DedupKey, Timeout, ...   none: the config's defaults
+//	Host header           the URL's host                   http.Request.Host when set: sent
+//	                                                       as the Host header; the token
+//	                                                       goes with it only when the URL
+//	                                                       and the Host (scheme, host,
+//	                                                       port) are both the base
+//	                                                       URL's origin; never merged
 //	spans (TracerProvider) end at resolution                end when the headers are in
 //
 // The returned RoundTripper is safe for concurrent use. After Shutdown or
@@ -86,6 +93,9 @@ type roundTripper struct{ e *Engine }
 type streamed struct {
 	// oneShot is set when the request's body cannot be sent a second time.
 	oneShot bool
+	// host is the caller's Host override (http.Request.Host), sent as the
+	// Host header; empty when it names the URL's own host.
+	host string
 }
 
 // noFollow marks the context of a streamed attempt: the engine's client
@@ -111,10 +121,24 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		st.oneShot = r.GetBody == nil
 		req.Body = body
 	}
+	if r.Host != "" && r.Host != r.URL.Host {
+		st.host = r.Host
+	}
 	ctx := r.Context()
 	f, ok := e.prepare(ctx, req)
 	if ok {
-		f.own.stream = st
+		c := &f.own
+		c.stream = st
+		if st.host != "" {
+			// Another Host is another request: it joins no other. The
+			// token goes with it only when both the server it is sent to
+			// (the URL) and the one it names (the Host, with the URL's
+			// scheme and the scheme's port when it has none) are the base
+			// URL's origin: a Host naming the API on a URL to elsewhere
+			// must not draw the token there.
+			c.key = ""
+			c.sameOrigin = c.sameOrigin && origin(&url.URL{Scheme: c.url.Scheme, Host: st.host}) == e.s.origin
+		}
 		e.d.submit(ctx, f)
 	}
 	f.wait()
@@ -261,7 +285,11 @@ func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request,
 		e.logAttempt(c, j.attempt, 0, start, gen, o.err)
 		e.finalIfOneShot(c, o)
 	}
-	hresp, err := e.transport.RoundTrip(hreq.WithContext(ctx))
+	sreq := hreq.WithContext(ctx)
+	if c.stream.host != "" {
+		sreq.Host = c.stream.host
+	}
+	hresp, err := e.transport.RoundTrip(sreq)
 	if err != nil {
 		fail(err)
 		return

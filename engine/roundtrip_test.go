@@ -441,3 +441,65 @@ func TestRoundTripperStalledErrorBodyTimesOutTheAttempt(t *testing.T) {
 	assert.True(t, re.Timeout(), "the attempt timed out: %v", err)
 	assert.Equal(t, int64(2), calls.Load(), "and was retried")
 }
+
+// TestRoundTripperHonoursTheHostOverride pins that a caller's
+// http.Request.Host reaches the server as the Host header (it was dropped
+// without a word), with the token only when both the URL and the Host are
+// the base URL's origin, and that such a request joins no other.
+func TestRoundTripperHonoursTheHostOverride(t *testing.T) {
+	type seen struct{ host, auth string }
+	var mu sync.Mutex
+	var got []seen
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 8)
+	handler := func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, seen{r.Host, r.Header.Get("Authorization")})
+		mu.Unlock()
+		arrived <- struct{}{}
+		if r.URL.Path == "/slow" && r.Host != "other.test" {
+			<-release
+		}
+	}
+	api := httptest.NewServer(http.HandlerFunc(handler))
+	t.Cleanup(api.Close)
+	elsewhere := httptest.NewServer(http.HandlerFunc(handler))
+	t.Cleanup(elsewhere.Close)
+	e := newEngine(t, engine.Config{BaseURL: api.URL, Auth: engine.Auth{AccessToken: "tok"}})
+	c := e.HTTPClient()
+	apiHost := strings.TrimPrefix(api.URL, "http://")
+	last := func() seen {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[len(got)-1]
+	}
+	send := func(url, host string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", url, nil)
+		require.NoError(t, err)
+		req.Host = host
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		<-arrived
+	}
+
+	send(api.URL+"/x", "")
+	assert.Equal(t, seen{apiHost, "Bearer tok"}, last(), "no override: the URL's host, with the token")
+	send(api.URL+"/x", apiHost)
+	assert.Equal(t, seen{apiHost, "Bearer tok"}, last(), "the base host named again: with the token")
+	send(api.URL+"/x", "other.test")
+	assert.Equal(t, seen{"other.test", ""}, last(), "another Host: sent, without the token")
+	send(elsewhere.URL+"/x", apiHost)
+	assert.Equal(t, seen{apiHost, ""}, last(), "the base host named on a URL to elsewhere: no token there")
+
+	// An identical request in flight without the override is not joined.
+	f := e.Submit(context.Background(), requests.New("GET", "/slow"))
+	<-arrived
+	send(api.URL+"/slow", "other.test")
+	assert.Equal(t, seen{"other.test", ""}, last(), "sent on its own, not merged with the call in flight")
+	close(release)
+	_, err := f.Await(ctxTimeout(t, 10*time.Second))
+	require.NoError(t, err)
+	assert.Zero(t, e.Stats().DedupHits)
+}
