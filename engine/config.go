@@ -110,6 +110,15 @@ type Config struct {
 	// is no cache. See [NewMemoryCache] and [NewFileCache]; package fleet
 	// has one on Redis.
 	Cache Cache
+	// Breaker stops sending to a host whose attempts keep failing: see
+	// [Breaker]. The zero value is off.
+	Breaker Breaker
+
+	// OnBreakerChange, if set, is told every change of state of every
+	// circuit breaker (see [Breaker]): closed to open, open to half-open,
+	// half-open to closed or open again. It is called as OnError is, from
+	// the same goroutine, in order.
+	OnBreakerChange func(BreakerChange)
 
 	// MaxResponseBytes bounds the body read into memory. If zero,
 	// DefaultMaxResponseBytes; longer bodies fail with ErrResponseTooLarge.
@@ -454,6 +463,7 @@ func (c Config) validate() (*settings, error) {
 	nonNeg("Auth.RefreshBefore", int64(c.Auth.RefreshBefore))
 	nonNeg("Auth.LockLease", int64(c.Auth.LockLease))
 	c.RateLimit.check(bad)
+	c.Breaker.check(bad)
 	if c.Retry.BaseDelay > 0 && c.Retry.MaxDelay > 0 && c.Retry.BaseDelay > c.Retry.MaxDelay {
 		bad("Retry.BaseDelay (%s) is above Retry.MaxDelay (%s)", c.Retry.BaseDelay, c.Retry.MaxDelay)
 	}
@@ -539,6 +549,8 @@ func (c Config) validate() (*settings, error) {
 	// caller changing them afterwards changes nothing and races with no
 	// worker.
 	s.Headers = c.Headers.Clone()
+	s.Breaker.Hosts = maps.Clone(c.Breaker.Hosts)
+	s.Breaker.Routes = slices.Clone(c.Breaker.Routes)
 	if s.Workers == 0 {
 		s.Workers = DefaultWorkers
 	}

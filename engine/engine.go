@@ -27,6 +27,7 @@ type Engine struct {
 	client    *http.Client      // the caller's client, with the redirect guard
 	transport http.RoundTripper // middleware chain around client.Do
 	pacer     *pacer            // holds, buckets and back-off per host
+	breakers  *breakers         // circuit breakers per host; nil: none
 	log       *zerolog.Logger
 	tokens    atomic.Pointer[tokenSnap] // published by the token actor
 	stats     counters
@@ -59,6 +60,7 @@ func New(cfg Config) (*Engine, error) {
 	e.transport = rt
 	e.pacer = newPacer(s, &e.stats)
 	e.hooks = newHooks(e.log, &e.stats.hookPanics)
+	e.breakers = newBreakers(s, &e.stats, e.breakerChanged)
 	if e.tel, err = newTelemetry(s, &e.stats); err != nil {
 		return nil, fmt.Errorf("courier: telemetry: %w", err)
 	}
@@ -322,6 +324,11 @@ type Stats struct {
 	CacheHits          int64
 	CacheRevalidations int64
 	CacheBytes         int64
+
+	BreakerTrips      int64 // times a circuit breaker of this engine opened
+	BreakerRejections int64 // attempts refused, unsent, by an open breaker
+	HedgesSent        int64 // hedged attempts sent (see Hedge)
+	HedgesWon         int64 // hedged attempts whose answer came first
 }
 
 // counters are the engine's statistics. The four that change with every
@@ -341,6 +348,8 @@ type counters struct {
 	failed, retries, refreshes, dedupHits, holds, throttled, hookPanics atomic.Int64
 
 	cacheHits, cacheRevalidations, cacheBytes atomic.Int64 // callers and workers (cache.go)
+
+	breakerTrips, breakerRejections, hedgesSent, hedgesWon atomic.Int64
 }
 
 // cacheLine is the size of a CPU cache line on the common platforms.
@@ -355,6 +364,8 @@ func (e *Engine) Stats() Stats {
 		Refreshes: c.refreshes.Load(), DedupHits: c.dedupHits.Load(),
 		Holds: c.holds.Load(), Throttled: c.throttled.Load(), HookPanics: c.hookPanics.Load(),
 		CacheHits: c.cacheHits.Load(), CacheRevalidations: c.cacheRevalidations.Load(), CacheBytes: c.cacheBytes.Load(),
+		BreakerTrips: c.breakerTrips.Load(), BreakerRejections: c.breakerRejections.Load(),
+		HedgesSent: c.hedgesSent.Load(), HedgesWon: c.hedgesWon.Load(),
 	}
 }
 

@@ -92,12 +92,15 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	// its duration, unless the pacer makes the attempt wait.
 	start := s.Clock.Now()
 	var span attemptSpan
+	var brk breakerTicket // the attempt's pass through its host's breaker (breaker.go)
+	sentNow := false      // the attempt reached the transport
 	defer func() {
 		if v := recover(); v != nil {
 			pe := &errors.PanicError{Where: "request " + req.MethodOrGet() + " " + c.url.Path, Value: v, Stack: debug.Stack()}
 			e.log.Error().Str("method", req.MethodOrGet()).Str("path", c.url.Path).Interface("panic", v).Msg("panic during attempt")
 			o = outcome{c: c, err: pe}
 		}
+		e.breakers.done(brk, breakerVerdictOf(&o, sentNow), o.err)
 		e.tel.endAttempt(&span, c, &o)
 	}()
 
@@ -110,10 +113,15 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 		o.err = e.requestError(c, sent, err) // abandoned before it started
 		return o
 	}
+	// An open breaker fails the attempt before it waits for anything.
+	var err error
+	if brk, err = e.breakers.allow(&c.url); err != nil {
+		o.err = e.requestError(c, sent, err)
+		return o
+	}
 	var pace paceTicket
 	if e.pacer.active {
 		// The wait for the limiter is not part of the attempt's time.
-		var err error
 		if pace, o.held, err = e.pacer.wait(ctx, &c.url, start); err != nil || o.held > 0 {
 			if err != nil {
 				o.err = e.requestError(c, sent, err)
@@ -121,6 +129,10 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 			return o
 		}
 		start = pace.at
+		if err := e.breakers.recheck(brk); err != nil {
+			o.err = e.requestError(c, sent, err)
+			return o
+		}
 	}
 	// The deadline is real time, whatever the engine's clock.
 	now := start
@@ -145,6 +157,7 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 		hreq.Header[s.authHeader] = []string{snap.header}
 	}
 	hreq = e.tel.startAttempt(&span, hreq, c, j.attempt)
+	sentNow = true
 	if c.stream != nil {
 		e.attemptStreamed(c, j, &o, hreq, snap.gen, start, pace, carried)
 		return o

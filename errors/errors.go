@@ -59,7 +59,44 @@ var (
 	// empty and the http.Request has no GetBody. The error also wraps the
 	// first attempt's failure.
 	ErrBodyNotReplayable = New("courier: request body cannot be sent again (http.Request.GetBody is nil)")
+
+	// ErrCircuitOpen fails a request, without sending it, to a host (or
+	// route) whose circuit breaker is open: its recent attempts kept
+	// failing. The error is a *CircuitOpenError, which says until when and
+	// wraps the failure that opened the circuit.
+	ErrCircuitOpen = New("courier: circuit open")
 )
+
+// CircuitOpenError is a request refused because the circuit breaker of
+// its host, or of its route, is open. It matches ErrCircuitOpen with Is and
+// wraps the last failure that kept or put the circuit open (an answer's
+// body and headers left out: they were another request's). It is a plain
+// value.
+type CircuitOpenError struct {
+	// Host is the breaker's host as request URLs name it, with the route's
+	// path prefix when the breaker is a route's ("api.example.com/search").
+	Host string
+	// Until is when the breaker half-opens and lets probes through again.
+	Until time.Time
+	// Err is the last failure seen before the circuit opened; nil when it
+	// is not known (another process of a fleet opened it).
+	Err error
+}
+
+// Error names the host, when the circuit half-opens and the last failure.
+func (e *CircuitOpenError) Error() string {
+	msg := fmt.Sprintf("courier: circuit open for %s until %s", e.Host, e.Until.UTC().Format(time.RFC3339Nano))
+	if e.Err != nil {
+		msg += ": last failure: " + e.Err.Error()
+	}
+	return msg
+}
+
+// Is reports whether target is ErrCircuitOpen.
+func (e *CircuitOpenError) Is(target error) bool { return target == ErrCircuitOpen }
+
+// Unwrap returns the last failure.
+func (e *CircuitOpenError) Unwrap() error { return e.Err }
 
 // HTTPError is a response with a status outside 2xx, after every attempt the
 // retry policy allowed. It is a plain value; treat its fields as read-only

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 
@@ -37,4 +38,19 @@ func TestPanicErrorUnwrapsErrorValues(t *testing.T) {
 	pe := &errors.PanicError{Where: "middleware", Value: context.Canceled}
 	assert.True(t, errors.Is(pe, context.Canceled))
 	assert.Equal(t, "courier: panic in middleware: context canceled", pe.Error())
+}
+
+func TestCircuitOpenErrorSaysWhenAndWhy(t *testing.T) {
+	last := &errors.HTTPError{Status: 503, Method: "GET", URL: "http://api/x", Attempts: 1}
+	until := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var err error = &errors.RequestError{Method: "GET", URL: "http://api/y", Err: &errors.CircuitOpenError{Host: "api", Until: until, Err: last}}
+	assert.True(t, errors.Is(err, errors.ErrCircuitOpen))
+	coe, ok := errors.AsType[*errors.CircuitOpenError](err)
+	assert.True(t, ok)
+	assert.Equal(t, until, coe.Until)
+	he, ok := errors.AsType[*errors.HTTPError](err)
+	assert.True(t, ok, "it wraps the last failure")
+	assert.Equal(t, 503, he.Status)
+	assert.Equal(t, "courier: circuit open for api until 2026-01-02T03:04:05Z: last failure: courier: GET http://api/x: 503 Service Unavailable (attempts 1)", coe.Error())
+	assert.False(t, errors.Is(&errors.CircuitOpenError{Host: "api"}, errors.ErrClosed))
 }
