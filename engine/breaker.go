@@ -419,6 +419,22 @@ func (b *breakers) admit(c *circuit, now time.Time, changes *[]BreakerChange) (b
 	return breakerTicket{c: c, gen: c.gen}, nil
 }
 
+// closed reports whether the breaker of a request for u lets everything
+// through: it has none, or it is closed.
+func (b *breakers) closed(u *url.URL) bool {
+	if b == nil {
+		return true
+	}
+	key, pol := b.keyOf(u)
+	if !pol.on() {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.keys[key]
+	return c == nil || c.state == BreakerClosed
+}
+
 // recheck refuses the attempt tk let through when its breaker has opened
 // since, as it does while the attempt waited for its turn at the rate
 // limiter.

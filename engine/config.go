@@ -114,6 +114,10 @@ type Config struct {
 	// [Breaker]. The zero value is off.
 	Breaker Breaker
 
+	// Hedge sends a second copy of an idempotent request's attempt that is
+	// slow to answer: see [Hedge]. The zero value is off.
+	Hedge Hedge
+
 	// OnBreakerChange, if set, is told every change of state of every
 	// circuit breaker (see [Breaker]): closed to open, open to half-open,
 	// half-open to closed or open again. It is called as OnError is, from
@@ -464,6 +468,7 @@ func (c Config) validate() (*settings, error) {
 	nonNeg("Auth.LockLease", int64(c.Auth.LockLease))
 	c.RateLimit.check(bad)
 	c.Breaker.check(bad)
+	c.Hedge.check(bad)
 	if c.Retry.BaseDelay > 0 && c.Retry.MaxDelay > 0 && c.Retry.BaseDelay > c.Retry.MaxDelay {
 		bad("Retry.BaseDelay (%s) is above Retry.MaxDelay (%s)", c.Retry.BaseDelay, c.Retry.MaxDelay)
 	}
@@ -551,6 +556,8 @@ func (c Config) validate() (*settings, error) {
 	s.Headers = c.Headers.Clone()
 	s.Breaker.Hosts = maps.Clone(c.Breaker.Hosts)
 	s.Breaker.Routes = slices.Clone(c.Breaker.Routes)
+	s.Hedge.Hosts = maps.Clone(c.Hedge.Hosts)
+	s.Hedge.Routes = slices.Clone(c.Hedge.Routes)
 	if s.Workers == 0 {
 		s.Workers = DefaultWorkers
 	}

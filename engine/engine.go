@@ -28,6 +28,7 @@ type Engine struct {
 	transport http.RoundTripper // middleware chain around client.Do
 	pacer     *pacer            // holds, buckets and back-off per host
 	breakers  *breakers         // circuit breakers per host; nil: none
+	hedger    *hedger           // hedged attempts; nil: none
 	log       *zerolog.Logger
 	tokens    atomic.Pointer[tokenSnap] // published by the token actor
 	stats     counters
@@ -61,6 +62,7 @@ func New(cfg Config) (*Engine, error) {
 	e.pacer = newPacer(s, &e.stats)
 	e.hooks = newHooks(e.log, &e.stats.hookPanics)
 	e.breakers = newBreakers(s, &e.stats, e.breakerChanged)
+	e.hedger = newHedger(s.Hedge)
 	if e.tel, err = newTelemetry(s, &e.stats); err != nil {
 		return nil, fmt.Errorf("courier: telemetry: %w", err)
 	}

@@ -163,7 +163,7 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 		return o
 	}
 
-	hresp, err := e.transport.RoundTrip(hreq)
+	hresp, err := e.roundTrip(c, hreq) // hedged when Config.Hedge says so
 	if err != nil {
 		o.err = e.requestError(c, j.attempt, err)
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
