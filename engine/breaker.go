@@ -533,6 +533,12 @@ func (b *breakers) open(c *circuit, now time.Time, cause error) BreakerChange {
 // change moves c to state, forgetting what was counted; with b.mu held.
 func (b *breakers) change(c *circuit, to BreakerState) BreakerChange {
 	ch := BreakerChange{Key: c.key, From: c.state, To: to}
+	switch {
+	case c.state == BreakerClosed:
+		b.stats.breakersOpen.Add(1)
+	case to == BreakerClosed:
+		b.stats.breakersOpen.Add(-1)
+	}
 	c.state = to
 	c.gen++
 	c.run, c.probing, c.probed = 0, 0, 0

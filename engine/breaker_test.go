@@ -397,3 +397,25 @@ func TestBreakerConfigErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 	}
 }
+
+func TestBreakerAndHedgeMetrics(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rig := newOtelRig(t)
+		srv := newHostServer()
+		srv.set("dead.test", 503)
+		e := virtualEngine(t, rig.apply(engine.Config{
+			HTTPClient: srv.client(),
+			Retry:      engine.Retry{MaxAttempts: 1},
+			Breaker:    engine.Breaker{ConsecutiveFailures: 2},
+		}))
+		ctx := context.Background()
+		for range 4 {
+			_ = fetchErr(ctx, e, "http://dead.test/x")
+		}
+		m := rig.metrics(t)
+		assert.Equal(t, int64(1), sum(t, m["courier.client.breaker.trips"]))
+		assert.Equal(t, int64(2), sum(t, m["courier.client.breaker.rejections"]))
+		assert.Equal(t, int64(1), gauge(t, m, "courier.client.breaker.open"))
+		assert.Zero(t, sum(t, m["courier.client.hedges"]))
+	})
+}

@@ -352,6 +352,7 @@ type counters struct {
 	cacheHits, cacheRevalidations, cacheBytes atomic.Int64 // callers and workers (cache.go)
 
 	breakerTrips, breakerRejections, hedgesSent, hedgesWon atomic.Int64
+	breakersOpen                                           atomic.Int64 // breakers open or half-open now
 }
 
 // cacheLine is the size of a CPU cache line on the common platforms.

@@ -76,7 +76,9 @@ type telemetry struct {
 	dedupHits      metric.Int64Counter
 	expiries       metric.Int64Counter
 	budgetRefusals metric.Int64Counter
-	gauges         metric.Registration // queue depth, in-flight and holds; unregistered when the engine stops
+	// gauges observes queue depth, in-flight, holds, breakers and hedges
+	// from the engine's counters; unregistered when the engine stops.
+	gauges metric.Registration
 }
 
 // newTelemetry returns the instrumentation s asks for, or nil for none.
@@ -122,6 +124,18 @@ func newTelemetry(s *settings, st *counters) (*telemetry, error) {
 	holds, err := m.Int64ObservableCounter("courier.client.rate_limit.holds", metric.WithUnit("{hold}"),
 		metric.WithDescription("Times a host or route was held by the server's Retry-After or an exhausted quota."))
 	errs = append(errs, err)
+	observed := func(name, unit, desc string) metric.Int64ObservableCounter {
+		c, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	trips := observed("courier.client.breaker.trips", "{trip}", "Times a circuit breaker opened.")
+	rejections := observed("courier.client.breaker.rejections", "{attempt}", "Attempts an open circuit breaker refused, unsent.")
+	hedges := observed("courier.client.hedges", "{attempt}", "Hedged attempts sent.")
+	hedgesWon := observed("courier.client.hedges.won", "{attempt}", "Hedged attempts whose answer came first.")
+	open, err := m.Int64ObservableGauge("courier.client.breaker.open", metric.WithUnit("{breaker}"),
+		metric.WithDescription("Circuit breakers not closed now: open or half-open."))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -129,8 +143,13 @@ func newTelemetry(s *settings, st *counters) (*telemetry, error) {
 		o.ObserveInt64(queued, st.queued.Load())
 		o.ObserveInt64(inFlight, st.inFlight.Load())
 		o.ObserveInt64(holds, st.holds.Load())
+		o.ObserveInt64(trips, st.breakerTrips.Load())
+		o.ObserveInt64(rejections, st.breakerRejections.Load())
+		o.ObserveInt64(open, st.breakersOpen.Load())
+		o.ObserveInt64(hedges, st.hedgesSent.Load())
+		o.ObserveInt64(hedgesWon, st.hedgesWon.Load())
 		return nil
-	}, queued, inFlight, holds)
+	}, queued, inFlight, holds, trips, rejections, open, hedges, hedgesWon)
 	if err != nil {
 		return nil, err
 	}
