@@ -17,6 +17,10 @@
 //   - [Limiter] is an [engine.Limiter] (set it as [engine.RateLimit].Limiter):
 //     GCRA in a Lua script on Redis's clock, one round trip per wait, and
 //     holds (a 429 or 503 with Retry-After) that stop the whole fleet.
+//   - [BreakerStore] is an [engine.BreakerStore] (set it as
+//     [engine.Breaker].Store): a circuit breaker that trips in one process
+//     opens it in every process, until the same moment, through a key
+//     that expires then and a pub/sub notice.
 //   - [Batch] spreads one input over any number of workers with Redis
 //     Streams.
 //
