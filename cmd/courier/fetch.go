@@ -30,13 +30,14 @@ type fetchOptions struct {
 	refreshForm, noDedup, summary, progress, otlp       bool
 	accessField, refreshField                           string
 	sess                                                sessionOptions
-	resume                                              resumeOptions // resume.go
-	limits                                              limitOptions  // limits.go
-	saver                                               *savingStore  // set by config with --token-file; tokensave.go
-	batch                                               batchOptions  // batch.go
-	rates                                               rateOptions   // rate.go
-	fleet                                               fleetOptions  // fleet.go
-	crawl                                               crawlOptions  // crawl.go
+	resume                                              resumeOptions  // resume.go
+	limits                                              limitOptions   // limits.go
+	saver                                               *savingStore   // set by config with --token-file; tokensave.go
+	batch                                               batchOptions   // batch.go
+	rates                                               rateOptions    // rate.go
+	fleet                                               fleetOptions   // fleet.go
+	crawl                                               crawlOptions   // crawl.go
+	breaker                                             breakerOptions // breaker.go
 }
 
 func fetchFlags(o *fetchOptions) *pflag.FlagSet {
@@ -48,6 +49,7 @@ func fetchFlags(o *fetchOptions) *pflag.FlagSet {
 	fs.Float64Var(&o.rate, "rate", 0, "requests per second, retries included (0: unlimited)")
 	fs.IntVar(&o.burst, "burst", 0, "requests allowed at once above the rate (0: the rate, at least 1)")
 	o.rates.flags(fs)
+	o.breaker.flags(fs)
 	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "attempts per request, the first included")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "time limit of each attempt, reading the body included")
 	fs.StringArrayVarP(&o.headers, "header", "H", nil, "header 'Key: Value' for every request (repeatable)")
@@ -233,7 +235,11 @@ func (o *fetchOptions) runLocal(fs *pflag.FlagSet, cfg engine.Config, l localRun
 		if l.note != nil {
 			l.note(stderr)
 		}
-		sum.print(stderr, e.Stats())
+		st := e.Stats()
+		sum.print(stderr, st)
+		if o.breaker.on() {
+			printBreaker(stderr, st)
+		}
 	}
 	return code
 }
@@ -293,6 +299,9 @@ func (o *fetchOptions) config(stderr io.Writer) (engine.Config, error) {
 		return cfg, err
 	}
 	if err := o.rates.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := o.breaker.apply(&cfg); err != nil {
 		return cfg, err
 	}
 	for _, h := range o.headers {
@@ -550,6 +559,11 @@ func describe(m lineMeta, res engine.Result) result {
 		var he *errors.HTTPError
 		var re *errors.RequestError
 		switch {
+		case errors.Is(err, errors.ErrCircuitOpen):
+			// Refused unsent: the answer it wraps was another line's.
+			if errors.As(err, &re) {
+				r.Attempts = re.Attempts
+			}
 		case errors.As(err, &he):
 			r.Status, r.Attempts = he.Status, he.Attempts
 		case errors.As(err, &re):

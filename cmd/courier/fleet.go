@@ -29,9 +29,10 @@ func (o *fleetOptions) flags(fs *pflag.FlagSet) {
 // fleetMode is a fetch's connection to its fleet; close it after the
 // engine.
 type fleetMode struct {
-	rdb     *redis.Client
-	name    string // the fleet's
-	limiter *fleet.Limiter
+	rdb      *redis.Client
+	name     string // the fleet's
+	limiter  *fleet.Limiter
+	breakers *fleet.BreakerStore // nil without --breaker
 }
 
 func (m *fleetMode) close() {
@@ -40,6 +41,9 @@ func (m *fleetMode) close() {
 	}
 	if m.limiter != nil {
 		m.limiter.Close()
+	}
+	if m.breakers != nil {
+		m.breakers.Close()
 	}
 	m.rdb.Close()
 }
@@ -88,6 +92,15 @@ func (o *fleetOptions) apply(cfg *engine.Config, rf *redisFlags, clientID string
 	// and their adaptive changes; the fleet's limiter makes them, and the
 	// holds, the whole fleet's.
 	cfg.RateLimit.Limiter = m.limiter
+
+	// A breaker that trips in one process opens in every process.
+	if b := cfg.Breaker; b.ConsecutiveFailures > 0 || b.Failures > 0 || b.FailureRatio > 0 {
+		if m.breakers, err = fleet.NewBreakerStore(rdb, name); err != nil {
+			m.close()
+			return nil, err
+		}
+		cfg.Breaker.Store = m.breakers
+	}
 
 	// The session: the fleet's store is the source of truth. The first
 	// process seeds it with its tokens (from the environment, or from
