@@ -419,3 +419,24 @@ func TestBreakerAndHedgeMetrics(t *testing.T) {
 		assert.Zero(t, sum(t, m["courier.client.hedges"]))
 	})
 }
+
+func TestBreakerCooldownFollowsTheEnginesClock(t *testing.T) {
+	clock := newFakeClock()
+	srv := newHostServer()
+	srv.set("api.test", 503)
+	e, err := engine.New(engine.Config{BaseURL: "http://api.test", HTTPClient: srv.client(), Clock: clock,
+		Retry:   engine.Retry{MaxAttempts: 1},
+		Breaker: engine.Breaker{ConsecutiveFailures: 1, Cooldown: time.Hour, Probes: 1}})
+	require.NoError(t, err)
+	defer e.Close()
+	ctx := context.Background()
+	require.NotErrorIs(t, fetchErr(ctx, e, "/x"), errors.ErrCircuitOpen)
+	err = fetchErr(ctx, e, "/x")
+	require.ErrorIs(t, err, errors.ErrCircuitOpen)
+	coe, _ := errors.AsType[*errors.CircuitOpenError](err)
+	require.NotNil(t, coe)
+	assert.Equal(t, clock.Now().Add(time.Hour), coe.Until)
+	srv.set("api.test", 200)
+	clock.Advance(time.Hour)
+	require.NoError(t, fetchErr(ctx, e, "/x"), "an hour on the engine's clock, none in real time")
+}

@@ -155,8 +155,9 @@ type Config struct {
 	// Logger is used.
 	Slog *slog.Logger
 
-	// Clock is the source of time for backoff, Retry-After, rate limiting
-	// and proactive refresh. If nil, SystemClock.
+	// Clock is the source of time for backoff, Retry-After, rate limiting,
+	// breaker cooldowns and windows, hedge delays and proactive refresh.
+	// If nil, SystemClock.
 	Clock Clock
 
 	// TracerProvider, if set, traces every request: a client span per

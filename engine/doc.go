@@ -35,8 +35,9 @@
 // stored. Dedup sits on top unchanged, so identical GETs share one
 // conditional request.
 //
-// Time comes from a [Clock], so backoff, Retry-After, rate limiting and
-// proactive refresh can be driven by hand in tests.
+// Time comes from a [Clock], so backoff, Retry-After, rate limiting,
+// breaker cooldowns, hedge delays and proactive refresh can be driven by
+// hand in tests.
 //
 // # Pacing
 //
@@ -74,6 +75,32 @@
 // returns the latest hold from any process, cheaply, since it runs before
 // every attempt. The engine calls none of them from the dispatcher, and
 // the zero value of [RateLimit.Limiter], nil, means local limiting.
+//
+// # Circuit breakers and hedging
+//
+// Both are off until the [Config] asks, and both key their state by
+// [LimitKey] as pacing does: a host, or a host and route.
+//
+// A [Breaker] (breaker.go) is consulted by the worker before an attempt
+// waits for anything, and again after the rate limiter's wait: while the
+// key's breaker is open the attempt fails at once, unsent, with a
+// *errors.CircuitOpenError (matching errors.ErrCircuitOpen), which is
+// final, so requests queued behind a dead host fail as their turn comes
+// instead of waiting for its rate, and a retry to an open breaker fails
+// too. The attempt's end is counted when it is over: connection errors,
+// timeouts and 5xx as failures, 429s and cancelled attempts not at all,
+// other answers as successes. An answer to an attempt let through before
+// the breaker last changed state is ignored. A [BreakerStore] shares
+// openings between engines (package fleet has one on Redis); each engine
+// half-opens and probes on its own.
+//
+// A [Hedge] (hedge.go) races a second copy of a slow attempt of an
+// idempotent request: the worker starts the first copy on a goroutine,
+// arms a timer for the delay, and when it fires, and the breaker is
+// closed, the budget allows and the rate limiter lets it through without
+// a hold, sends the second. The first answer wins; the worker cancels the
+// other copy and takes its result (closing any answer it got) before the
+// attempt goes on, so both goroutines end with the attempt.
 //
 // # Guarantees
 //
