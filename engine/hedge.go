@@ -42,7 +42,8 @@ const (
 // never sent to a host or route that is held (a Retry-After, a quota at
 // zero) or whose breaker is not closed, nor past the budget: at most
 // Budget extra attempts per attempt that could be hedged, over the
-// engine's life, with a few saved up at most.
+// engine's life, plus ten that a calm spell may save up (the budget
+// starts with them): n attempts send at most n×Budget + 10 hedges.
 //
 // The zero value is off. A Hedge is on for the hosts and routes whose
 // Delay or Percentile is set. It is a plain value: [New] copies Hosts and
@@ -130,7 +131,7 @@ type hedger struct {
 	ratio  float64
 
 	mu     sync.Mutex // protects credit and keys, and every latencies
-	credit float64    // hedges the budget allows now
+	credit float64    // hedges the budget allows now, up to hedgeBurst
 	keys   map[LimitKey]*latencies
 }
 
@@ -151,6 +152,7 @@ func newHedger(h Hedge) *hedger {
 	if x.ratio == 0 {
 		x.ratio = DefaultHedgeBudget
 	}
+	x.credit = hedgeBurst // as the retry budget does, it starts full
 	on := x.def.on()
 	for k, p := range h.Hosts {
 		x.hosts[normalizeHost(k)] = p

@@ -70,8 +70,6 @@ func TestHedgeFirstAnswerWinsAndTheOtherIsCancelled(t *testing.T) {
 			HTTPClient: srv.client(),
 			Hedge:      engine.Hedge{Delay: 100 * time.Millisecond, Budget: 1},
 		})
-		// The budget earns its share per attempt: one attempt earns a
-		// whole hedge at Budget 1.
 		start := time.Now()
 		resp, err := e.Get(context.Background(), "/slow")
 		require.NoError(t, err)
@@ -143,8 +141,9 @@ func TestHedgeBudgetBoundsExtraRequests(t *testing.T) {
 		}
 		requireAllOK(t, context.Background(), futures)
 		sent := e.Stats().HedgesSent
-		assert.LessOrEqual(t, sent, int64(400*engine.DefaultHedgeBudget), "at most 5%% extra")
-		assert.GreaterOrEqual(t, sent, int64(400*engine.DefaultHedgeBudget)-1, "the budget is used")
+		// 5% of the attempts, plus the ten the budget starts with.
+		assert.LessOrEqual(t, sent, int64(400*engine.DefaultHedgeBudget)+10, "at most 5%% extra")
+		assert.GreaterOrEqual(t, sent, int64(400*engine.DefaultHedgeBudget)+10-1, "the budget is used")
 		assert.Equal(t, 400+sent, srv.calls.Load())
 	})
 }
