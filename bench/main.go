@@ -29,7 +29,7 @@ var (
 	quick    = flag.Bool("quick", false, "short measurements, for a smoke run")
 	rounds   = flag.Int("rounds", 9, "paired rounds per measurement")
 	duration = flag.Duration("duration", 500*time.Millisecond, "length of each closed-loop measurement")
-	only     = flag.String("only", "", "run only these sections, comma separated: throughput, noop, openloop, scenarios, pacing, fetch, batch, fleet")
+	only     = flag.String("only", "", "run only these sections, comma separated: throughput, noop, openloop, scenarios, pacing, resilience, fetch, batch, fleet")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the run here")
 	only1    = flag.String("client", "", "measure only net/http and the clients whose name holds this (courier, resty, retryablehttp, failsafe), for profiling")
 )
@@ -76,6 +76,9 @@ func main() {
 	}
 	if want("pacing") {
 		pacing()
+	}
+	if want("resilience") {
+		resilience()
 	}
 	if want("fetch") {
 		fetchComparison(srv)
