@@ -594,7 +594,8 @@ func errText(err error) string {
 // keptCause is the failure a rejection wraps: an answer's status, method
 // and URL, without the headers and body that were another request's.
 func keptCause(err error) error {
-	if he, ok := errors.AsType[*errors.HTTPError](err); ok {
+	var he *errors.HTTPError
+	if errors.As(err, &he) {
 		cp := *he
 		cp.Header, cp.Body = nil, nil
 		return &cp
@@ -619,7 +620,8 @@ func breakerVerdictOf(o *outcome, sent bool) breakerVerdict {
 	case errors.Is(o.err, context.Canceled):
 		return breakerIgnore // the caller left, or the engine closed
 	}
-	if _, ok := errors.AsType[*errors.PanicError](o.err); ok {
+	var pe *errors.PanicError
+	if errors.As(o.err, &pe) {
 		return breakerIgnore
 	}
 	return breakerFailure

@@ -109,19 +109,21 @@ func TestBreakerOpensAfterConsecutiveFailuresAndFailsFast(t *testing.T) {
 		ctx := context.Background()
 		for i := range 3 {
 			err := fetchErr(ctx, e, "/x")
-			he, ok := errors.AsType[*errors.HTTPError](err)
+			var he *errors.HTTPError
+			ok := errors.As(err, &he)
 			require.True(t, ok, "request %d: %v", i, err)
 			assert.Equal(t, 503, he.Status)
 		}
 		opened := time.Now()
 		err := fetchErr(ctx, e, "/x")
 		require.ErrorIs(t, err, errors.ErrCircuitOpen)
-		coe, ok := errors.AsType[*errors.CircuitOpenError](err)
+		var coe *errors.CircuitOpenError
+		ok := errors.As(err, &coe)
 		require.True(t, ok, "%v", err)
 		assert.Equal(t, "api.test", coe.Host)
 		assert.Equal(t, opened.Add(10*time.Second), coe.Until, "it says when it half-opens")
-		he, ok := errors.AsType[*errors.HTTPError](err)
-		require.True(t, ok, "it wraps the last failure: %v", err)
+		var he *errors.HTTPError
+		require.ErrorAs(t, err, &he, "it wraps the last failure")
 		assert.Equal(t, 503, he.Status)
 		assert.Nil(t, he.Body, "another request's body is not handed over")
 		assert.Contains(t, err.Error(), "circuit open for api.test until")
@@ -433,7 +435,8 @@ func TestBreakerCooldownFollowsTheEnginesClock(t *testing.T) {
 	require.NotErrorIs(t, fetchErr(ctx, e, "/x"), errors.ErrCircuitOpen)
 	err = fetchErr(ctx, e, "/x")
 	require.ErrorIs(t, err, errors.ErrCircuitOpen)
-	coe, _ := errors.AsType[*errors.CircuitOpenError](err)
+	var coe *errors.CircuitOpenError
+	errors.As(err, &coe)
 	require.NotNil(t, coe)
 	assert.Equal(t, clock.Now().Add(time.Hour), coe.Until)
 	srv.set("api.test", 200)

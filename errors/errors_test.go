@@ -45,11 +45,12 @@ func TestCircuitOpenErrorSaysWhenAndWhy(t *testing.T) {
 	until := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	var err error = &errors.RequestError{Method: "GET", URL: "http://api/y", Err: &errors.CircuitOpenError{Host: "api", Until: until, Err: last}}
 	assert.True(t, errors.Is(err, errors.ErrCircuitOpen))
-	coe, ok := errors.AsType[*errors.CircuitOpenError](err)
+	var coe *errors.CircuitOpenError
+	ok := errors.As(err, &coe)
 	assert.True(t, ok)
 	assert.Equal(t, until, coe.Until)
-	he, ok := errors.AsType[*errors.HTTPError](err)
-	assert.True(t, ok, "it wraps the last failure")
+	var he *errors.HTTPError
+	assert.True(t, errors.As(err, &he), "it wraps the last failure")
 	assert.Equal(t, 503, he.Status)
 	assert.Equal(t, "courier: circuit open for api until 2026-01-02T03:04:05Z: last failure: courier: GET http://api/x: 503 Service Unavailable (attempts 1)", coe.Error())
 	assert.False(t, errors.Is(&errors.CircuitOpenError{Host: "api"}, errors.ErrClosed))

@@ -77,7 +77,8 @@ func TestBreakerTripInOneEngineOpensItInAnother(t *testing.T) {
 	before := calls.Load()
 	_, err = b.Get(ctx, "/y")
 	require.ErrorIs(t, err, errors.ErrCircuitOpen, "B's breaker is open though B saw one failure only")
-	coe, ok := errors.AsType[*errors.CircuitOpenError](err)
+	var coe *errors.CircuitOpenError
+	ok := errors.As(err, &coe)
 	require.True(t, ok)
 	assert.WithinDuration(t, time.Now().Add(time.Minute), coe.Until, 5*time.Second)
 	assert.ErrorContains(t, err, "503", "the cause travels with the opening")
