@@ -282,13 +282,17 @@ func (b Breaker) policy() BreakerPolicy {
 // check names every problem of b through bad.
 func (b Breaker) check(bad func(format string, args ...any)) {
 	pol := func(name string, p BreakerPolicy) {
-		for field, v := range map[string]int64{
-			"ConsecutiveFailures": int64(p.ConsecutiveFailures), "Failures": int64(p.Failures),
-			"MinRequests": int64(p.MinRequests), "Probes": int64(p.Probes),
-			"Window": int64(p.Window), "Cooldown": int64(p.Cooldown),
+		for _, f := range []struct {
+			field string
+			neg   bool
+			v     any
+		}{
+			{"ConsecutiveFailures", p.ConsecutiveFailures < 0, p.ConsecutiveFailures}, {"Failures", p.Failures < 0, p.Failures},
+			{"MinRequests", p.MinRequests < 0, p.MinRequests}, {"Probes", p.Probes < 0, p.Probes},
+			{"Window", p.Window < 0, p.Window}, {"Cooldown", p.Cooldown < 0, p.Cooldown},
 		} {
-			if v < 0 {
-				bad("%s.%s is negative (%d)", name, field, v)
+			if f.neg {
+				bad("%s.%s is negative (%v)", name, f.field, f.v)
 			}
 		}
 		if !(p.FailureRatio >= 0 && p.FailureRatio <= 1) || math.IsNaN(p.FailureRatio) {

@@ -394,7 +394,7 @@ func TestBreakerConfigErrors(t *testing.T) {
 	for _, want := range []string{
 		"Breaker.ConsecutiveFailures is negative", "Breaker.FailureRatio 1.5",
 		`Breaker.Routes[0].Prefix "search" does not start with /`, `Breaker.Hosts: "http://x/" is not a host`,
-		`Breaker.Hosts["http://x/"].Cooldown is negative`,
+		`Breaker.Hosts["http://x/"].Cooldown is negative (-1s)`,
 	} {
 		assert.Contains(t, err.Error(), want)
 	}
