@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/courier-go/courier/engine"
+	"github.com/courier-go/courier/internal/redistest"
 )
 
 func TestBreakerFlag(t *testing.T) {
@@ -98,5 +99,32 @@ func TestFetchBreakerRefusesLinesToADeadHost(t *testing.T) {
 	require.Len(t, lines, 30)
 	for _, l := range lines {
 		assert.Nil(t, l.Error, "line %d", l.Line)
+	}
+}
+
+func TestFetchBreakerIsSharedByTheFleet(t *testing.T) {
+	rdb := redistest.Start(t, redistest.Options{})
+	api := startHealingAPI(t)
+	var b strings.Builder
+	for i := 1; i <= 10; i++ {
+		fmt.Fprintf(&b, "/down/%d\n", i)
+	}
+	args := []string{"fetch", "--base-url", api.URL, "--max-attempts", "1", "--concurrency", "1",
+		"--breaker", "3", "--redis", rdb.URL(), "--fleet", "breaker-test"}
+	r := courier(t, b.String(), nil, args...)
+	require.Equal(t, 1, r.code, r.stderr)
+	assert.Equal(t, int64(3), api.down.Load())
+	assert.Contains(t, r.stderr, "breaker     1 trips, 7 lines refused while open")
+
+	// Another process of the fleet, within the cooldown: the host's
+	// circuit is already open, so it sends nothing.
+	r = courier(t, b.String(), nil, args...)
+	require.Equal(t, 1, r.code, r.stderr)
+	assert.Equal(t, int64(3), api.down.Load(), "the second process sent nothing")
+	assert.Contains(t, r.stderr, "breaker     0 trips, 10 lines refused while open")
+	for _, l := range parseOutput(t, r.stdout) {
+		require.NotNil(t, l.Error)
+		assert.Contains(t, *l.Error, "circuit open", "line %d", l.Line)
+		assert.Contains(t, *l.Error, "another engine", "line %d: the opening came from the fleet", l.Line)
 	}
 }
