@@ -311,6 +311,9 @@ func (e *Engine) roundTrip(c *call, hreq *http.Request) (*http.Response, error) 
 		resp, err := e.transport.RoundTrip(r)
 		results <- raced{resp: resp, err: err, hedge: hedge, sent: true, took: clock.Now().Sub(start)}
 	}
+	// The hedge's request is copied now, before the first copy's
+	// middleware may change the request it is given.
+	second := hreq.Clone(actx)
 	pctx, pcancel := context.WithCancel(actx)
 	cancels[0] = pcancel
 	go send(hreq.WithContext(pctx), false)
@@ -332,7 +335,7 @@ func (e *Engine) roundTrip(c *call, hreq *http.Request) (*http.Response, error) 
 					results <- raced{err: errNotHedged, hedge: true}
 					return
 				}
-				send(hreq.Clone(hctx), true)
+				send(second.WithContext(hctx), true)
 			}()
 		case r := <-results:
 			out--

@@ -262,3 +262,25 @@ func TestHedgeConfigErrors(t *testing.T) {
 	}
 	assert.NotErrorIs(t, err, errors.ErrClosed)
 }
+
+func TestHedgeCopiesTheRequestBeforeMiddlewareChangesIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Middleware may change the request it is given; the first copy's
+		// middleware runs while the hedge is made.
+		stamp := func(next http.RoundTripper) http.RoundTripper {
+			return engine.RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+				for i := range 50 {
+					r.Header.Set("X-Stamp", itoa(i))
+					time.Sleep(5 * time.Millisecond)
+				}
+				return next.RoundTrip(r)
+			})
+		}
+		srv := &stallServer{delay: func(int64, *http.Request) time.Duration { return 0 }}
+		e := virtualEngine(t, engine.Config{HTTPClient: srv.client(), Middleware: []engine.Middleware{stamp},
+			Hedge: engine.Hedge{Delay: 100 * time.Millisecond}})
+		_, err := e.Get(context.Background(), "/x")
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), e.Stats().HedgesSent)
+	})
+}
