@@ -262,6 +262,8 @@ type raced struct {
 	hedge bool // the second copy
 	sent  bool // false: the hedge was not sent after all
 	took  time.Duration
+	// panicked is what the copy's middleware panicked with, if it did.
+	panicked any
 }
 
 // errNotHedged is the end of a hedge that was not sent.
@@ -308,6 +310,13 @@ func (e *Engine) roundTrip(c *call, hreq *http.Request) (*http.Response, error) 
 		}
 	}
 	send := func(r *http.Request, hedge bool) {
+		defer func() {
+			// A panic in middleware is raised again on the worker, whose
+			// attempt turns it into the request's error.
+			if v := recover(); v != nil {
+				results <- raced{hedge: hedge, sent: true, panicked: v, err: errNotHedged}
+			}
+		}()
 		resp, err := e.transport.RoundTrip(r)
 		results <- raced{resp: resp, err: err, hedge: hedge, sent: true, took: clock.Now().Sub(start)}
 	}
@@ -339,6 +348,11 @@ func (e *Engine) roundTrip(c *call, hreq *http.Request) (*http.Response, error) 
 			}()
 		case r := <-results:
 			out--
+			if r.panicked != nil {
+				cancelAll()
+				e.drainRaced(results, out)
+				panic(r.panicked)
+			}
 			if r.err == nil {
 				// The first answer wins; the other copy is cancelled.
 				won := 0

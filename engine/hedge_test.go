@@ -284,3 +284,25 @@ func TestHedgeCopiesTheRequestBeforeMiddlewareChangesIt(t *testing.T) {
 		assert.Equal(t, int64(1), e.Stats().HedgesSent)
 	})
 }
+
+func TestHedgePanicInMiddlewareFailsOnlyItsRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boom := func(next http.RoundTripper) http.RoundTripper {
+			return engine.RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+				if r.URL.Path == "/boom" {
+					panic("middleware bug")
+				}
+				return next.RoundTrip(r)
+			})
+		}
+		srv := &stallServer{delay: func(int64, *http.Request) time.Duration { return 0 }}
+		e := virtualEngine(t, engine.Config{HTTPClient: srv.client(), Middleware: []engine.Middleware{boom},
+			Hedge: engine.Hedge{Delay: 100 * time.Millisecond}})
+		_, err := e.Get(context.Background(), "/boom")
+		var pe *errors.PanicError
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "middleware bug", pe.Value)
+		_, err = e.Get(context.Background(), "/fine")
+		require.NoError(t, err, "the engine keeps running")
+	})
+}
