@@ -306,3 +306,35 @@ func TestHedgePanicInMiddlewareFailsOnlyItsRequest(t *testing.T) {
 		require.NoError(t, err, "the engine keeps running")
 	})
 }
+
+func TestHedgeWaitsForTheRateLimiter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// One attempt a second: the hedge's turn would come at 1 s, after
+		// the first copy has answered at 500 ms, so it is never sent.
+		srv := &stallServer{delay: func(int64, *http.Request) time.Duration { return 500 * time.Millisecond }}
+		e := virtualEngine(t, engine.Config{HTTPClient: srv.client(),
+			RateLimit: engine.RateLimit{PerHost: engine.Rate{PerSecond: 1, Burst: 1}},
+			Hedge:     engine.Hedge{Delay: 100 * time.Millisecond}})
+		start := time.Now()
+		_, err := e.Get(context.Background(), "/x")
+		require.NoError(t, err)
+		assert.Equal(t, 500*time.Millisecond, time.Since(start))
+		assert.Zero(t, e.Stats().HedgesSent)
+		assert.Equal(t, int64(1), srv.calls.Load())
+
+		// A stalled attempt is hedged when the bucket lets the hedge go:
+		// a second after the first copy took the last token.
+		advance(2 * time.Second)
+		srv.delay = func(n int64, _ *http.Request) time.Duration {
+			if n == 2 {
+				return time.Minute
+			}
+			return 0
+		}
+		start = time.Now()
+		_, err = e.Get(context.Background(), "/y")
+		require.NoError(t, err)
+		assert.Equal(t, time.Second, time.Since(start))
+		assert.Equal(t, int64(1), e.Stats().HedgesWon)
+	})
+}
