@@ -188,8 +188,9 @@ type breakers struct {
 	hosts  map[string]breakerPolicy        // by normalized host
 	routes map[string][]breakerRoutePolicy // by normalized host, longest prefix first
 
-	mu   sync.Mutex // protects keys and every circuit
-	keys map[LimitKey]*circuit
+	mu      sync.Mutex // protects keys, sweepAt and every circuit
+	keys    map[LimitKey]*circuit
+	sweepAt int // len(keys) at which idle closed breakers are forgotten
 }
 
 // breakerPolicy is a policy with its defaults applied; the zero value is
@@ -220,6 +221,7 @@ type circuit struct {
 	cause   error                   // the last failure, as a rejection wraps it
 	probing int                     // half-open: probes let through, not yet answered
 	probed  int                     // half-open: probes that succeeded
+	used    time.Time               // the last attempt it let through or refused
 }
 
 // counted is one slice of a window: attempts answered, and failed, from
@@ -381,7 +383,7 @@ func (b *breakers) allow(u *url.URL) (breakerTicket, error) {
 	now := b.clock.Now()
 	var changes []BreakerChange
 	b.mu.Lock()
-	c := b.circuit(key, pol)
+	c := b.circuit(key, pol, now)
 	if remote.After(now) && remote.After(c.until) {
 		// Another engine opened it: open it here too, until then.
 		var cause error
@@ -461,14 +463,25 @@ func (c *circuit) refusal() error {
 	return &errors.CircuitOpenError{Host: c.key.String(), Until: c.until, Err: c.cause}
 }
 
-// circuit returns key's breaker, creating it; with b.mu held. Breakers
-// are few (one per host or route) and are kept for the engine's life.
-func (b *breakers) circuit(key LimitKey, pol breakerPolicy) *circuit {
+// circuit returns key's breaker, creating it; with b.mu held. A closed
+// breaker idle for ten minutes is forgotten (a crawler meets hosts
+// without end); an answer to an attempt it let through is then lost,
+// which only forgets counts that were about to be forgotten anyway.
+func (b *breakers) circuit(key LimitKey, pol breakerPolicy, now time.Time) *circuit {
 	c := b.keys[key]
 	if c == nil {
+		if len(b.keys) >= b.sweepAt {
+			for k, c := range b.keys {
+				if c.state == BreakerClosed && now.Sub(c.used) > idlePaceAfter {
+					delete(b.keys, k)
+				}
+			}
+			b.sweepAt = max(64, 2*len(b.keys))
+		}
 		c = &circuit{key: key, pol: pol}
 		b.keys[key] = c
 	}
+	c.used = now
 	return c
 }
 

@@ -443,3 +443,29 @@ func TestBreakerCooldownFollowsTheEnginesClock(t *testing.T) {
 	clock.Advance(time.Hour)
 	require.NoError(t, fetchErr(ctx, e, "/x"), "an hour on the engine's clock, none in real time")
 }
+
+func TestBreakersAndLatenciesOfIdleHostsAreForgotten(t *testing.T) {
+	clock := newFakeClock()
+	srv := newHostServer()
+	e, err := engine.New(engine.Config{BaseURL: "http://api.test", HTTPClient: srv.client(), Clock: clock,
+		Breaker: engine.Breaker{ConsecutiveFailures: 5},
+		Hedge:   engine.Hedge{Delay: time.Hour}})
+	require.NoError(t, err)
+	defer e.Close()
+	ctx := context.Background()
+	for i := range 200 {
+		require.NoError(t, fetchErr(ctx, e, "http://host"+itoa(i)+".test/x"))
+	}
+	b, l := engine.Remembered(e)
+	require.Equal(t, 200, b)
+	require.Equal(t, 200, l)
+	clock.Advance(11 * time.Minute)
+	// Forgetting is swept as the table grows: by the time it has doubled
+	// since the last sweep (256 here), the idle hosts are gone.
+	for i := range 60 {
+		require.NoError(t, fetchErr(ctx, e, "http://new"+itoa(i)+".test/x"))
+	}
+	b, l = engine.Remembered(e)
+	assert.Equal(t, 60, b, "a crawler's idle hosts do not pile up")
+	assert.Equal(t, 60, l)
+}

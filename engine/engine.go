@@ -62,7 +62,7 @@ func New(cfg Config) (*Engine, error) {
 	e.pacer = newPacer(s, &e.stats)
 	e.hooks = newHooks(e.log, &e.stats.hookPanics)
 	e.breakers = newBreakers(s, &e.stats, e.breakerChanged)
-	e.hedger = newHedger(s.Hedge)
+	e.hedger = newHedger(s.Hedge, s.Clock)
 	if e.tel, err = newTelemetry(s, &e.stats); err != nil {
 		return nil, fmt.Errorf("courier: telemetry: %w", err)
 	}

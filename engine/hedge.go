@@ -130,9 +130,12 @@ type hedger struct {
 	routes map[string][]HedgeRoute // by normalized host, longest prefix first
 	ratio  float64
 
-	mu     sync.Mutex // protects credit and keys, and every latencies
-	credit float64    // hedges the budget allows now, up to hedgeBurst
-	keys   map[LimitKey]*latencies
+	clock Clock
+
+	mu      sync.Mutex // protects credit, keys and sweepAt, and every latencies
+	credit  float64    // hedges the budget allows now, up to hedgeBurst
+	keys    map[LimitKey]*latencies
+	sweepAt int // len(keys) at which keys idle for ten minutes are forgotten
 }
 
 // latencies is a key's latest answer times; protected by hedger.mu.
@@ -141,11 +144,13 @@ type latencies struct {
 	n     int           // samples taken, ever
 	cut   time.Duration // the percentile as last computed
 	cutAt int           // n when cut was computed
+	used  time.Time     // the last answer recorded
 }
 
-func newHedger(h Hedge) *hedger {
+func newHedger(h Hedge, clock Clock) *hedger {
 	x := &hedger{
-		def: HedgePolicy{Delay: h.Delay, Percentile: h.Percentile}, ratio: h.Budget,
+		clock: clock,
+		def:   HedgePolicy{Delay: h.Delay, Percentile: h.Percentile}, ratio: h.Budget,
 		hosts: make(map[string]HedgePolicy, len(h.Hosts)), routes: make(map[string][]HedgeRoute),
 		keys: make(map[LimitKey]*latencies),
 	}
@@ -233,11 +238,22 @@ func (x *hedger) refund() {
 func (x *hedger) observe(key LimitKey, d time.Duration) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	now := x.clock.Now()
 	l := x.keys[key]
 	if l == nil {
+		if len(x.keys) >= x.sweepAt {
+			// A crawler meets hosts without end: forget the idle ones.
+			for k, l := range x.keys {
+				if now.Sub(l.used) > idlePaceAfter {
+					delete(x.keys, k)
+				}
+			}
+			x.sweepAt = max(64, 2*len(x.keys))
+		}
 		l = new(latencies)
 		x.keys[key] = l
 	}
+	l.used = now
 	l.ring[l.n%hedgeSamples] = d
 	l.n++
 }
