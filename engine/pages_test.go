@@ -189,8 +189,8 @@ func TestPagesYieldsAFailedPageWithItsAnswerAndStops(t *testing.T) {
 		last = err
 	}
 	assert.Equal(t, []int{200, 404}, statuses)
-	he, ok := errors.AsType[*errors.HTTPError](last)
-	require.True(t, ok, "%v", last)
+	var he *errors.HTTPError
+	require.True(t, errors.As(last, &he), "%v", last)
 	assert.Equal(t, 404, he.Status)
 	assert.EqualValues(t, 2, hits.Load())
 }
