@@ -93,6 +93,9 @@ type job struct {
 	// 2xx answer the worker resolves it itself, sparing its caller the
 	// wait for the dispatcher; the dispatcher resolves the others.
 	first *Future
+	// fast marks a first attempt on the fast path (gate.go): the dispatcher
+	// has not seen the call, and the worker ends it with endFast.
+	fast bool
 }
 
 // outcome is a worker's report of one attempt, sent by value to the

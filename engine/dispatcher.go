@@ -80,6 +80,9 @@ type dispatcher struct {
 	admit   chan *Future  // a Submit waiting for room sends; the dispatcher receives
 	stopped chan struct{} // closed by the dispatcher when it exits
 	queue   *queue        // its room is shared (queue.reserve); the rest is the dispatcher's
+	// gate is the admission gate and the places it lends (gate.go says
+	// who may touch what).
+	gate gate
 	// waiting counts the Submits waiting for room on admit: each counts
 	// itself, and is uncounted by the dispatcher as it receives it, or by
 	// itself as it leaves; the dispatcher keeps a place while it is not 0.
@@ -272,8 +275,11 @@ func (d *dispatcher) run() {
 		if d.killed {
 			return
 		}
+		// Places come back from the fast path before assign needs them;
+		// the gate reopens once the queue is empty again.
+		d.steer()
 		d.assign()
-		if d.closing && d.liveN == 0 && d.running == 0 {
+		if out := d.steer(); d.closing && d.liveN == 0 && d.running == 0 && out == 0 {
 			return
 		}
 		// A Submit waits for room on admit: keep a place for it while
@@ -351,9 +357,16 @@ func (d *dispatcher) exit() {
 		d.spare = false
 	}
 	close(d.stopped)
+	g := &d.gate
+	g.mu.Lock()
+	g.dead = true
+	g.word.Store(0)
+	clear(g.idle)
+	g.idle = nil
 	for _, w := range d.slots {
-		close(w.jobs) // the workers return
+		close(w.jobs) // the workers return; no entrant sends again (gate.go)
 	}
+	g.mu.Unlock()
 }
 
 func (d *dispatcher) onMessage(m any) {
@@ -370,6 +383,8 @@ func (d *dispatcher) onMessage(m any) {
 			if m.done != nil {
 				close(m.done)
 			}
+		case adoptMsg:
+			d.onAdopt(m) // fails it
 		}
 		return
 	}
@@ -401,6 +416,10 @@ func (d *dispatcher) onMessage(m any) {
 			d.queue.pushBack(m.c)
 			d.e.stats.queued.Add(1)
 		}
+	case adoptMsg:
+		d.onAdopt(m)
+	case placeBackMsg:
+		// steer takes the place back
 	case shutdownMsg:
 		d.closing = true
 	case killMsg:
@@ -554,8 +573,13 @@ func (d *dispatcher) finish(c *call, resp *requests.Response, err error) {
 	}
 }
 
-// failAll fails every call not yet resolved.
+// failAll fails every call not yet resolved, those running on the fast
+// path included: it closes the gate first, so that none enters meanwhile.
 func (d *dispatcher) failAll(err error) {
+	d.gate.mu.Lock()
+	d.gate.word.Store(0)
+	d.gate.mu.Unlock()
+	d.failFast(err)
 	for d.live.next != &d.live {
 		c := d.live.next
 		d.finish(c, nil, d.between(c, err))
@@ -721,6 +745,9 @@ func (d *dispatcher) scheduleRetry(c *call, o *outcome) {
 			d.finish(c, o.resp, perr)
 			return
 		}
+	}
+	for _, w := range d.slots {
+		d.budget.refunded(w.refunds.Swap(0)) // first attempts that succeeded on the fast path
 	}
 	cost, ok := d.budget.withdraw(o.resp == nil)
 	if !ok {

@@ -117,10 +117,42 @@ func guardedClient(s *settings) *http.Client {
 // (so do the other methods that take a ctx, rather than panic).
 func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 	f, ok := e.prepare(ctx, req)
-	if ok && !e.fromCache(f) {
-		e.d.submit(ctx, f)
+	if !ok || e.fromCache(f) {
+		return f
 	}
+	if e.fastEligible(f) {
+		// The gate is open: straight into an idle worker's place.
+		e.admitFast(f)
+		j := fastJob(f)
+		e.stats.inFlight.Add(1)
+		if e.d.gate.enter(f, &j) != nil {
+			return f
+		}
+		e.stats.inFlight.Add(-1)
+		e.unadmitFast(f)
+	}
+	e.d.submit(ctx, f)
 	return f
+}
+
+// fastEligible reports whether f may take the fast path (gate.go): not
+// while the gate is closed, nor when dedup might merge it.
+func (e *Engine) fastEligible(f *Future) bool {
+	return f.own.key == "" && e.d.gate.word.Load() == gateOpen
+}
+
+// do runs f, prepared, and waits for it: on the caller's goroutine, in a
+// worker's place, when the gate is open; else through the dispatcher.
+func (e *Engine) do(ctx context.Context, f *Future) {
+	if e.fastEligible(f) {
+		e.admitFast(f)
+		if s := e.d.gate.enter(f, nil); s != nil {
+			e.runFast(s, f)
+			return
+		}
+		e.unadmitFast(f)
+	}
+	e.d.submit(ctx, f)
 }
 
 // TrySubmit is like [Engine.Submit] but never waits for room: when the
@@ -155,7 +187,11 @@ func (e *Engine) TrySubmit(ctx context.Context, req *requests.Request) (*Future,
 
 // Do is shorthand for Submit followed by Await with the same ctx.
 func (e *Engine) Do(ctx context.Context, req *requests.Request) (*requests.Response, error) {
-	return e.Submit(ctx, req).Await(ctx)
+	f, ok := e.prepare(ctx, req)
+	if ok && !e.fromCache(f) {
+		e.do(ctx, f)
+	}
+	return f.Await(ctx)
 }
 
 // Get is shorthand for Do with a GET request for path.
@@ -292,6 +328,10 @@ func (e *Engine) SetTokens(t Tokens) {
 func (e *Engine) TerminateSession() {
 	// The actor tells the dispatcher to fail what is pending and pause
 	// before it clears the token; this returns once both are done.
+	// The gate closes first: no request starts on the fast path with the
+	// token being cleared.
+	e.d.gate.block()
+	defer e.d.gate.unblock()
 	done, failed := make(chan struct{}), make(chan struct{})
 	e.actor.ask(clearTokensMsg{done: done, failed: failed}, done)
 	select {
@@ -380,7 +420,10 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	if ctx == nil {
 		return errNilContext
 	}
-	e.shutdownOnce.Do(func() { e.d.post(shutdownMsg{}) })
+	e.shutdownOnce.Do(func() {
+		e.d.gate.block() // for good: nothing enters the fast path again
+		e.d.post(shutdownMsg{})
+	})
 	select {
 	case <-e.finished:
 		e.wg.Wait()
@@ -397,7 +440,8 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 // goroutine the engine started has returned.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
-		close(e.killed) // first: the token actor bounds its wait from now
+		e.d.gate.block() // for good: nothing enters the fast path again
+		close(e.killed)  // then: the token actor bounds its wait from now
 		e.d.post(killMsg{})
 	})
 	<-e.finished

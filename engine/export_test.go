@@ -19,3 +19,7 @@ func Remembered(e *Engine) (breakers, latencies int) {
 	}
 	return breakers, latencies
 }
+
+// ForceSlowPath sends every request through the dispatcher, as when the
+// admission gate is closed. Call it only while no engine runs.
+func ForceSlowPath(on bool) { slowPathOnly = on }

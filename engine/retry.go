@@ -202,6 +202,14 @@ func (b *budget) withdraw(noAnswer bool) (cost int, ok bool) {
 	return cost, true
 }
 
+// refunded refunds n requests that succeeded at their first attempt.
+func (b *budget) refunded(n int64) {
+	if b.disabled || n == 0 {
+		return
+	}
+	b.balance = int(min(int64(b.balance)+n*int64(b.refund), int64(b.capacity)))
+}
+
 // succeeded refunds a request that succeeded: what its retries cost, or
 // Refund when it needed none. The bucket never grows past its capacity.
 func (b *budget) succeeded(spent int) {

@@ -139,7 +139,7 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 			c.key = ""
 			c.sameOrigin = c.sameOrigin && origin(&url.URL{Scheme: c.url.Scheme, Host: st.host}) == e.s.origin
 		}
-		e.d.submit(ctx, f)
+		e.do(ctx, f)
 	}
 	f.wait()
 	if body != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/courier-go/courier/errors"
@@ -17,21 +18,40 @@ import (
 // can be reused; past it the connection is closed instead.
 const drainLimit = 256 << 10
 
-// slot is one worker's mailbox. The dispatcher puts a job in it only when
-// the worker is idle, so the send never blocks; the worker delivers its
-// outcome to the dispatcher's mailbox and is idle again once the
-// dispatcher has taken it.
+// slot is one worker's place: its mailbox, and what whoever holds the
+// place uses. The dispatcher puts a job in it only when the worker is
+// idle, so the send never blocks; the worker delivers its outcome to the
+// dispatcher's mailbox and is idle again once the dispatcher has taken it.
+// While the place is lent to the fast path (gate.go) its holder is the
+// entrant that took it: a job it sent, or a caller running its own attempt.
 type slot struct {
 	jobs chan job // size 1; closed when the dispatcher exits
+
+	// timer bounds the attempts run in this place; owned by whoever holds
+	// the place (its worker, or a caller running its own attempt).
+	timer attemptTimer
+	// fast is the future of the fast-path attempt holding the place, nil
+	// otherwise; under gate.mu.
+	fast *Future
+	// refunds counts the fast-path first attempts run here that succeeded:
+	// the dispatcher adds them to the retry budget before it draws on it.
+	// Per place, so that the counting does not bounce a cache line
+	// between cores.
+	refunds atomic.Int64
+	_       [cacheLine - 8]byte
 }
 
-// worker runs the attempts the dispatcher puts in its slot until the
-// dispatcher closes it.
+// worker runs the attempts the dispatcher (or the fast path) puts in its
+// slot until the dispatcher closes it.
 func (e *Engine) worker(w *slot) {
-	var t attemptTimer
+	t := &w.timer
 	defer t.disarm()
 	for j := range w.jobs {
-		o := e.attempt(j, &t)
+		o := e.attempt(j, t)
+		if j.fast {
+			e.endFast(w, j, o)
+			continue
+		}
 		// Counted before any waiter wakes, so a caller who has its result
 		// sees the attempt over in Stats.
 		e.stats.inFlight.Add(-1)
