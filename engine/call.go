@@ -73,6 +73,12 @@ type call struct {
 	// live is a streamed call's answer, from the worker's report until
 	// finish hands it to the future or the report's handling releases it.
 	live *liveResponse
+
+	// Under the lock of the call's dedup shard (dedup.go): fastShared is
+	// set while the call is in the table and on the fast path, and fwait
+	// then holds its waiters, its leader first.
+	fastShared bool
+	fwait      []*Future
 }
 
 // maxReplays bounds how many times one request is replayed after a token

@@ -80,6 +80,7 @@ type dispatcher struct {
 	admit   chan *Future  // a Submit waiting for room sends; the dispatcher receives
 	stopped chan struct{} // closed by the dispatcher when it exits
 	queue   *queue        // its room is shared (queue.reserve); the rest is the dispatcher's
+	dedup   *dedupTable   // shared with the fast path, under its shards' locks (dedup.go)
 	// gate is the admission gate and the places it lends (gate.go says
 	// who may touch what).
 	gate gate
@@ -94,7 +95,6 @@ type dispatcher struct {
 	idle          []*slot // workers waiting for a job, most recent last
 	live          call    // sentinel of the list of every call not yet resolved
 	liveN         int
-	dedup         map[string]*call
 	parked        map[*call]struct{}
 	running       int  // jobs handed out whose report has not been taken
 	spare         bool // a place reserved for a Submit waiting on admit
@@ -129,7 +129,7 @@ func newDispatcher(e *Engine) *dispatcher {
 		admit:   make(chan *Future),
 		stopped: make(chan struct{}),
 		queue:   newQueue(e.s.QueueSize),
-		dedup:   make(map[string]*call),
+		dedup:   newDedupTable(),
 		parked:  make(map[*call]struct{}),
 		budget:  newBudget(e.s.Retry.Budget),
 	}
@@ -392,7 +392,10 @@ func (d *dispatcher) onMessage(m any) {
 	case refreshedEvent, refreshFailedEvent, expiredEvent, staleEvent:
 		d.onEvent(m)
 	case trySubmitMsg:
-		_, shared := d.dedup[m.f.own.key]
+		shared := false
+		if m.f.own.key != "" {
+			_, shared = d.dedup.lookup(m.f.own.key)
+		}
 		switch {
 		case d.closing:
 			m.reply <- errors.ErrClosed
@@ -451,18 +454,8 @@ func (d *dispatcher) onSubmit(f *Future, reserved bool) {
 		d.e.settle(f, nil, err)
 		return
 	}
-	if key := f.own.key; key != "" {
-		if c, ok := d.dedup[key]; ok {
-			if reserved {
-				d.queue.release()
-			}
-			c.waiters = append(c.waiters, f)
-			f.call = c
-			d.watch(f)
-			d.e.stats.dedupHits.Add(1)
-			d.e.tel.dedupJoined(f, c)
-			return
-		}
+	if key := f.own.key; key != "" && d.join(f, reserved) {
+		return
 	}
 	c := &f.own
 	c.base, c.admitted, c.seq = f.ctx, d.e.s.Clock.Now(), d.admitted
@@ -476,9 +469,6 @@ func (d *dispatcher) onSubmit(f *Future, reserved bool) {
 	}
 	f.call = c
 	d.link(c)
-	if c.key != "" && c.stream == nil { // a live body has one reader
-		d.dedup[c.key] = c
-	}
 	if reserved {
 		d.queue.pushReserved(c)
 	} else {
@@ -486,6 +476,39 @@ func (d *dispatcher) onSubmit(f *Future, reserved bool) {
 	}
 	d.e.stats.queued.Add(1)
 	d.watch(f)
+}
+
+// join merges f into the call in flight under its key, if there is one,
+// and reports whether it did; else, unless f's call is streamed (a live
+// body has one reader), it enters f's own call in the table, in the same
+// step. A call on the fast path gets f in its fwait (dedup.go).
+func (d *dispatcher) join(f *Future, reserved bool) bool {
+	key := f.own.key
+	sh := d.dedup.shard(key)
+	sh.mu.Lock()
+	c, ok := sh.m[key]
+	if !ok {
+		if f.own.stream == nil {
+			sh.m[key] = &f.own
+		}
+		sh.mu.Unlock()
+		return false
+	}
+	if reserved {
+		d.queue.release()
+	}
+	if c.fastShared {
+		d.e.joinShared(c, f)
+		sh.mu.Unlock()
+		return true
+	}
+	sh.mu.Unlock()
+	c.waiters = append(c.waiters, f)
+	f.call = c
+	d.watch(f)
+	d.e.stats.dedupHits.Add(1)
+	d.e.tel.dedupJoined(f, c)
+	return true
 }
 
 // watch makes f leave its call when its context ends.
@@ -539,8 +562,8 @@ func (d *dispatcher) abandon(c *call) {
 		c.ctx.cancel(context.Canceled) // the running attempt; its report comes later
 	}
 	d.unlink(c)
-	if c.key != "" && d.dedup[c.key] == c {
-		delete(d.dedup, c.key)
+	if c.key != "" {
+		d.dedup.remove(c)
 	}
 }
 

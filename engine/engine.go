@@ -120,7 +120,11 @@ func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 	if !ok || e.fromCache(f) {
 		return f
 	}
-	if e.fastEligible(f) {
+	if shared(&f.own) {
+		if e.d.gate.word.Load() == gateOpen && e.submitShared(f) {
+			return f
+		}
+	} else if e.fastEligible(f) {
 		// The gate is open: straight into an idle worker's place.
 		e.admitFast(f)
 		j := fastJob(f)
@@ -135,15 +139,32 @@ func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 	return f
 }
 
-// fastEligible reports whether f may take the fast path (gate.go): not
-// while the gate is closed, nor when dedup might merge it.
+// fastEligible reports whether f, not shared (see submitShared), may take
+// the fast path (gate.go) on its own: the gate is open, and no call in
+// flight that it should join.
 func (e *Engine) fastEligible(f *Future) bool {
-	return f.own.key == "" && e.d.gate.word.Load() == gateOpen
+	if e.d.gate.word.Load() != gateOpen {
+		return false
+	}
+	if key := f.own.key; key != "" {
+		// A streamed call joins a call in flight but is never joined.
+		_, inFlight := e.d.dedup.lookup(key)
+		return !inFlight
+	}
+	return true
 }
 
 // do runs f, prepared, and waits for it: on the caller's goroutine, in a
-// worker's place, when the gate is open; else through the dispatcher.
+// worker's place, when the gate is open; else through the dispatcher. A
+// call that others may join runs in a worker's place, so that its caller
+// may leave it while they wait.
 func (e *Engine) do(ctx context.Context, f *Future) {
+	if shared(&f.own) {
+		if e.d.gate.word.Load() != gateOpen || !e.submitShared(f) {
+			e.d.submit(ctx, f)
+		}
+		return
+	}
 	if e.fastEligible(f) {
 		e.admitFast(f)
 		if s := e.d.gate.enter(f, nil); s != nil {

@@ -191,17 +191,28 @@ func (d *dispatcher) fastFutures() []*Future {
 	return fs
 }
 
-// failFast cancels every fast-path attempt running and fails its future
-// with err (see between), unless whoever runs it has resolved it already.
+// failFast cancels every fast-path attempt running and fails its
+// waiters with err (see between), unless whoever runs it has resolved them
+// already. The caller has closed the gate, so nobody joins them meanwhile.
 func (d *dispatcher) failFast(err error) {
 	for _, f := range d.fastFutures() {
 		c := &f.own
-		f.own.ctx1.cancel(context.Canceled)
+		c.ctx1.cancel(context.Canceled)
+		ws := []*Future{f}
+		if shared(c) {
+			ws = d.dedup.takeShared(c, false)
+		}
 		// c.attempts is the runner's: a fast-path call is on its first
 		// attempt, which may have reached the server.
-		d.e.settleRaced(f, nil, &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: 1, Err: err})
+		rerr := &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: 1, Err: err}
+		for _, w := range ws {
+			d.e.settleRaced(w, nil, rerr)
+		}
 	}
 }
+
+// shared reports whether c, a fast-path call, is in the dedup table.
+func shared(c *call) bool { return c.key != "" && c.stream == nil }
 
 // onAdopt takes over a fast-path call whose first attempt needs the
 // dispatcher's judgement, with the place that ran it.
@@ -216,8 +227,16 @@ func (d *dispatcher) onAdopt(m adoptMsg) {
 		defer g.unblock() // after the 401 is known: refreshing holds the gate
 	}
 	f, c, o := m.f, &m.f.own, &m.o
-	if f.resolved.Load() {
-		// Cancel-all failed it while the report was on its way.
+	ws := []*Future{f}
+	if shared(c) {
+		// In the table's regime from now on, with every waiter it had.
+		ws = d.dedup.takeShared(c, true)
+	} else if f.resolved.Load() {
+		ws = nil
+	}
+	if len(ws) == 0 {
+		// Cancel-all failed it while the report was on its way, or every
+		// waiter left.
 		if o.live != nil {
 			o.live.release()
 		}
@@ -225,14 +244,17 @@ func (d *dispatcher) onAdopt(m adoptMsg) {
 	}
 	c.seq = d.admitted
 	d.admitted++
-	c.w1[0] = f
-	c.waiters = c.w1[:1]
+	c.waiters = append(c.w1[:0], ws...)
 	c.state = stateRunning
 	c.attempts = 1
 	c.live = o.live
-	f.call = c
 	d.link(c)
-	d.watch(f)
+	for _, w := range ws {
+		w.call = c
+	}
+	if !shared(c) {
+		d.watch(f) // a shared call's waiters keep their watchers (leaveShared)
+	}
 	switch {
 	case d.killed || d.paused:
 		err := errors.ErrClosed
@@ -280,10 +302,14 @@ func (e *Engine) runFast(s *slot, f *Future) {
 // dispatcher with the place.
 func (e *Engine) endFast(s *slot, j job, o outcome) {
 	f, c := j.first, j.c
+	e.stats.inFlight.Add(-1)
+	if shared(c) {
+		e.endShared(s, c, o)
+		return
+	}
 	if f.stopWatch != nil {
 		f.stopWatch()
 	}
-	e.stats.inFlight.Add(-1)
 	if !e.final(c, &o) && f.ctx.Err() == nil {
 		unblock := o.authFailed
 		if unblock {
@@ -325,6 +351,30 @@ func (e *Engine) endFast(s *slot, j job, o outcome) {
 	}
 	f.live = o.live
 	e.deliver(f, resp, err)
+}
+
+// endShared is endFast for a call in the dedup table: every waiter still
+// there gets a final outcome; any other goes to the dispatcher with them.
+func (e *Engine) endShared(s *slot, c *call, o outcome) {
+	f := c.w1[0]
+	if !e.final(c, &o) {
+		unblock := o.authFailed
+		if unblock {
+			e.d.gate.block() // see endFast
+		}
+		if e.d.post(adoptMsg{f: f, s: s, o: o, unblock: unblock}) {
+			return
+		}
+		if unblock {
+			e.d.gate.unblock()
+		}
+		o = outcome{c: c, err: &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: 1, Err: errors.ErrClosed}}
+	}
+	if o.err == nil {
+		s.refunds.Add(1)
+	}
+	e.d.gate.leave(s, e.d)
+	e.resolveShared(c, e.d.dedup.takeShared(c, false), o.resp, o.err)
 }
 
 // final reports whether the dispatcher would resolve a first attempt's

@@ -1,0 +1,198 @@
+package engine
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+
+	"github.com/courier-go/courier/requests"
+)
+
+// The dedup table: one for the engine, in shards, each under its own lock,
+// so that the fast path (gate.go) and the dispatcher consult the same
+// table, as singleflight's callers do its map.
+//
+// An entry is a call in flight under its key, in one of two regimes:
+//   - the dispatcher's (fastShared false): joiners go through the
+//     dispatcher, which appends them to call.waiters, as ever;
+//   - the fast path's (fastShared true): the call runs its first attempt in
+//     a lent place, and its waiters (its leader first) are in call.fwait,
+//     under the shard's lock. A request that finds such an entry while the
+//     gate is open joins it there itself; the dispatcher joins the ones
+//     that reach it. A waiter whose context ends leaves fwait by itself
+//     (leaveShared), and the last one to leave cancels the attempt.
+//
+// When the attempt ends, its runner takes fwait under the lock: a final
+// outcome removes the entry and resolves every waiter; any other hands the
+// call to the dispatcher (adoptMsg), which takes fwait under the lock and
+// flips the entry to its own regime, in one step, so no joiner is lost
+// between the two. Cancel-all takes fwait after closing the gate, so that
+// nobody joins a call it fails.
+//
+// Lock order: a shard's lock, then gate.mu (an entrant inserting its call
+// takes its place with the shard locked); never the other way.
+type dedupTable struct {
+	seed   maphash.Seed
+	shards [dedupShards]dedupShard
+}
+
+const dedupShards = 32
+
+type dedupShard struct {
+	mu sync.Mutex       // protects m, and fastShared and fwait of its calls
+	m  map[string]*call // the calls in flight, by key
+	_  [cacheLine - 16]byte
+}
+
+func newDedupTable() *dedupTable {
+	t := &dedupTable{seed: maphash.MakeSeed()}
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]*call)
+	}
+	return t
+}
+
+func (t *dedupTable) shard(key string) *dedupShard {
+	return &t.shards[maphash.String(t.seed, key)%dedupShards]
+}
+
+// lookup returns the call in flight under key, if any.
+func (t *dedupTable) lookup(key string) (*call, bool) {
+	sh := t.shard(key)
+	sh.mu.Lock()
+	c, ok := sh.m[key]
+	sh.mu.Unlock()
+	return c, ok
+}
+
+// remove deletes c's entry, if it is still c's.
+func (t *dedupTable) remove(c *call) {
+	sh := t.shard(c.key)
+	sh.mu.Lock()
+	if sh.m[c.key] == c {
+		delete(sh.m, c.key)
+	}
+	sh.mu.Unlock()
+}
+
+// submitShared puts f, whose call has a dedup key, on the fast path: it
+// joins the fast-path call in flight under its key, or takes a place and
+// leads a call of its own. It reports false when f must take the slow path
+// (the gate closed, no place free, or the key's call is the dispatcher's).
+func (e *Engine) submitShared(f *Future) bool {
+	c := &f.own
+	sh := e.d.dedup.shard(c.key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e.d.gate.word.Load() != gateOpen {
+		return false
+	}
+	if lead, ok := sh.m[c.key]; ok {
+		if !lead.fastShared {
+			return false // the dispatcher joins it
+		}
+		e.joinShared(lead, f)
+		return true
+	}
+	e.admitFast(f)
+	c.fastShared = true
+	c.fwait = append(c.w1[:0], f)
+	if f.ctx.Done() != nil {
+		// Replaces admitFast's watcher: the attempt ends when its last
+		// waiter leaves, not its first.
+		f.stopWatch()
+		f.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(c, f) })
+	}
+	j := fastJob(f)
+	e.stats.inFlight.Add(1)
+	if e.d.gate.enter(f, &j) == nil {
+		e.stats.inFlight.Add(-1)
+		c.fastShared, c.fwait = false, nil
+		e.unadmitFast(f)
+		return false
+	}
+	sh.m[c.key] = c
+	return true
+}
+
+// joinShared makes f a waiter of lead, a fast-path call; the caller holds
+// lead's shard lock.
+func (e *Engine) joinShared(lead *call, f *Future) {
+	lead.fwait = append(lead.fwait, f)
+	if f.ctx.Done() != nil {
+		f.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(lead, f) })
+	}
+	e.stats.dedupHits.Add(1)
+	e.tel.dedupJoined(f, lead)
+}
+
+// leaveShared makes f, whose context has ended, leave c. While c is on the
+// fast path f leaves fwait and resolves itself, and the last to leave
+// cancels the attempt; once the dispatcher has c, it hears of it as of
+// any waiter.
+func (e *Engine) leaveShared(c *call, f *Future) {
+	sh := e.d.dedup.shard(c.key)
+	sh.mu.Lock()
+	if !c.fastShared {
+		sh.mu.Unlock()
+		e.d.post(leaveMsg{f}) // the dispatcher's, or over: onLeave knows
+		return
+	}
+	i := -1
+	for k, w := range c.fwait {
+		if w == f {
+			i = k
+		}
+	}
+	if i < 0 {
+		sh.mu.Unlock()
+		return // resolved by cancel-all
+	}
+	c.fwait = append(c.fwait[:i], c.fwait[i+1:]...)
+	last := len(c.fwait) == 0
+	sh.mu.Unlock()
+	if last {
+		c.ctx1.cancel(context.Canceled)
+	}
+	if f.resolved.CompareAndSwap(false, true) {
+		e.deliver(f, nil, f.ctx.Err())
+	}
+}
+
+// takeShared takes the waiters of c, a fast-path call, and leaves the
+// entry to the dispatcher's regime (adopt) or removes it (the call is
+// over).
+func (t *dedupTable) takeShared(c *call, adopt bool) []*Future {
+	sh := t.shard(c.key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ws := c.fwait
+	c.fwait, c.fastShared = nil, false
+	if (!adopt || len(ws) == 0) && sh.m[c.key] == c {
+		delete(sh.m, c.key)
+	}
+	return ws
+}
+
+// resolveShared resolves the waiters of a fast-path call with its final
+// answer: one gets resp, the others copies.
+func (e *Engine) resolveShared(c *call, ws []*Future, resp *requests.Response, err error) {
+	for _, f := range ws {
+		if f.stopWatch != nil {
+			f.stopWatch()
+		}
+		if !f.resolved.CompareAndSwap(false, true) {
+			continue
+		}
+		r := resp
+		if resp != nil {
+			if len(ws) > 1 {
+				cp := *resp
+				r = &cp
+			}
+			r.Request = f.req
+			r.Duration = e.s.Clock.Now().Sub(c.admitted)
+		}
+		e.deliver(f, r, err)
+	}
+}
