@@ -139,6 +139,7 @@ func newDispatcher(e *Engine) *dispatcher {
 		d.slots = append(d.slots, w)
 		d.idle = append(d.idle, w)
 	}
+	d.steer() // open from the start: a new engine needs no judgement
 	return d
 }
 
