@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"sync"
 
+	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -94,23 +95,25 @@ func (e *Engine) submitShared(f *Future) bool {
 		e.joinShared(lead, f)
 		return true
 	}
+	s := e.d.gate.enter(f)
+	if s == nil {
+		return false
+	}
 	e.admitFast(f)
-	c.fastShared = true
-	c.fwait = append(c.w1[:0], f)
 	if f.ctx.Done() != nil {
 		// Replaces admitFast's watcher: the attempt ends when its last
 		// waiter leaves, not its first.
 		f.stopWatch()
 		f.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(c, f) })
 	}
-	j := fastJob(f)
 	e.stats.inFlight.Add(1)
-	if e.d.gate.enter(f, &j) == nil {
+	if !e.d.gate.send(s, f) {
 		e.stats.inFlight.Add(-1)
-		c.fastShared, c.fwait = false, nil
-		e.unadmitFast(f)
-		return false
+		e.settle(f, nil, errors.ErrClosed)
+		return true
 	}
+	c.fastShared = true
+	c.fwait = append(c.w1[:0], f)
 	sh.m[c.key] = c
 	return true
 }
@@ -154,7 +157,7 @@ func (e *Engine) leaveShared(c *call, f *Future) {
 	if last {
 		c.ctx1.cancel(context.Canceled)
 	}
-	if f.resolved.CompareAndSwap(false, true) {
+	if f.win() {
 		e.deliver(f, nil, f.ctx.Err())
 	}
 }
@@ -181,7 +184,7 @@ func (e *Engine) resolveShared(c *call, ws []*Future, resp *requests.Response, e
 		if f.stopWatch != nil {
 			f.stopWatch()
 		}
-		if !f.resolved.CompareAndSwap(false, true) {
+		if !f.win() {
 			continue
 		}
 		r := resp

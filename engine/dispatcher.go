@@ -525,7 +525,7 @@ func (d *dispatcher) onLeave(f *Future) {
 	// The worker running c may be resolving f (its job's first waiter)
 	// right now: whoever wins the claim resolves f, and a lost claim here
 	// means f already has its answer and stays.
-	if c == nil || !f.resolved.CompareAndSwap(false, true) {
+	if c == nil || !f.win() {
 		return
 	}
 	d.drop(c, f)

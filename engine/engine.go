@@ -126,14 +126,15 @@ func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 		}
 	} else if e.fastEligible(f) {
 		// The gate is open: straight into an idle worker's place.
-		e.admitFast(f)
-		j := fastJob(f)
-		e.stats.inFlight.Add(1)
-		if e.d.gate.enter(f, &j) != nil {
+		if s := e.d.gate.enter(f); s != nil {
+			e.admitFast(f)
+			e.stats.inFlight.Add(1)
+			if !e.d.gate.send(s, f) {
+				e.stats.inFlight.Add(-1)
+				e.settle(f, nil, errors.ErrClosed)
+			}
 			return f
 		}
-		e.stats.inFlight.Add(-1)
-		e.unadmitFast(f)
 	}
 	e.d.submit(ctx, f)
 	return f
@@ -166,12 +167,11 @@ func (e *Engine) do(ctx context.Context, f *Future) {
 		return
 	}
 	if e.fastEligible(f) {
-		e.admitFast(f)
-		if s := e.d.gate.enter(f, nil); s != nil {
+		if s := e.d.gate.enter(f); s != nil {
+			e.admitFast(f)
 			e.runFast(s, f)
 			return
 		}
-		e.unadmitFast(f)
 	}
 	e.d.submit(ctx, f)
 }
@@ -468,45 +468,4 @@ func (e *Engine) Close() error {
 	<-e.finished
 	e.wg.Wait()
 	return nil
-}
-
-// settle resolves f and counts it; OnError sees it if it failed.
-func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
-	if f.stopWatch != nil {
-		f.stopWatch()
-	}
-	if !f.claim() {
-		return
-	}
-	e.deliver(f, resp, err)
-}
-
-// settleRaced is settle for a future that a worker may resolve at the same
-// moment (its job's first waiter, on a 2xx answer): losing that claim is
-// expected, not a second resolution, and the worker's answer stands.
-func (e *Engine) settleRaced(f *Future, resp *requests.Response, err error) {
-	if f.stopWatch != nil {
-		f.stopWatch()
-	}
-	if f.resolved.CompareAndSwap(false, true) {
-		e.deliver(f, resp, err)
-	}
-}
-
-// deliver gives f, claimed by the caller, its result and counts it.
-func (e *Engine) deliver(f *Future, resp *requests.Response, err error) {
-	e.tel.endRequest(f, resp, err)
-	// Count before waking the waiters, so a caller who has its result sees
-	// it in Stats.
-	if err == nil {
-		e.stats.completed.Add(1)
-		f.publish(resp, nil)
-		return
-	}
-	e.stats.failed.Add(1)
-	f.publish(resp, err)
-	if fn := e.s.OnError; fn != nil {
-		req := f.req
-		e.hooks.push("OnError", func() { fn(req, err) })
-	}
 }

@@ -21,9 +21,9 @@ type Future struct {
 	ctx  context.Context // the submitter's; its end makes this waiter leave
 	span trace.Span      // the request's span; nil unless the engine traces
 
-	// Written once, by whoever wins resolved (see claim): Submit, the
-	// dispatcher or a worker. resp and err are read only after waiting on
-	// wg or done.
+	// Written once, by whoever wins resolved: resolve.go's table says who
+	// may, and when. resp and err are read only after waiting on wg or
+	// done.
 	resolved atomic.Bool
 	resp     *requests.Response
 	err      error
@@ -51,31 +51,6 @@ func newFuture(ctx context.Context, req *requests.Request) *Future {
 	f.wg.Add(1)
 	return f
 }
-
-// claim reports whether this call may resolve f, which it then must do with
-// publish; a second claim is a bug in the engine and is refused.
-func (f *Future) claim() bool {
-	if !f.resolved.CompareAndSwap(false, true) {
-		doubleResolves.Add(1)
-		return false
-	}
-	return true
-}
-
-// publish gives f its result and wakes its waiters.
-func (f *Future) publish(resp *requests.Response, err error) {
-	f.resp, f.err = resp, err
-	f.mu.Lock()
-	f.published = true
-	if f.done != nil {
-		close(f.done)
-	}
-	f.mu.Unlock()
-	f.wg.Done()
-}
-
-// doubleResolves counts refused second resolutions; tests assert it stays 0.
-var doubleResolves atomic.Int64
 
 // Done returns a channel that is closed when the future resolves.
 func (f *Future) Done() <-chan struct{} {

@@ -51,9 +51,9 @@ import (
 //	dispatcher (exit)     marks the gate dead, closes the      once; no job is sent after
 //	                      workers' slots
 //
-// An entrant that sends a job (Submit) does so under mu, so the send never
-// meets a slot the dispatcher has closed; the slot is idle, so it never
-// blocks. Whoever resolves a fast-path future does it by the claim of
+// An entrant that sends a job (Submit) does so under mu once it has its
+// place (send), so the send never meets a slot the dispatcher has closed;
+// the slot is idle, so it never blocks. Whoever resolves a fast-path future does it by the claim of
 // resolve.go: the one who ran the attempt, or cancel-all, whichever comes
 // first.
 type gate struct {
@@ -80,9 +80,8 @@ const gateOpen = 1
 var slowPathOnly bool
 
 // enter takes a free place for f's first attempt, or returns nil when the
-// gate is closed or every place is taken: f then takes the slow path. With
-// j set, the job goes to the place's worker at once.
-func (g *gate) enter(f *Future, j *job) *slot {
+// gate is closed or every place is taken: f then takes the slow path.
+func (g *gate) enter(f *Future) *slot {
 	if g.word.Load() != gateOpen || slowPathOnly {
 		return nil
 	}
@@ -97,10 +96,21 @@ func (g *gate) enter(f *Future, j *job) *slot {
 	g.idle = g.idle[:n-1]
 	g.out++
 	s.fast = f
-	if j != nil {
-		s.jobs <- *j // the slot is idle: never blocks
-	}
 	return s
+}
+
+// send gives the job of f, which took place s, to the place's worker, and
+// reports false, giving the place up, if the dispatcher has exited since.
+func (g *gate) send(s *slot, f *Future) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.dead {
+		s.fast = nil
+		g.out--
+		return false
+	}
+	s.jobs <- fastJob(f) // the place is taken and its worker idle: never blocks
+	return true
 }
 
 // leave gives back the place s, whose attempt is over. It reports whether
@@ -304,7 +314,7 @@ func (e *Engine) endFast(s *slot, j job, o outcome) {
 	f, c := j.first, j.c
 	e.stats.inFlight.Add(-1)
 	if shared(c) {
-		e.endShared(s, c, o)
+		e.endShared(s, f, o)
 		return
 	}
 	if f.stopWatch != nil {
@@ -329,7 +339,7 @@ func (e *Engine) endFast(s *slot, j job, o outcome) {
 		s.refunds.Add(1) // a first attempt's success refunds the retry budget
 	}
 	e.d.gate.leave(s, e.d)
-	if !f.resolved.CompareAndSwap(false, true) {
+	if !f.win() {
 		if o.live != nil {
 			o.live.release() // cancel-all failed it meanwhile
 		}
@@ -355,8 +365,8 @@ func (e *Engine) endFast(s *slot, j job, o outcome) {
 
 // endShared is endFast for a call in the dedup table: every waiter still
 // there gets a final outcome; any other goes to the dispatcher with them.
-func (e *Engine) endShared(s *slot, c *call, o outcome) {
-	f := c.w1[0]
+func (e *Engine) endShared(s *slot, f *Future, o outcome) {
+	c := &f.own
 	if !e.final(c, &o) {
 		unblock := o.authFailed
 		if unblock {
@@ -390,15 +400,4 @@ func (e *Engine) final(c *call, o *outcome) bool {
 	default:
 		return !(o.retry && 1 < e.s.Retry.MaxAttempts)
 	}
-}
-
-// unadmitFast undoes admitFast for a call that found no place and takes
-// the slow path after all.
-func (e *Engine) unadmitFast(f *Future) {
-	if f.stopWatch != nil {
-		f.stopWatch()
-		f.stopWatch = nil
-	}
-	f.own.ctx1 = attemptCtx{}
-	f.own.base = nil
 }

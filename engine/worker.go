@@ -61,7 +61,7 @@ func (e *Engine) worker(w *slot) {
 		// the dispatcher has the outcome (the retry budget's refund, say)
 		// before the caller can submit anything more.
 		var first *requests.Response
-		if o.err == nil && o.resp != nil && o.live == nil && j.first.resolved.CompareAndSwap(false, true) {
+		if o.err == nil && o.resp != nil && o.live == nil && j.first.win() {
 			o.settled = j.first
 			first = e.firstResponse(j, o.resp)
 		}
