@@ -291,38 +291,159 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 		defer reader.Wait() // last: after cancel has released the reader
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		type outstanding struct {
-			res Result
-			f   *Future
-		}
-		// pending is the window: a bounded FIFO of submitted requests,
-		// oldest first. When it is full the reader waits.
-		pending := make(chan outstanding, window)
+		w := newStreamWindow(window)
 		reader.Go(func() {
-			defer close(pending)
+			defer w.close()
 			i := 0
 			for r := range reqs {
-				if ctx.Err() != nil {
+				if !w.room(ctx) {
 					return
 				}
-				o := outstanding{res: Result{Index: i, Request: r}, f: e.Submit(ctx, r)}
+				w.push(streamed1{res: Result{Index: i, Request: r}, f: e.Submit(ctx, r)})
 				i++
-				select {
-				case pending <- o:
-				case <-ctx.Done():
-					return // o's request was submitted with ctx: it ends by itself
-				}
 			}
 		})
-		for o := range pending {
-			o.res.Response, o.res.Err = o.f.wait()
-			if !yield(o.res) {
-				cancel()
-				for range pending {
-				}
+		var batch []streamed1
+		for {
+			batch = w.take(batch)
+			if len(batch) == 0 {
 				return
 			}
+			for k := range batch {
+				o := &batch[k]
+				o.res.Response, o.res.Err = o.f.wait()
+				w.done()
+				if !yield(o.res) {
+					cancel() // the rest were submitted with ctx: they end by themselves
+					return
+				}
+				*o = streamed1{}
+			}
 		}
+	}
+}
+
+// streamed1 is one request of a Stream, submitted and not yet yielded.
+type streamed1 struct {
+	res Result
+	f   *Future
+}
+
+// streamWindow is a Stream's window: the FIFO of requests its reader has
+// submitted and its consumer has not yet yielded, bounded by size. Each
+// side takes what the other made in batches: the consumer takes every
+// request submitted so far at once, and a reader waiting for room is woken
+// only once a quarter of the window is free, so that one wake-up serves
+// many requests either way, as the dispatcher's mailbox does.
+//
+// Safe for one reader and one consumer; mu protects the fields below it.
+type streamWindow struct {
+	size, slack int
+	wakeReader  chan struct{} // size one
+	wakeTaker   chan struct{} // size one
+
+	mu            sync.Mutex
+	q             []streamed1
+	out           int  // submitted and not yet done
+	closed        bool // the reader has returned
+	readerWaits   bool
+	consumerWaits bool
+}
+
+func newStreamWindow(size int) *streamWindow {
+	return &streamWindow{size: size, slack: max(1, size/4),
+		wakeReader: make(chan struct{}, 1), wakeTaker: make(chan struct{}, 1)}
+}
+
+// room waits until the window has room for one more request, and reports
+// false if ctx ended first.
+func (w *streamWindow) room(ctx context.Context) bool {
+	for {
+		if ctx.Err() != nil {
+			return false
+		}
+		w.mu.Lock()
+		if w.out < w.size {
+			w.out++
+			w.mu.Unlock()
+			return true
+		}
+		w.readerWaits = true
+		w.mu.Unlock()
+		select {
+		case <-w.wakeReader:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// push adds a submitted request, in a place room took, and wakes the
+// consumer if it waits.
+func (w *streamWindow) push(o streamed1) {
+	w.mu.Lock()
+	w.q = append(w.q, o)
+	wake := w.consumerWaits
+	w.consumerWaits = false
+	w.mu.Unlock()
+	if wake {
+		signal(w.wakeTaker)
+	}
+}
+
+// close tells the consumer that nothing more comes.
+func (w *streamWindow) close() {
+	w.mu.Lock()
+	w.closed = true
+	wake := w.consumerWaits
+	w.consumerWaits = false
+	w.mu.Unlock()
+	if wake {
+		signal(w.wakeTaker)
+	}
+}
+
+// take waits for submitted requests and swaps them all for spare, emptied;
+// it returns none once the reader has returned and everything was taken.
+func (w *streamWindow) take(spare []streamed1) []streamed1 {
+	for {
+		w.mu.Lock()
+		if len(w.q) > 0 {
+			b := w.q
+			w.q = spare[:0]
+			w.mu.Unlock()
+			return b
+		}
+		if w.closed {
+			w.mu.Unlock()
+			return nil
+		}
+		w.consumerWaits = true
+		w.mu.Unlock()
+		<-w.wakeTaker
+	}
+}
+
+// done frees the place of a request whose result is in, and wakes a
+// waiting reader once a batch of places is free.
+func (w *streamWindow) done() {
+	w.mu.Lock()
+	w.out--
+	wake := w.readerWaits && w.out <= w.size-w.slack
+	if wake {
+		w.readerWaits = false
+	}
+	w.mu.Unlock()
+	if wake {
+		signal(w.wakeReader)
+	}
+}
+
+// signal puts a token in ch, a channel of size one, unless one is there.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
