@@ -26,6 +26,9 @@ type client struct {
 	// loop, when set, replaces the closed loop of do calls: a client whose
 	// natural use is not one call per goroutine (courier's Stream).
 	loop func(conc int, d time.Duration) *loopResult
+	// batch, when set, replaces do over the no-op transport: it makes n
+	// calls its own way (courier's Stream).
+	batch func(n int)
 }
 
 // transport is the same for every client, so connection pooling is not

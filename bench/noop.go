@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,11 +37,31 @@ func noopClients() []client {
 			return consume(c.Do(req))
 		}
 	}
-	e, err := engine.New(engine.Config{BaseURL: "http://api.test", HTTPClient: &http.Client{Transport: noop{}},
-		Workers: noopCallers, Auth: engine.Auth{AccessToken: token}, Dedup: engine.Dedup{Disabled: true}})
-	if err != nil {
-		panic(err)
+	newEngine := func(dedup bool) *engine.Engine {
+		e, err := engine.New(engine.Config{BaseURL: "http://api.test", HTTPClient: &http.Client{Transport: noop{}},
+			Workers: noopCallers, Auth: engine.Auth{AccessToken: token}, Dedup: engine.Dedup{Disabled: !dedup}})
+		if err != nil {
+			panic(err)
+		}
+		return e
 	}
+	e, ed := newEngine(false), newEngine(true)
+	// With dedup on every call gets a path of its own, so none is merged:
+	// what is measured is the table's cost, plus one allocation for the
+	// path that net/http does not make.
+	var seq atomic.Int64
+	distinct := func() string { return "/item/" + strconv.FormatInt(seq.Add(1), 10) }
+	hc, hcd := e.HTTPClient(), ed.HTTPClient()
+	rtGet := func(c *http.Client, path func() string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, "GET", "http://api.test"+path(), nil)
+			if err != nil {
+				return err
+			}
+			return consume(c.Do(req))
+		}
+	}
+	item := func() string { return "/item" }
 	rc := resty.New().SetTransport(noop{}).SetBaseURL("http://api.test").SetAuthToken(token).SetRetryCount(2).SetDisableWarn(true)
 	rc3 := resty3.New().SetTransport(noop{}).SetBaseURL("http://api.test").SetAuthToken(token).SetRetryCount(2).SetLoggerWarnLevel(true)
 	rh := retryablehttp.NewClient()
@@ -59,10 +80,30 @@ func noopClients() []client {
 	nop := func() {}
 	return []client{
 		{name: "net/http", do: get(&http.Client{Transport: noop{}}), close: nop},
-		{name: "courier", do: func(ctx context.Context) error {
+		{name: "courier Do, dedup off", do: func(ctx context.Context) error {
 			_, err := e.Do(ctx, requests.New("GET", "/item"))
 			return err
 		}, close: func() { e.Close() }},
+		{name: "courier Do, dedup on", do: func(ctx context.Context) error {
+			_, err := ed.Do(ctx, requests.New("GET", distinct()))
+			return err
+		}, close: func() { ed.Close() }},
+		{name: "courier Submit/Await, dedup off", do: func(ctx context.Context) error {
+			_, err := e.Submit(ctx, requests.New("GET", "/item")).Await(ctx)
+			return err
+		}, close: nop},
+		{name: "courier Submit/Await, dedup on", do: func(ctx context.Context) error {
+			_, err := ed.Submit(ctx, requests.New("GET", distinct())).Await(ctx)
+			return err
+		}, close: nop},
+		{name: "courier RoundTripper, dedup off", do: rtGet(hc, item), close: nop},
+		{name: "courier RoundTripper, dedup on", do: rtGet(hcd, distinct), close: nop},
+		{name: "courier Stream, dedup off", close: nop, batch: func(n int) {
+			streamN(e, n, func() string { return "/item" })
+		}},
+		{name: "courier Stream, dedup on", close: nop, batch: func(n int) {
+			streamN(ed, n, distinct)
+		}},
 		{name: "resty v2", do: restyGet(func(ctx context.Context) (int, error) {
 			r, err := rc.R().SetContext(ctx).Get("/item")
 			return r.StatusCode(), err
@@ -86,9 +127,37 @@ func noopClients() []client {
 	}
 }
 
-// noopRun makes n calls of do from callers goroutines and returns the
-// wall time and heap allocations per call.
-func noopRun(do func(context.Context) error, callers, n int) (ns, allocs float64) {
+// streamN sends n requests through one Stream, its window the default.
+func streamN(e *engine.Engine, n int, path func() string) {
+	reqs := func(yield func(*requests.Request) bool) {
+		for range n {
+			if !yield(requests.New("GET", path())) {
+				return
+			}
+		}
+	}
+	for res := range e.Stream(context.Background(), reqs, 0) {
+		if res.Err != nil {
+			panic(res.Err)
+		}
+	}
+}
+
+// noopRun makes n calls of c from callers goroutines (a batch client
+// makes them its own way) and returns the wall time and heap allocations
+// per call.
+func noopRun(c client, callers, n int) (ns, allocs float64) {
+	if c.batch != nil {
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		start := time.Now()
+		c.batch(n)
+		elapsed := time.Since(start)
+		runtime.ReadMemStats(&m1)
+		return float64(elapsed.Nanoseconds()) / float64(n), float64(m1.Mallocs-m0.Mallocs) / float64(n)
+	}
+	do := c.do
 	ctx := context.Background()
 	var left atomic.Int64
 	left.Store(int64(n))
@@ -131,12 +200,12 @@ func noopTable() {
 	fmt.Printf("%d calls per run, from 1 and from %d goroutines (the same for every client; courier has %d workers and dedup off); %d paired rounds next to net/http, alternating which goes first. "+
 		"Added is the median over the pairs of the client's time per call minus net/http's (wall time: with %d callers on %d cores, the inverse of throughput); allocations are per call, net/http's included.\n\n",
 		n, noopCallers, noopCallers, *rounds, noopCallers, runtime.GOMAXPROCS(0))
-	fmt.Println("| callers | client | µs/call | added µs min / median / max | allocs/call |")
-	fmt.Println("| ---: | --- | ---: | :---: | ---: |")
+	fmt.Println("| callers | client | µs/call | added µs min / median / max | allocs/call | wake-ups/call |")
+	fmt.Println("| ---: | --- | ---: | :---: | ---: | ---: |")
 	for _, callers := range []int{1, noopCallers} {
 		raw := cs[0]
 		for _, c := range cs {
-			noopRun(c.do, callers, n/10) // warm up
+			noopRun(c, callers, n/10) // warm up
 		}
 		var rawNS, rawAllocs []float64
 		type row struct {
@@ -149,11 +218,11 @@ func noopTable() {
 			for round := range *rounds {
 				var a, b, aa, ba float64
 				if round%2 == 0 {
-					a, aa = noopRun(raw.do, callers, n)
-					b, ba = noopRun(c.do, callers, n)
+					a, aa = noopRun(raw, callers, n)
+					b, ba = noopRun(c, callers, n)
 				} else {
-					b, ba = noopRun(c.do, callers, n)
-					a, aa = noopRun(raw.do, callers, n)
+					b, ba = noopRun(c, callers, n)
+					a, aa = noopRun(raw, callers, n)
 				}
 				rawNS, rawAllocs = append(rawNS, a), append(rawAllocs, aa)
 				r.ns, r.allocs = append(r.ns, b), append(r.allocs, ba)
@@ -161,9 +230,9 @@ func noopTable() {
 			}
 			rows = append(rows, r)
 		}
-		fmt.Printf("| %d | net/http | %.2f | 0 | %.1f |\n", callers, median(rawNS)/1000, median(rawAllocs))
-		for _, r := range rows {
-			fmt.Printf("| %d | %s | %.2f | %s | %.1f |\n", callers, r.name, median(r.ns)/1000, spreadf(r.added, "%.2f"), median(r.allocs))
+		fmt.Printf("| %d | net/http | %.2f | 0 | %.1f | %.2f |\n", callers, median(rawNS)/1000, median(rawAllocs), wakeups(raw, callers))
+		for i, r := range rows {
+			fmt.Printf("| %d | %s | %.2f | %s | %.1f | %.2f |\n", callers, r.name, median(r.ns)/1000, spreadf(r.added, "%.2f"), median(r.allocs), wakeups(cs[i+1], callers))
 		}
 	}
 	fmt.Println()
