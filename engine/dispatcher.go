@@ -674,6 +674,7 @@ func (d *dispatcher) onEvent(ev any) {
 	case staleEvent:
 		d.gen = max(d.gen, ev.gen)
 		d.stale = ev.gen
+		d.gate.unblock() // the actor blocked it (tell); stale keeps it shut
 	case refreshFailedEvent:
 		d.gen = max(d.gen, ev.gen)
 		d.refreshing = false

@@ -36,8 +36,10 @@ import (
 //	                      (idle); reclaims them once closed    and no closer blocks the gate
 //	dispatcher (steer)    closes word                          when anything needs its judgement
 //	closers: Shutdown,    block: close word, count a blocker   before they act; the dispatcher
-//	Close, Terminate-     (blocks); unblock when done          cannot reopen while blocks > 0
-//	Session, a fast 401
+//	Close, Terminate-     (blocks); unblock when done (the     cannot reopen while blocks > 0
+//	Session, a fast 401,  dispatcher does, for a 401 and a
+//	the token actor's     stale token, once it has heard)
+//	staleEvent
 //	entrant (enter)       reads word; takes a place from idle; only while word is open
 //	                      registers its future in the place
 //	                      (slot.fast); counts out

@@ -543,6 +543,12 @@ func (a *tokenActor) stopTimers() {
 // tell delivers an event to the dispatcher's mailbox, and reports false
 // when the dispatcher has stopped.
 func (a *tokenActor) tell(ev any) bool {
+	if _, stale := ev.(staleEvent); stale {
+		// The gate closes before the dispatcher is told, and stays closed
+		// until it has heard (it unblocks): no request on the fast path
+		// carries the stale token meanwhile (gate.go).
+		a.e.d.gate.block()
+	}
 	return a.e.d.post(ev)
 }
 
