@@ -78,36 +78,40 @@ func (t *dedupTable) remove(c *call) {
 
 // submitShared puts f, whose call has a dedup key, on the fast path: it
 // joins the fast-path call in flight under its key, or takes a place and
-// leads a call of its own. It reports false when f must take the slow path
-// (the gate closed, no place free, or the key's call is the dispatcher's).
-func (e *Engine) submitShared(f *Future) bool {
+// leads a call of its own, run by the place's worker, or with callerRuns
+// by the caller itself (Do, when its context cannot end: a leader that
+// cannot leave may hold its followers' attempt on its own goroutine). It
+// reports false when f must take the slow path (the gate closed, no place
+// free, or the key's call is the dispatcher's).
+func (e *Engine) submitShared(f *Future, callerRuns bool) bool {
 	c := &f.own
 	sh := e.d.dedup.shard(c.key)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	if e.d.gate.word.Load() != gateOpen {
+		sh.mu.Unlock()
 		return false
 	}
 	if lead, ok := sh.m[c.key]; ok {
-		if !lead.fastShared {
-			return false // the dispatcher joins it
+		joined := lead.fastShared // else the dispatcher joins it
+		if joined {
+			e.joinShared(lead, f)
 		}
-		e.joinShared(lead, f)
-		return true
+		sh.mu.Unlock()
+		return joined
 	}
 	s := e.d.gate.enter(f)
 	if s == nil {
+		sh.mu.Unlock()
 		return false
 	}
 	e.admitFast(f)
 	if f.ctx.Done() != nil {
-		// Replaces admitFast's watcher: the attempt ends when its last
-		// waiter leaves, not its first.
-		f.stopWatch()
+		// The attempt ends when its last waiter leaves, not its first.
 		f.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(c, f) })
 	}
 	e.stats.inFlight.Add(1)
-	if !e.d.gate.send(s, f) {
+	if !callerRuns && !e.d.gate.send(s, f) {
+		sh.mu.Unlock()
 		e.stats.inFlight.Add(-1)
 		e.settle(f, nil, errors.ErrClosed)
 		return true
@@ -115,6 +119,10 @@ func (e *Engine) submitShared(f *Future) bool {
 	c.fastShared = true
 	c.fwait = append(c.w1[:0], f)
 	sh.m[c.key] = c
+	sh.mu.Unlock()
+	if callerRuns {
+		e.endFast(s, fastJob(f), e.attempt(fastJob(f), &s.timer))
+	}
 	return true
 }
 

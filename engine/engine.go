@@ -121,13 +121,14 @@ func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 		return f
 	}
 	if shared(&f.own) {
-		if e.d.gate.word.Load() == gateOpen && e.submitShared(f) {
+		if e.d.gate.word.Load() == gateOpen && e.submitShared(f, false) {
 			return f
 		}
 	} else if e.fastEligible(f) {
 		// The gate is open: straight into an idle worker's place.
 		if s := e.d.gate.enter(f); s != nil {
 			e.admitFast(f)
+			e.watchAlone(f)
 			e.stats.inFlight.Add(1)
 			if !e.d.gate.send(s, f) {
 				e.stats.inFlight.Add(-1)
@@ -157,11 +158,11 @@ func (e *Engine) fastEligible(f *Future) bool {
 
 // do runs f, prepared, and waits for it: on the caller's goroutine, in a
 // worker's place, when the gate is open; else through the dispatcher. A
-// call that others may join runs in a worker's place, so that its caller
-// may leave it while they wait.
+// call that others may join runs in a worker's place when its caller's
+// context can end, so that the caller may leave while they wait.
 func (e *Engine) do(ctx context.Context, f *Future) {
 	if shared(&f.own) {
-		if e.d.gate.word.Load() != gateOpen || !e.submitShared(f) {
+		if e.d.gate.word.Load() != gateOpen || !e.submitShared(f, f.ctx.Done() == nil) {
 			e.d.submit(ctx, f)
 		}
 		return
@@ -169,6 +170,7 @@ func (e *Engine) do(ctx context.Context, f *Future) {
 	if e.fastEligible(f) {
 		if s := e.d.gate.enter(f); s != nil {
 			e.admitFast(f)
+			e.watchAlone(f)
 			e.runFast(s, f)
 			return
 		}

@@ -296,3 +296,27 @@ func TestFullQueueBehindCallersAttempts(t *testing.T) {
 		assert.NoError(t, err)
 	})
 }
+
+// TestFollowerJoinsADoThatCannotLeave: a Do whose context cannot end runs
+// its shared call itself; a GET identical to it joins it and gets the
+// same answer from the one upstream call.
+func TestFollowerJoinsADoThatCannotLeave(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHeldTransport()
+		e := virtualEngine(t, engine.Config{Workers: 2, HTTPClient: h.client()})
+		lead := doAll(context.Background(), e, requests.New("GET", "/same"))
+		synctest.Wait()
+		follower := e.Submit(context.Background(), requests.New("GET", "/same"))
+		other := e.Submit(context.Background(), requests.New("GET", "/other"))
+		synctest.Wait()
+		assert.Equal(t, int64(1), e.Stats().DedupHits)
+		assert.Equal(t, int64(2), h.sent.Load(), "upstream calls: /same once, /other once")
+		close(h.release)
+		assert.NoError(t, lead()[0])
+		for _, f := range []*engine.Future{follower, other} {
+			resp, err := f.Await(context.Background())
+			require.NoError(t, err)
+			assert.Same(t, f.Request(), resp.Request)
+		}
+	})
+}

@@ -281,18 +281,25 @@ func (d *dispatcher) onAdopt(m adoptMsg) {
 }
 
 // admitFast fills in what the dispatcher's admission would for f's call,
-// which runs its first attempt on the fast path.
+// which runs its first attempt on the fast path. Its caller sets f's
+// watcher (watchAlone, or leaveShared's).
 func (e *Engine) admitFast(f *Future) {
 	c := &f.own
 	c.base, c.admitted = f.ctx, e.s.Clock.Now()
 	if c.base.Done() != nil {
 		c.base = context.WithoutCancel(c.base)
-		// The call has one waiter: its end ends the attempt.
-		ctx := &c.ctx1
-		f.stopWatch = context.AfterFunc(f.ctx, func() { ctx.cancel(context.Canceled) })
 	}
 	c.ctx1.parent = c.base
 	c.ctx = nil
+}
+
+// watchAlone makes the end of f's context end the attempt of its call,
+// which nobody can join.
+func (e *Engine) watchAlone(f *Future) {
+	if f.ctx.Done() != nil {
+		ctx := &f.own.ctx1
+		f.stopWatch = context.AfterFunc(f.ctx, func() { ctx.cancel(context.Canceled) })
+	}
 }
 
 // fastJob is the job of a fast-path call's first attempt.
