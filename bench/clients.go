@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
@@ -71,18 +73,60 @@ func rawClient(base string) client {
 	}, close: c.CloseIdleConnections}
 }
 
-func courierClient(base string, workers int) client {
+// distinctQuery gives every request a query of its own, so that with
+// dedup on none is merged and the dedup table's cost is what shows.
+var distinctSeq atomic.Int64
+
+func distinctQuery() requests.Option {
+	return requests.WithQuery("n", strconv.FormatInt(distinctSeq.Add(1), 10))
+}
+
+// courierClient is one of courier's entry points: Do, Submit then Await,
+// or a request through HTTPClient (the RoundTripper); with dedup off (every
+// call its own request, as with the others) or on (the default GET, each
+// with a query of its own).
+func courierClient(base string, workers int, entry string, dedup bool) client {
 	hc := &http.Client{Transport: transport()}
 	e, err := engine.New(engine.Config{BaseURL: base, HTTPClient: hc, Workers: workers,
-		Auth: engine.Auth{AccessToken: token}})
+		Auth: engine.Auth{AccessToken: token}, Dedup: engine.Dedup{Disabled: !dedup}})
 	if err != nil {
 		panic(err)
 	}
-	return client{name: "courier", do: func(ctx context.Context) error {
-		// WithoutDedup: every call is its own request, as with the others.
-		_, err := e.Do(ctx, requests.New("GET", "/item", requests.WithoutDedup()))
-		return err
-	}, close: func() { e.Close(); hc.CloseIdleConnections() }}
+	opt := func() requests.Option { return func(*requests.Request) {} }
+	if dedup {
+		opt = distinctQuery
+	}
+	name := "courier " + entry + ", dedup off"
+	if dedup {
+		name = "courier " + entry + ", dedup on"
+	}
+	var do func(ctx context.Context) error
+	switch entry {
+	case "Do":
+		do = func(ctx context.Context) error {
+			_, err := e.Do(ctx, requests.New("GET", "/item", opt()))
+			return err
+		}
+	case "Submit/Await":
+		do = func(ctx context.Context) error {
+			_, err := e.Submit(ctx, requests.New("GET", "/item", opt())).Await(ctx)
+			return err
+		}
+	case "RoundTripper":
+		c := e.HTTPClient()
+		do = func(ctx context.Context) error {
+			u := base + "/item"
+			if dedup {
+				u += "?n=" + strconv.FormatInt(distinctSeq.Add(1), 10)
+			}
+			req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+			if err != nil {
+				return err
+			}
+			return consume(c.Do(req))
+		}
+	}
+	return client{name: name, do: do, close: func() { e.Close(); hc.CloseIdleConnections() }}
 }
 
 // courierStreamClient feeds an endless input through Engine.Stream with
@@ -91,10 +135,10 @@ func courierClient(base string, workers int) client {
 // answers that came before an earlier one wait in the window instead of
 // holding back the next submissions (results come out in input order);
 // with window conc, a slow answer at the head leaves workers idle.
-func courierStreamClient(base string, workers, window int) client {
+func courierStreamClient(base string, workers, window int, dedup bool) client {
 	hc := &http.Client{Transport: transport()}
 	e, err := engine.New(engine.Config{BaseURL: base, HTTPClient: hc, Workers: workers,
-		Auth: engine.Auth{AccessToken: token}})
+		Auth: engine.Auth{AccessToken: token}, Dedup: engine.Dedup{Disabled: !dedup}})
 	if err != nil {
 		panic(err)
 	}
@@ -102,7 +146,11 @@ func courierStreamClient(base string, workers, window int) client {
 		deadline := time.Now().Add(d)
 		reqs := func(yield func(*requests.Request) bool) {
 			for time.Now().Before(deadline) {
-				if !yield(requests.New("GET", "/item", requests.WithoutDedup())) {
+				opt := requests.WithoutDedup()
+				if dedup {
+					opt = distinctQuery()
+				}
+				if !yield(requests.New("GET", "/item", opt)) {
 					return
 				}
 			}
@@ -124,7 +172,10 @@ func courierStreamClient(base string, workers, window int) client {
 		}
 		return r
 	}
-	name := "courier Stream"
+	name := "courier Stream, dedup off"
+	if dedup {
+		name = "courier Stream, dedup on"
+	}
 	if window > 0 {
 		name = "courier Stream, window = concurrency"
 	}
@@ -206,9 +257,15 @@ func failsafeClient(base string) client {
 // clients returns every library under test for a concurrency level,
 // net/http first.
 func clients(base string, concurrency int) []client {
-	all := []client{rawClient(base), courierClient(base, concurrency), courierStreamClient(base, concurrency, 0),
-		courierStreamClient(base, concurrency, concurrency),
-		restyClient(base), resty3Client(base), retryableClient(base), failsafeClient(base)}
+	all := []client{rawClient(base)}
+	for _, entry := range []string{"Do", "Submit/Await", "RoundTripper"} {
+		for _, dedup := range []bool{false, true} {
+			all = append(all, courierClient(base, concurrency, entry, dedup))
+		}
+	}
+	all = append(all, courierStreamClient(base, concurrency, 0, false), courierStreamClient(base, concurrency, 0, true),
+		courierStreamClient(base, concurrency, concurrency, false),
+		restyClient(base), resty3Client(base), retryableClient(base), failsafeClient(base))
 	if *only1 == "" {
 		return all
 	}
