@@ -209,7 +209,6 @@ func (d *dispatcher) fastFutures() []*Future {
 func (d *dispatcher) failFast(err error) {
 	for _, f := range d.fastFutures() {
 		c := &f.own
-		c.ctx1.cancel(context.Canceled)
 		ws := []*Future{f}
 		if shared(c) {
 			ws = d.dedup.takeShared(c, false)
@@ -220,6 +219,10 @@ func (d *dispatcher) failFast(err error) {
 		for _, w := range ws {
 			d.e.settleRaced(w, nil, rerr)
 		}
+		// Cancelled only once its waiters are failed: the runner of an
+		// attempt cancelled first could resolve them with the
+		// cancellation instead.
+		c.ctx1.cancel(context.Canceled)
 	}
 }
 

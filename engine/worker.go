@@ -44,8 +44,9 @@ type slot struct {
 // worker runs the attempts the dispatcher (or the fast path) puts in its
 // slot until the dispatcher closes it.
 func (e *Engine) worker(w *slot) {
+	// Each attempt disarms the place's timer as it ends; once the slot is
+	// closed the place may be a caller's, and so is its timer.
 	t := &w.timer
-	defer t.disarm()
 	for j := range w.jobs {
 		o := e.attempt(j, t)
 		if j.fast {
