@@ -51,8 +51,9 @@ type (
 	}
 )
 
-// dispatcher is the goroutine that owns the queue, the call table (the
-// live list and dedup), the parked set and the pause state. It never does
+// dispatcher is the goroutine that owns the queue, the live list of the
+// calls it carries, the parked set and the pause state; it steers the
+// admission gate (gate.go) and shares the dedup table (dedup.go). It never does
 // I/O and never blocks on anyone: it sleeps only when it has nothing to do,
 // and every send it makes is a case of its one select or goes to a
 // worker's slot that it knows is empty.

@@ -3,14 +3,21 @@
 // the rest.
 //
 // The dispatcher goroutine (dispatcher.go) owns the bounded queue
-// (queue.go), the dedup table, the set of requests parked on a token
+// (queue.go), the calls it carries, the set of requests parked on a token
 // refresh, and the pause state of an expired session; it never does I/O and
 // never blocks. Workers (worker.go) run one attempt each: they wait for
 // their turn (see Pacing), read the current token from an atomic
 // snapshot, run the middleware chain and the HTTP call, read the body
-// (bounded) and report back. Everything reaches the dispatcher through its
-// mailbox (mailbox.go), which it empties in one go each time it wakes, so
-// one wake-up serves every submission and report made meanwhile. The token actor (tokenactor.go) owns the tokens and serializes
+// (bounded) and report back. Everything the dispatcher hears reaches it
+// through its mailbox (mailbox.go), which it empties in one go each time it
+// wakes, so one wake-up serves every submission and report made meanwhile.
+// While nothing needs its judgement it opens an admission gate (gate.go):
+// a request's first attempt then skips the mailbox, Submit's in an idle
+// worker's place and Do's (and a RoundTrip's) on the caller's own
+// goroutine, holding a place, so Workers still bounds what runs; only an
+// outcome that needs the dispatcher (a retry, a 401, a held host) is
+// handed to it. The dedup table (dedup.go) serves both paths, and
+// resolve.go says who may resolve a future, and when. The token actor (tokenactor.go) owns the tokens and serializes
 // refresh: however many requests get 401 with the same token, one refresh
 // call is made, each parked request is replayed once, and queued requests
 // that would carry the rejected token wait for the new one instead of
