@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -256,4 +257,126 @@ func refusalText(v string, secrets []string) string {
 		v = v[:maxRefusalText]
 	}
 	return v
+}
+
+// refreshWithRetries refreshes cur, retrying transient failures. Each
+// call runs on call; wait ends the pauses between them, and stops a new
+// attempt from starting once the engine stops.
+func (a *tokenActor) refreshWithRetries(call, wait context.Context, cur Tokens) (Tokens, error) {
+	s := a.e.s
+	attempts := DefaultRefreshAttempts
+	if s.Auth.Refresh != nil {
+		attempts = s.Auth.Refresh.MaxAttempts
+	}
+	var last error
+	for i := 1; i <= attempts; i++ {
+		if err := wait.Err(); err != nil {
+			return Tokens{}, err
+		}
+		t, err := a.refreshOnce(call, cur)
+		if err == nil {
+			return t, nil
+		}
+		last = err
+		var term *terminalError
+		var perm *permanentError
+		if errors.As(err, &term) || errors.As(err, &perm) || call.Err() != nil || i == attempts {
+			break
+		}
+		pause, err := a.e.backoff(i)
+		if err != nil {
+			return Tokens{}, err
+		}
+		timer := s.Clock.NewTimer(pause)
+		select {
+		case <-timer.C():
+		case <-wait.Done():
+			timer.Stop()
+			return Tokens{}, wait.Err()
+		}
+	}
+	return Tokens{}, redactErr(last)
+}
+
+// refreshOnce makes one refresh of cur: a call to the refresh endpoint,
+// the Refresher or the TokenSource.
+func (a *tokenActor) refreshOnce(ctx context.Context, cur Tokens) (t Tokens, err error) {
+	rt := cur.RefreshToken
+	s := a.e.s
+	defer func() {
+		if v := recover(); v != nil {
+			err = &errors.PanicError{Where: "token refresh", Value: v, Stack: debug.Stack()}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	if fn := s.Auth.Refresher; fn != nil {
+		t, err := fn(ctx, rt)
+		if errors.Is(err, errors.ErrSessionExpired) {
+			return t, &terminalError{err}
+		}
+		if err == nil && t.AccessToken == "" {
+			return t, &terminalError{fmt.Errorf("refresh: Refresher returned no access token")}
+		}
+		if err == nil {
+			if verr := s.checkTokens(t); verr != nil {
+				return Tokens{}, &terminalError{fmt.Errorf("refresh: Refresher returned %w", verr)}
+			}
+		}
+		return t, err
+	}
+	if ts := s.Auth.TokenSource; ts != nil {
+		t, err := tokenFromSource(ts, cur.AccessToken)
+		if err == nil {
+			if verr := s.checkTokens(t); verr != nil {
+				return Tokens{}, &terminalError{fmt.Errorf("refresh: token source returned %w", verr)}
+			}
+		}
+		return t, err
+	}
+	if rt == "" && s.needsRefreshToken() {
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: no refresh token")}
+	}
+	req, err := newRefreshRequest(ctx, s, rt)
+	if err != nil {
+		return Tokens{}, &terminalError{err}
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		err = fmt.Errorf("refresh: %w", redactErr(err))
+		if cannotSucceed(err) {
+			return Tokens{}, &permanentError{err}
+		}
+		return Tokens{}, err
+	}
+	body, err := readBounded(resp.Body, 1<<20)
+	closeBody(resp.Body)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("refresh: %s %s: %w", req.Method, errors.RedactURL(req.URL), err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// The answer's RFC 6749 error code and description go into the
+		// error, without the secrets this refresh sent.
+		re := refreshRefusal(req, resp.StatusCode, body, rt, cur.AccessToken, s.Auth.Refresh.ClientSecret)
+		switch {
+		case re.Refused():
+			return Tokens{}, &terminalError{re}
+		case !RetryableStatus(resp.StatusCode) && resp.StatusCode < 500 || resp.StatusCode == http.StatusNotImplemented:
+			// 404, 405, 410...: a wrong endpoint stays wrong.
+			return Tokens{}, &permanentError{re}
+		}
+		return Tokens{}, re
+	}
+	t, err = s.Auth.Refresh.Parser(body)
+	if err != nil {
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: %w", req.Method, errors.RedactURL(req.URL), err)}
+	}
+	if t.AccessToken == "" {
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: answer has no access token", req.Method, errors.RedactURL(req.URL))}
+	}
+	if err := s.checkTokens(t); err != nil {
+		// As unusable as an answer that does not parse, and as final.
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: answer has %w", req.Method, errors.RedactURL(req.URL), err)}
+	}
+	return t, nil
 }
