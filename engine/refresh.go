@@ -15,9 +15,10 @@ import (
 	"github.com/courier-go/courier/errors"
 )
 
-// The refresh wire protocol: the request a refresh sends and the parsing of
-// its answer. Nothing here holds state; the token actor decides when to
-// refresh.
+// The refresh wire protocol: the request a refresh sends, its retries of
+// transient failures, the parsing of its answer, and which answers end the
+// session (terminalError). Nothing here holds state; the token actor
+// decides when to refresh.
 
 // maxExpiresIn is the longest token lifetime believed; longer ones are
 // ignored as nonsense.
@@ -260,9 +261,9 @@ func refusalText(v string, secrets []string) string {
 }
 
 // refreshWithRetries refreshes cur, retrying transient failures. Each
-// call runs on call; wait ends the pauses between them, and stops a new
-// attempt from starting once the engine stops.
-func (a *tokenActor) refreshWithRetries(call, wait context.Context, cur Tokens) (Tokens, error) {
+// attempt runs on sendCtx; wait ends the pauses between them, and stops a
+// new attempt from starting once the engine stops.
+func (a *tokenActor) refreshWithRetries(sendCtx, wait context.Context, cur Tokens) (Tokens, error) {
 	s := a.e.s
 	attempts := DefaultRefreshAttempts
 	if s.Auth.Refresh != nil {
@@ -273,14 +274,14 @@ func (a *tokenActor) refreshWithRetries(call, wait context.Context, cur Tokens) 
 		if err := wait.Err(); err != nil {
 			return Tokens{}, err
 		}
-		t, err := a.refreshOnce(call, cur)
+		t, err := a.refreshOnce(sendCtx, cur)
 		if err == nil {
 			return t, nil
 		}
 		last = err
 		var term *terminalError
 		var perm *permanentError
-		if errors.As(err, &term) || errors.As(err, &perm) || call.Err() != nil || i == attempts {
+		if errors.As(err, &term) || errors.As(err, &perm) || sendCtx.Err() != nil || i == attempts {
 			break
 		}
 		pause, err := a.e.backoff(i)

@@ -145,7 +145,7 @@ type tokenActor struct {
 	expiry       time.Time
 	expired      bool               // the session has ended: no refresh until SetTokens
 	running      context.CancelFunc // voids the job in flight; nil when none runs
-	runningKind  jobKind            // the job in flight, when running is set
+	runningKind  jobKind            // the job in flight, when running is set; Close's grace warns of a refresh
 	epoch        uint64             // bumped when tokens are replaced, voiding a running job
 	want         uint64             // highest generation demanded; outstanding while >= the current one
 	early        bool               // the proactive timer asks for a refresh

@@ -16,8 +16,8 @@ import (
 // A job has two contexts. wait ends when the job is voided (SetTokens,
 // TerminateSession) or the engine stops: it bounds what may be abandoned
 // at no cost, reading the store, waiting for its lock, the pause between
-// refresh attempts. call ends only when the job is voided: it bounds the
-// refresh call itself, so a refresh that has reached the server is
+// refresh attempts. sendCtx ends only when the job is voided: it bounds
+// the refresh call itself, so a refresh that has reached the server is
 // finished and its answer stored even while the engine shuts down (each
 // call is still bounded by Config.Timeout, and the write by its own).
 
@@ -58,11 +58,10 @@ type jobResult struct {
 // launch starts j on a goroutine the actor owns; its result comes back on
 // a.results, which the actor always receives while a job runs.
 func (a *tokenActor) launch(j syncJob) {
-	call, void := context.WithCancel(context.Background())
-	wait, cancelWait := context.WithCancel(call)
+	sendCtx, void := context.WithCancel(context.Background())
+	wait, cancelWait := context.WithCancel(sendCtx)
 	stopWait := context.AfterFunc(a.ctx, cancelWait) // the engine stops
-	a.running = void
-	a.runningKind = j.kind
+	a.running, a.runningKind = void, j.kind
 	go func() {
 		defer void()
 		defer stopWait()
@@ -70,9 +69,9 @@ func (a *tokenActor) launch(j syncJob) {
 		var r jobResult
 		switch j.kind {
 		case jobRefresh:
-			r = a.refreshJob(j, call, wait)
+			r = a.refreshJob(j, sendCtx, wait)
 		case jobSave:
-			r = a.saveJob(j, call)
+			r = a.saveJob(j, sendCtx)
 		case jobPoll:
 			r = a.pollJob(j, wait)
 		}
@@ -96,9 +95,9 @@ func (a *tokenActor) pollJob(j syncJob, wait context.Context) jobResult {
 	return r
 }
 
-func (a *tokenActor) saveJob(j syncJob, call context.Context) jobResult {
+func (a *tokenActor) saveJob(j syncJob, sendCtx context.Context) jobResult {
 	r := jobResult{syncJob: j}
-	ctx, cancel := context.WithTimeout(call, a.e.s.Timeout)
+	ctx, cancel := context.WithTimeout(sendCtx, a.e.s.Timeout)
 	defer cancel()
 	base := j.base
 	for range 10 {
@@ -131,7 +130,7 @@ func (a *tokenActor) saveJob(j syncJob, call context.Context) jobResult {
 // refreshJob is the heart of a shared session: read the store, adopt what
 // is newer, or take the lock, read again, refresh, and write the answer
 // with the compare-and-swap that releases the lock.
-func (a *tokenActor) refreshJob(j syncJob, call, wait context.Context) jobResult {
+func (a *tokenActor) refreshJob(j syncJob, sendCtx, wait context.Context) jobResult {
 	r := jobResult{syncJob: j}
 	st := a.store
 	v, err := st.Load(wait)
@@ -188,7 +187,7 @@ func (a *tokenActor) refreshJob(j syncJob, call, wait context.Context) jobResult
 	}
 
 	stopRenew := a.renew(lock)
-	t, err := a.refreshWithRetries(call, wait, v.Tokens)
+	t, err := a.refreshWithRetries(sendCtx, wait, v.Tokens)
 	stopRenew()
 	if err != nil {
 		unlock()
@@ -206,7 +205,7 @@ func (a *tokenActor) refreshJob(j syncJob, call, wait context.Context) jobResult
 
 	// The server has rotated the refresh token: store the answer whatever
 	// happens to the callers. A new context, bounded on its own.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(call), a.e.s.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(sendCtx), a.e.s.Timeout)
 	defer cancel()
 	cur, ok, err := lock.Commit(ctx, v.Generation, t)
 	if err != nil {
