@@ -108,7 +108,7 @@ type dispatcher struct {
 	// gen is the token generation as the token actor's events tell it
 	// (refreshed, stale, refresh failed): the dispatcher never reads the
 	// published snapshot. It may lag the snapshot by an event on its way,
-	// which only holds a request, or replays one, a moment later.
+	// which only keeps a request waiting, or replays one, a moment later.
 	gen uint64
 	// refreshing is set from the first 401 until the actor's answer: the
 	// current token is known to be rejected, so queued requests that would
@@ -149,7 +149,7 @@ func newDispatcher(e *Engine) *dispatcher {
 func (d *dispatcher) assign() {
 	for len(d.idle) > 0 {
 		c := d.queue.peek()
-		if c == nil || d.holds(c) {
+		if c == nil || d.waitsForToken(c) {
 			return
 		}
 		d.queue.popFront()
@@ -185,11 +185,12 @@ func (d *dispatcher) onReport(o *outcome) {
 	c.dropLive() // not handed over: retried, parked, or resolved already
 }
 
-// holds reports whether c must wait for the refresh in progress: it would
-// carry the token the server has just rejected, or one whose known expiry
-// has passed (then holds demands the refresh). Calls behind it wait too,
-// so the queue stays in order; a call that sends no token goes ahead.
-func (d *dispatcher) holds(c *call) bool {
+// waitsForToken reports whether c must wait in the queue for the refresh
+// in progress, as parked calls wait: it would carry the token the server
+// has just rejected, or one whose known expiry has passed (then it demands
+// the refresh). Calls behind it wait too, so the queue stays in order; a
+// call that sends no token goes ahead. ("Hold" is the pacer's word.)
+func (d *dispatcher) waitsForToken(c *call) bool {
 	if !c.sameOrigin || c.req.NoAuth {
 		return false
 	}
@@ -203,8 +204,8 @@ func (d *dispatcher) holds(c *call) bool {
 	return false
 }
 
-// demand asks the token actor for a generation past gen, and holds the
-// requests that would carry gen until it answers.
+// demand asks the token actor for a generation past gen; the requests
+// that would carry gen wait until it answers.
 func (d *dispatcher) demand(gen uint64) {
 	d.refreshing = true
 	d.demandPending = true

@@ -84,7 +84,7 @@ import (
 //     from SetTokens or adopts from the store have no access token or one
 //     past its known expiry, while a refresh can replace it) means "do not send gen: before
 //     the next request that would carry it, demand a refresh past gen and
-//     hold the requests that would carry it until the demand is answered". An
+//     keep the requests that would carry it waiting until the demand is answered". An
 //     idle engine thus never refreshes a dead token, and a busy one refreshes
 //     it once, before the request.
 //
