@@ -230,3 +230,27 @@ func (s *settings) snapshot(access string, gen uint64, expiry time.Time) *tokenS
 	}
 	return t
 }
+
+// canRefresh reports whether a rejected token can be refreshed at all.
+func (s *settings) canRefresh() bool {
+	return s.Auth.Refresh != nil || s.Auth.Refresher != nil || s.Auth.TokenSource != nil
+}
+
+// needsRefreshToken reports whether a refresh needs a refresh token: not
+// for the client-credentials grant, nor for a token source.
+func (s *settings) needsRefreshToken() bool {
+	if s.Auth.TokenSource != nil {
+		return false
+	}
+	return s.Auth.Refresh == nil || s.Auth.Refresh.Grant != GrantClientCredentials
+}
+
+// refreshBound bounds one refresh with its retries: each attempt's
+// timeout and the longest pauses between them.
+func (s *settings) refreshBound() time.Duration {
+	attempts := DefaultRefreshAttempts
+	if s.Auth.Refresh != nil {
+		attempts = s.Auth.Refresh.MaxAttempts
+	}
+	return time.Duration(attempts)*(s.Timeout+s.Retry.MaxDelay) + s.Timeout
+}

@@ -678,3 +678,153 @@ func (p *pacer) recover(kp *keyPace) {
 		kp.seen, kp.oks = kp.used, 0
 	}
 }
+
+// RateLimit paces attempts with token buckets (golang.org/x/time/rate):
+// a global limit over every attempt, a limit per host with overrides per
+// host and per route, and holds and back-off that follow what the servers
+// answer (see [Adaptive]). Every attempt waits, with its request's context,
+// for the bucket of its host or route and then for the global one;
+// retries and replays after a token refresh wait like first attempts.
+//
+// The zero value sets no limit of its own but adapts: a Retry-After or an
+// exhausted quota holds the host, and 429s slow it down. A RateLimit is a
+// plain value: [New] copies Hosts and Routes, and only the Limiter, if one
+// is set, is shared.
+type RateLimit struct {
+	// PerSecond is the sustained rate of attempts over all hosts; 0 means
+	// unlimited.
+	PerSecond float64
+	// Burst is how many attempts may go at once. If zero, the rate rounded
+	// up, at least 1.
+	Burst int
+
+	// PerHost is the limit of each host that Hosts does not name. The zero
+	// value does not limit hosts.
+	PerHost Rate
+	// Hosts overrides PerHost for the hosts it names. A key is a host as
+	// it appears in request URLs, with its port when it has one
+	// ("api.example.com", "127.0.0.1:8080"); case does not matter, and a
+	// port that is the scheme's default is the same as none. A zero Rate
+	// leaves its host unlimited.
+	Hosts map[string]Rate
+	// Routes override their host's limit for requests whose path starts
+	// with Prefix (at a "/" boundary: "/search" covers "/search" and
+	// "/search/code", not "/searches"); the longest prefix wins. A route
+	// has its own bucket, holds and back-off, apart from its host's.
+	Routes []Route
+
+	// Adaptive configures how limits follow the servers' answers.
+	Adaptive Adaptive
+
+	// Limiter is where attempts wait and holds are published. If nil,
+	// [NewLocalLimiter] on the engine's Clock: limits and holds are this
+	// engine's own. A shared Limiter makes them fleet-wide.
+	Limiter Limiter
+}
+
+// Rate is a token-bucket limit: PerSecond attempts a second on average, up
+// to Burst at once. The zero value does not limit. It is a plain value.
+type Rate struct {
+	// PerSecond is the sustained rate; 0 means unlimited.
+	PerSecond float64
+	// Burst is how many attempts may go at once. If zero, the rate rounded
+	// up, at least 1.
+	Burst int
+}
+
+// Route is a limit for the requests to Host whose path starts with Prefix.
+// It is a plain value. The zero Route names no host, and [New] refuses it.
+type Route struct {
+	// Host is as in [RateLimit.Hosts].
+	Host string
+	// Prefix starts with "/".
+	Prefix string
+	Rate   Rate
+}
+
+// Adaptive makes every host's limit follow its answers. The zero value is
+// on, with the defaults below. It is a plain value; what it learns is the
+// engine's (or its Limiter's) state, not the Adaptive's.
+//
+// Holds: a Retry-After on a 429 holds every request to that host (or to
+// that route, when the request fell under a route override), and one on a
+// 503 every request to that path, until the time it gives, capped at
+// Retry.MaxRetryAfter (HoldScope changes what is held). A quota at zero in
+// the answer's rate-limit fields (see [ParseRateLimit]) holds the host (or
+// route) until the quota resets, whatever the status and whether or not
+// Retry-After is there too, capped the same way: after the cap, one attempt
+// learns the quota afresh. Each answer's quota replaces the one before it.
+// A quota of a named resource (X-RateLimit-Resource, as GitHub sends "core"
+// and "search") is kept apart: when it is spent it holds only the requests
+// whose path (its first two segments) last had an answer naming it, so a
+// spent "search" quota never holds "core" requests. While a quota is
+// known, no more attempts start before its reset than it has left.
+// Holds are logged at warn level when they are capped.
+//
+// Back-off (AIMD): a 429 multiplies the rate of its host or route by
+// Decrease (once for the attempts that were already in flight together),
+// down to MinPerSecond, and each 2xx answer adds Increase times the
+// ceiling back, up to the ceiling: the configured limit. A host with no
+// configured limit is not paced until its first 429; then its ceiling is
+// learned: the quota of its RateLimit-Policy when it sends one, else the
+// rate of 2xx answers observed from it since it was first seen (or since
+// its last hold ended) up to the end of the new hold. It starts there,
+// since the hold has already waited out the excess, and adapts from
+// there. A host idle for ten minutes forgets what was learned.
+type Adaptive struct {
+	// Disabled ignores what answers say about limits: no holds, no
+	// pacing to quotas, no back-off. A Retry-After still delays the retry
+	// of the request it came with.
+	Disabled bool
+	// HoldScope says what a Retry-After holds. The zero value, HoldAuto,
+	// holds what the status speaks for: a 429 (the client is too fast)
+	// the host, a 503 (one endpoint is unwell) the request's path.
+	HoldScope HoldScope
+	// Decrease is the factor a 429 multiplies the rate by, in (0, 1). If
+	// zero, DefaultRateDecrease.
+	Decrease float64
+	// Increase is the share of the ceiling each 2xx answer adds back, in
+	// (0, 1]. If zero, DefaultRateIncrease.
+	Increase float64
+	// MinPerSecond is the lowest rate back-off goes to. If zero,
+	// DefaultMinRate.
+	MinPerSecond float64
+}
+
+// HoldScope says what a Retry-After holds: the request's host (or the
+// route override its path falls under), or its path alone. Quotas at zero
+// hold the host or route whatever the scope, since a quota is the host's.
+// The zero value is [HoldAuto].
+type HoldScope int
+
+const (
+	// HoldAuto holds the host after a 429 and the path after a 503.
+	HoldAuto HoldScope = iota
+	// HoldHost holds the host (or route override) after a 429 or a 503.
+	HoldHost
+	// HoldRoute holds the request's path alone after a 429 or a 503.
+	HoldRoute
+)
+
+// String returns "auto", "host" or "route".
+func (s HoldScope) String() string {
+	switch s {
+	case HoldAuto:
+		return "auto"
+	case HoldHost:
+		return "host"
+	case HoldRoute:
+		return "route"
+	}
+	return fmt.Sprintf("HoldScope(%d)", int(s))
+}
+
+// ParseHoldScope reads "auto", "host" or "route".
+func ParseHoldScope(v string) (HoldScope, error) {
+	for _, s := range []HoldScope{HoldAuto, HoldHost, HoldRoute} {
+		if v == s.String() {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("hold scope %q: want auto, host or route", v)
+}

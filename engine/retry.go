@@ -221,3 +221,69 @@ func (b *budget) succeeded(spent int) {
 	}
 	b.balance = min(b.balance+spent, b.capacity)
 }
+
+// Retry configures retries. Policy and Backoff are replaceable one at a
+// time. The zero value is three attempts with the default policy, backoff
+// and budget. It is a plain value, part of a [Config].
+type Retry struct {
+	// MaxAttempts bounds the attempts made because attempts failed: the
+	// first and its retries. If zero, DefaultMaxAttempts; 1 disables
+	// retries. A replay after a token refresh (the request was rejected with
+	// a token since replaced, and is sent again with the new one) is not a
+	// retry and does not use it up: a request is replayed at most twice, so
+	// it may take up to MaxAttempts+2 attempts in all. Response.Attempts and
+	// the errors' Attempts count every attempt that reached the transport,
+	// replays included.
+	MaxAttempts int
+	// Policy decides whether a failed attempt is retried. If nil,
+	// DefaultRetryPolicy.
+	Policy RetryPolicy
+	// Backoff computes the wait before a retry when the server asked for
+	// none. If nil, DefaultBackoff. Its answer is kept between zero and
+	// MaxDelay.
+	Backoff Backoff
+	// BaseDelay and MaxDelay feed Backoff. If zero, DefaultBaseDelay and
+	// DefaultMaxDelay.
+	BaseDelay time.Duration
+	MaxDelay  time.Duration
+	// MaxRetryAfter caps the wait a Retry-After header may ask for. If zero,
+	// DefaultMaxRetryAfter.
+	MaxRetryAfter time.Duration
+	// Budget stops retry storms against a server that is down.
+	Budget Budget
+}
+
+// Budget is the retry quota shared by every request of an engine, as the
+// AWS SDKs' standard retry mode has it: a bucket of Capacity tokens that
+// starts full. A retry takes RetryCost tokens out (TimeoutCost when the
+// failed attempt timed out or its connection failed); a request that
+// succeeds on its first attempt puts Refund back, and one that succeeds
+// after retries puts back what its retries took. A retry the bucket cannot
+// pay is not sent: the request fails with ErrRetryBudgetExhausted wrapping
+// its last error.
+//
+// So a burst of ordinary flakiness is paid from the full bucket (100
+// requests each failing once cost 500 and are refunded as they succeed),
+// while n requests to a server that is down make at most
+// n + Capacity/RetryCost upstream calls. The zero value is the default
+// budget, on; each zero field means its default. A Budget is a plain value
+// that configures the bucket; the bucket itself is the engine's own, never
+// shared with another engine.
+type Budget struct {
+	// Capacity is the size of the bucket, and what it holds at the start.
+	// If zero, DefaultBudgetCapacity.
+	Capacity int
+	// RetryCost is what a retry after an answer (a 503, say) takes. If
+	// zero, DefaultRetryCost.
+	RetryCost int
+	// TimeoutCost is what a retry after an attempt that got no answer (a
+	// timeout, a refused or reset connection) takes. If zero,
+	// DefaultTimeoutCost.
+	TimeoutCost int
+	// Refund is what a request that succeeds on its first attempt puts
+	// back. If zero, DefaultRefund.
+	Refund int
+	// Disabled turns the budget off: retries are limited by
+	// Retry.MaxAttempts alone.
+	Disabled bool
+}
