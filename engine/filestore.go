@@ -251,7 +251,7 @@ type fileLock struct {
 // names the directory when it cannot.
 func (l *fileLock) CheckWrite(ctx context.Context) error {
 	if l.lf == nil {
-		return ErrLockLost
+		return errors.ErrLockLost
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -278,14 +278,14 @@ func (l *fileLock) CheckWrite(ctx context.Context) error {
 
 func (l *fileLock) Renew(ctx context.Context, _ time.Duration) error {
 	if l.lf == nil {
-		return ErrLockLost
+		return errors.ErrLockLost
 	}
 	return ctx.Err()
 }
 
 func (l *fileLock) Commit(ctx context.Context, gen uint64, t Tokens) (StoredTokens, bool, error) {
 	if l.lf == nil {
-		return StoredTokens{}, false, ErrLockLost
+		return StoredTokens{}, false, errors.ErrLockLost
 	}
 	defer l.Unlock(ctx)
 	if err := ctx.Err(); err != nil {

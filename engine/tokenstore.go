@@ -103,9 +103,9 @@ type TokenStore interface {
 
 // TokenLock is a held refresh lock of a [TokenStore]. One goroutine uses
 // it at a time. Once Commit or Unlock has returned, the handle is spent:
-// further calls return ErrLockLost, or nil for Unlock.
+// further calls return [errors.ErrLockLost], or nil for Unlock.
 type TokenLock interface {
-	// Renew extends the lease to lease from now. It returns ErrLockLost
+	// Renew extends the lease to lease from now. It returns [errors.ErrLockLost]
 	// (matchable with errors.Is) when the lease has already lapsed, even
 	// if no one else has taken the lock since: the holder can no longer
 	// assume it is alone. A holder that cannot renew should still Commit
@@ -145,10 +145,6 @@ type TokenLock interface {
 type WriteChecker interface {
 	CheckWrite(ctx context.Context) error
 }
-
-// ErrLockLost is returned by [TokenLock.Renew] when the refresh lock's
-// lease has lapsed.
-var ErrLockLost = errors.New("courier: token store lock lost")
 
 // DefaultLockLease is the lease the engine asks for when it takes a
 // store's refresh lock. It renews the lease every third of it while the
@@ -291,7 +287,7 @@ func (l *memLock) Renew(ctx context.Context, lease time.Duration) error {
 	defer m.mu.Unlock()
 	now := time.Now()
 	if l.spent || m.owner != l.id || !now.Before(m.deadline) {
-		return ErrLockLost
+		return errors.ErrLockLost
 	}
 	m.deadline = now.Add(lease)
 	return nil
@@ -299,7 +295,7 @@ func (l *memLock) Renew(ctx context.Context, lease time.Duration) error {
 
 func (l *memLock) Commit(ctx context.Context, gen uint64, t Tokens) (StoredTokens, bool, error) {
 	if l.spent {
-		return StoredTokens{}, false, ErrLockLost
+		return StoredTokens{}, false, errors.ErrLockLost
 	}
 	l.spent = true
 	m := l.m

@@ -65,6 +65,11 @@ var (
 	// failing. The error is a *CircuitOpenError, which says until when and
 	// wraps the failure that opened the circuit.
 	ErrCircuitOpen = New("courier: circuit open")
+
+	// ErrLockLost is returned by a token store's refresh lock
+	// (engine.TokenLock) when its lease has lapsed, and by a spent lock's
+	// methods: the holder can no longer assume it is alone.
+	ErrLockLost = New("courier: token store lock lost")
 )
 
 // CircuitOpenError is a request refused because the circuit breaker of

@@ -396,7 +396,7 @@ type tokenLock struct {
 // owner still holds the lock.
 func (l *tokenLock) Renew(ctx context.Context, lease time.Duration) error {
 	if l.spent {
-		return engine.ErrLockLost
+		return errors.ErrLockLost
 	}
 	if lease < time.Millisecond {
 		lease = time.Millisecond
@@ -406,7 +406,7 @@ func (l *tokenLock) Renew(ctx context.Context, lease time.Duration) error {
 		return l.s.wrap(ctx, "renew refresh lock", err)
 	}
 	if n != 1 {
-		return engine.ErrLockLost
+		return errors.ErrLockLost
 	}
 	return nil
 }
@@ -418,7 +418,7 @@ func (l *tokenLock) Renew(ctx context.Context, lease time.Duration) error {
 // next generation reports them as swapped.
 func (l *tokenLock) Commit(ctx context.Context, gen uint64, t engine.Tokens) (engine.StoredTokens, bool, error) {
 	if l.spent {
-		return engine.StoredTokens{}, false, engine.ErrLockLost
+		return engine.StoredTokens{}, false, errors.ErrLockLost
 	}
 	l.spent = true
 	if err := ctx.Err(); err != nil {

@@ -122,7 +122,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener, opts Options) {
 		require.NoError(t, la.Unlock(ctx(t)), "Unlock is idempotent")
 		lb = <-got
 		require.NotNil(t, lb, "a waiter gets the lock once it is released")
-		assert.ErrorIs(t, la.Renew(ctx(t), time.Minute), engine.ErrLockLost, "a released handle is spent")
+		assert.ErrorIs(t, la.Renew(ctx(t), time.Minute), errors.ErrLockLost, "a released handle is spent")
 		require.NoError(t, lb.Unlock(ctx(t)))
 	})
 
@@ -152,7 +152,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener, opts Options) {
 			assert.GreaterOrEqual(t, <-watch, uint64(1), "watchers hear of the commit")
 		}
 		_, _, err = l.Commit(ctx(t), 1, engine.Tokens{AccessToken: "x"})
-		assert.ErrorIs(t, err, engine.ErrLockLost, "a committed handle is spent")
+		assert.ErrorIs(t, err, errors.ErrLockLost, "a committed handle is spent")
 
 		// A commit on a stale generation writes nothing but still releases.
 		cur, ok, err = lb.Commit(ctx(t), 0, engine.Tokens{AccessToken: "stale"})
@@ -232,7 +232,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener, opts Options) {
 			require.NoError(t, err)
 			lb, err := b.Lock(ctx(t), time.Minute)
 			require.NoError(t, err, "the lease lapsed")
-			assert.ErrorIs(t, la.Renew(ctx(t), time.Minute), engine.ErrLockLost)
+			assert.ErrorIs(t, la.Renew(ctx(t), time.Minute), errors.ErrLockLost)
 			cur, ok, err := la.Commit(ctx(t), 0, engine.Tokens{AccessToken: "a1", RefreshToken: "r1"})
 			require.NoError(t, err)
 			assert.True(t, ok, "issued tokens are written while the generation matches")
@@ -252,7 +252,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener, opts Options) {
 				la, err := a.Lock(ctx(t), lease)
 				require.NoError(t, err)
 				err = la.Renew(ctx(t), time.Minute)
-				if errors.Is(err, engine.ErrLockLost) && lease < 5*time.Second {
+				if errors.Is(err, errors.ErrLockLost) && lease < 5*time.Second {
 					continue
 				}
 				require.NoError(t, err)
