@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // Replay returns a RoundTripper that answers from the exchanges [Record]
@@ -83,7 +83,7 @@ func nearKey(method, rawURL string) string {
 	if err != nil {
 		return method + " " + rawURL
 	}
-	return method + " " + errors.RedactURL(u)
+	return method + " " + redact.URL(u)
 }
 
 func (rp *replayer) load() {
@@ -129,7 +129,7 @@ func (rp *replayer) RoundTrip(r *http.Request) (*http.Response, error) {
 	sum := digest(rp.red.body(r.Header.Get("Content-Type"), body))
 	tp := rp.byKey[matchKey(method, rawURL, sum)]
 	if tp == nil {
-		return nil, &MissError{Method: method, URL: errors.RedactURL(r.URL), BodySHA256: sum, Dir: rp.dir,
+		return nil, &MissError{Method: method, URL: redact.URL(r.URL), BodySHA256: sum, Dir: rp.dir,
 			Near: rp.near[nearKey(method, rawURL)]}
 	}
 	rp.mu.Lock()
@@ -141,7 +141,7 @@ func (rp *replayer) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	respBody, err := getBody(ex.Response.Body, ex.Response.BodyBase64)
 	if err != nil {
-		return nil, fmt.Errorf("couriertest: replay: %s %s: %w", method, errors.RedactURL(r.URL), err)
+		return nil, fmt.Errorf("couriertest: replay: %s %s: %w", method, redact.URL(r.URL), err)
 	}
 	h := ex.Response.Header.Clone()
 	if h == nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -622,7 +623,7 @@ func (d *dispatcher) between(c *call, err error) error {
 	if c.attempts == 0 {
 		return err
 	}
-	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: c.attempts, Err: err}
+	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: redact.URL(&c.url), Attempts: c.attempts, Err: err}
 }
 
 func (d *dispatcher) expire(cause error) {

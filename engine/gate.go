@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -215,7 +216,7 @@ func (d *dispatcher) failFast(err error) {
 		}
 		// c.attempts is the runner's: a fast-path call is on its first
 		// attempt, which may have reached the server.
-		rerr := &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: 1, Err: err}
+		rerr := &errors.RequestError{Method: c.req.MethodOrGet(), URL: redact.URL(&c.url), Attempts: 1, Err: err}
 		for _, w := range ws {
 			d.e.settleRaced(w, nil, rerr)
 		}
@@ -345,7 +346,7 @@ func (e *Engine) endFast(s *slot, j job, o outcome) {
 		if unblock {
 			e.d.gate.unblock()
 		}
-		o = outcome{c: c, err: &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: 1, Err: errors.ErrClosed}}
+		o = outcome{c: c, err: &errors.RequestError{Method: c.req.MethodOrGet(), URL: redact.URL(&c.url), Attempts: 1, Err: errors.ErrClosed}}
 	}
 	if o.err == nil {
 		s.refunds.Add(1) // a first attempt's success refunds the retry budget
@@ -390,7 +391,7 @@ func (e *Engine) endShared(s *slot, f *Future, o outcome) {
 		if unblock {
 			e.d.gate.unblock()
 		}
-		o = outcome{c: c, err: &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: 1, Err: errors.ErrClosed}}
+		o = outcome{c: c, err: &errors.RequestError{Method: c.req.MethodOrGet(), URL: redact.URL(&c.url), Attempts: 1, Err: errors.ErrClosed}}
 	}
 	if o.err == nil {
 		s.refunds.Add(1)

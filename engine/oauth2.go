@@ -7,6 +7,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // Interop with golang.org/x/oauth2, both ways: an oauth2.TokenSource can
@@ -29,7 +30,7 @@ func tokenFromSource(ts oauth2.TokenSource, rejected string) (Tokens, error) {
 				Description: refusalText(re.ErrorDescription, []string{rejected}),
 			}
 			if r := re.Response.Request; r != nil {
-				rerr.Method, rerr.URL = r.Method, errors.RedactURL(r.URL)
+				rerr.Method, rerr.URL = r.Method, redact.URL(r.URL)
 			}
 			if rerr.Refused() {
 				return Tokens{}, &terminalError{rerr}

@@ -6,7 +6,7 @@ import (
 	"iter"
 	"net/url"
 
-	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 	"github.com/courier-go/courier/paginate"
 	"github.com/courier-go/courier/requests"
 )
@@ -113,12 +113,12 @@ func (c *crawl) admit(req *requests.Request) (*requests.Request, error) {
 		c.origin = o
 	} else if o != c.origin {
 		return nil, fmt.Errorf("courier: pages: page %d links to %s, on another origin than the first page's (%s): %w",
-			c.n, errors.RedactURL(&u), c.origin, paginate.ErrOtherOrigin)
+			c.n, redact.URL(&u), c.origin, paginate.ErrOtherOrigin)
 	}
 	key := pageKey(req, &u)
 	if at, ok := c.seen[key]; ok {
 		return nil, fmt.Errorf("courier: pages: page %d links back to page %d (%s %s): %w",
-			c.n, at, req.MethodOrGet(), errors.RedactURL(&u), paginate.ErrLoop)
+			c.n, at, req.MethodOrGet(), redact.URL(&u), paginate.ErrLoop)
 	}
 	c.seen[key] = c.n + 1
 	abs := *req

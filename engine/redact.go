@@ -4,7 +4,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // Redaction of URLs in errors and log lines. Query strings and user info
@@ -12,7 +12,7 @@ import (
 // net/http's errors quote the full URL of the request they are about: the
 // request's own, a redirect's Location, or the refresh endpoint's. Every
 // error that leaves the engine or reaches a log line goes through
-// redactErr. What a redacted URL keeps is errors.RedactURL's policy.
+// redactErr. What a redacted URL keeps is redact.URL's policy.
 
 // redactErr returns err with every http(s) URL in its message cut down to
 // scheme, host and path, and with the URL of every *url.Error in its chain
@@ -47,7 +47,7 @@ func (r *redactedError) Unwrap() error { return r.err }
 func scrubURLErrors(err error) {
 	for err != nil {
 		if ue, ok := err.(*url.Error); ok {
-			ue.URL = errors.RedactRawURL(ue.URL)
+			ue.URL = redact.RawURL(ue.URL)
 		}
 		switch u := err.(type) {
 		case interface{ Unwrap() []error }:
@@ -79,7 +79,7 @@ func redactText(s string) string {
 		}
 		end := i + strings.IndexAny(s[i:]+" ", " \t\r\n\"'`<>")
 		b.WriteString(s[:i])
-		b.WriteString(errors.RedactRawURL(s[i:end]))
+		b.WriteString(redact.RawURL(s[i:end]))
 		s, lower = s[end:], lower[end:]
 	}
 }
@@ -97,4 +97,4 @@ func urlStart(lower string) int {
 
 // redactRef returns a request path (or URL) for an error message: without
 // its query, fragment or user info.
-func redactRef(p string) string { return errors.RedactRawURL(p) }
+func redactRef(p string) string { return redact.RawURL(p) }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // The refresh wire protocol: the request a refresh sends, its retries of
@@ -224,7 +225,7 @@ const maxRefusalText = 256
 // client secret): an endpoint that quotes one back does not get it into
 // an error.
 func refreshRefusal(req *http.Request, status int, body []byte, secrets ...string) *errors.RefreshError {
-	re := &errors.RefreshError{Method: req.Method, URL: errors.RedactURL(req.URL), Status: status}
+	re := &errors.RefreshError{Method: req.Method, URL: redact.URL(req.URL), Status: status}
 	var answer struct {
 		Code        any `json:"error"`
 		Description any `json:"error_description"`
@@ -353,7 +354,7 @@ func (a *tokenActor) refreshOnce(ctx context.Context, cur Tokens) (t Tokens, err
 	body, err := readBounded(resp.Body, 1<<20)
 	closeBody(resp.Body)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("refresh: %s %s: %w", req.Method, errors.RedactURL(req.URL), err)
+		return Tokens{}, fmt.Errorf("refresh: %s %s: %w", req.Method, redact.URL(req.URL), err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// The answer's RFC 6749 error code and description go into the
@@ -370,14 +371,14 @@ func (a *tokenActor) refreshOnce(ctx context.Context, cur Tokens) (t Tokens, err
 	}
 	t, err = s.Auth.Refresh.Parser(body)
 	if err != nil {
-		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: %w", req.Method, errors.RedactURL(req.URL), err)}
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: %w", req.Method, redact.URL(req.URL), err)}
 	}
 	if t.AccessToken == "" {
-		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: answer has no access token", req.Method, errors.RedactURL(req.URL))}
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: answer has no access token", req.Method, redact.URL(req.URL))}
 	}
 	if err := s.checkTokens(t); err != nil {
 		// As unusable as an answer that does not parse, and as final.
-		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: answer has %w", req.Method, errors.RedactURL(req.URL), err)}
+		return Tokens{}, &terminalError{fmt.Errorf("refresh: %s %s: answer has %w", req.Method, redact.URL(req.URL), err)}
 	}
 	return t, nil
 }

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -368,14 +369,14 @@ func methodAttr(m string) attribute.KeyValue {
 	return semconv.HTTPRequestMethodOther
 }
 
-// redactURL is u for url.full: [errors.RedactURL]'s URL, then, when u had
+// redactURL is u for url.full: [redact.URL]'s URL, then, when u had
 // a query, "?REDACTED" to say that one was left out, as the semantic
 // conventions mark a value they take out.
 func redactURL(u *url.URL) string {
 	if u.RawQuery == "" && !u.ForceQuery {
-		return errors.RedactURL(u)
+		return redact.URL(u)
 	}
-	return errors.RedactURL(u) + "?REDACTED"
+	return redact.URL(u) + "?REDACTED"
 }
 
 // errorType is error.type for a result: the status code of an answer of

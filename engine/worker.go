@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 	"github.com/courier-go/courier/requests"
 )
 
@@ -277,7 +278,7 @@ func (e *Engine) requestError(c *call, attempt int, err error) error {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: errors.RedactURL(&c.url), Attempts: attempt, Err: redactErr(err)}
+	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: redact.URL(&c.url), Attempts: attempt, Err: redactErr(err)}
 }
 
 func (e *Engine) logAttempt(c *call, attempt, status int, start time.Time, gen uint64, err error) {
@@ -356,7 +357,7 @@ func statusError(c *call, attempt int, resp *requests.Response, retryAfter time.
 		Header:     resp.Header,
 		Body:       resp.Body,
 		Method:     c.req.MethodOrGet(),
-		URL:        errors.RedactURL(&c.url),
+		URL:        redact.URL(&c.url),
 		Attempts:   attempt,
 		RetryAfter: retryAfter,
 	}

@@ -5,12 +5,12 @@
 // [Is], [As], [AsType], [New], [Join], [Unwrap] and [ErrUnsupported] are
 // the standard package's, all of them (a test compares the two packages'
 // exported names). The sentinels ([ErrSessionExpired], [ErrRefreshFailed], [ErrQueueFull],
-// [ErrClosed], [ErrResponseTooLarge], [ErrRetryBudgetExhausted]) are matched
+// [ErrClosed], [ErrResponseTooLarge], [ErrRetryBudgetExhausted], [ErrBodyNotReplayable],
+// [ErrCircuitOpen], [ErrLockLost]) are matched
 // with [Is]; the types ([HTTPError], [RequestError], [PanicError]) are
 // extracted with [As]. Every error a courier future fails with matches at
 // least one of them, or is the context's own error when the caller gave up.
 //
-// [RedactURL] and [RedactRawURL] are the one policy for every URL that
-// courier writes into an error, a log line or a span attribute: no user
-// info, no query, no fragment.
+// Every URL in courier's errors has had its user info, query and fragment
+// removed.
 package errors

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // Batch is one batch of requests on Redis Streams, shared by every worker
@@ -111,7 +112,7 @@ var ErrNoBatch = errors.New("fleet: no such batch")
 var ErrBatchGone = errors.New("fleet: the batch's keys are gone from Redis (evicted, expired or flushed)")
 
 // BaseURLError reports a batch opened for another base URL than the one
-// it was made for. Both URLs have been through [errors.RedactRawURL]. It
+// it was made for. Both URLs have been through [redact.RawURL]. It
 // is a plain value, made by [Batch.Add] and [Batch.Work].
 type BaseURLError struct {
 	Batch string
@@ -156,7 +157,7 @@ func openBatch(rdb redis.UniversalClient, fleetName, name, p string, opts BatchO
 	}}
 	if opts.BaseURL != "" {
 		h := sha256.Sum256([]byte(opts.BaseURL))
-		b.hash, b.base = hex.EncodeToString(h[:16]), errors.RedactRawURL(opts.BaseURL)
+		b.hash, b.base = hex.EncodeToString(h[:16]), redact.RawURL(opts.BaseURL)
 	}
 	return b, nil
 }

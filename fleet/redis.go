@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/courier-go/courier/internal/redact"
 
-	"github.com/courier-go/courier/errors"
+	"github.com/redis/go-redis/v9"
 )
 
 // PasswordEnv is the environment variable that holds the Redis password. It
@@ -29,11 +29,11 @@ const (
 )
 
 // URLError reports a Redis URL that cannot be used. Its message names what is
-// wrong; the URL in it has been through [errors.RedactRawURL], so it holds
+// wrong; the URL in it has been through [redact.RawURL], so it holds
 // no user info, password or query. It is a plain value, made by
 // [ParseURL].
 type URLError struct {
-	URL    string // the URL, redacted by [errors.RedactRawURL]
+	URL    string // the URL, redacted by [redact.RawURL]
 	Reason string
 }
 
@@ -59,17 +59,17 @@ func ParseURL(raw string) (*redis.Options, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Parse's error quotes the whole URL, password included.
-		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: "not a URL"}
+		return nil, &URLError{URL: redact.RawURL(raw), Reason: "not a URL"}
 	}
 	switch u.Scheme {
 	case "redis", "rediss", "unix":
 	case "":
-		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: "no scheme; want redis://, rediss:// or unix://"}
+		return nil, &URLError{URL: redact.RawURL(raw), Reason: "no scheme; want redis://, rediss:// or unix://"}
 	default:
-		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: fmt.Sprintf("scheme %q; want redis://, rediss:// or unix://", u.Scheme)}
+		return nil, &URLError{URL: redact.RawURL(raw), Reason: fmt.Sprintf("scheme %q; want redis://, rediss:// or unix://", u.Scheme)}
 	}
 	if u.Scheme != "unix" && u.Host == "" {
-		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: "no host"}
+		return nil, &URLError{URL: redact.RawURL(raw), Reason: "no host"}
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
@@ -79,7 +79,7 @@ func ParseURL(raw string) (*redis.Options, error) {
 		if pw, ok := u.User.Password(); ok && pw != "" {
 			reason = strings.ReplaceAll(reason, pw, "xxxxx")
 		}
-		return nil, &URLError{URL: errors.RedactRawURL(raw), Reason: reason}
+		return nil, &URLError{URL: redact.RawURL(raw), Reason: reason}
 	}
 	if pw := os.Getenv(PasswordEnv); pw != "" {
 		opts.Password = pw
@@ -178,12 +178,3 @@ func (f TLSFiles) Apply(opts *redis.Options) error {
 // client's certificate) are not: no wait fixes them, and the fleet fails
 // at once with their cause.
 func Unreachable(err error) bool { return err != nil && isConnError(err) }
-
-// RedactURL returns a Redis URL for logs and error messages, without its
-// user info, query or fragment. A string that does not parse as a URL, and
-// does not even start like one, is replaced whole, since it might be a
-// password.
-//
-// Deprecated: RedactURL is shorthand for [errors.RedactRawURL], which
-// redacts every URL courier writes; use that.
-func RedactURL(raw string) string { return errors.RedactRawURL(raw) }

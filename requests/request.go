@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // Request is one API call to submit to an engine. Build it with [New] and
@@ -93,7 +93,7 @@ func (r *Request) Err() error {
 		return fmt.Errorf("requests: %s request has an empty path", r.MethodOrGet())
 	}
 	if !validMethod(r.MethodOrGet()) {
-		return fmt.Errorf("requests: invalid method %q for %s", r.Method, errors.RedactRawURL(r.Path))
+		return fmt.Errorf("requests: invalid method %q for %s", r.Method, redact.RawURL(r.Path))
 	}
 	return nil
 }
@@ -165,7 +165,7 @@ func WithJSON(v any) Option {
 	return func(r *Request) {
 		b, err := JSONBody(v)
 		if err != nil {
-			r.Fail(fmt.Errorf("requests: %s %s: %w", r.MethodOrGet(), errors.RedactRawURL(r.Path), err))
+			r.Fail(fmt.Errorf("requests: %s %s: %w", r.MethodOrGet(), redact.RawURL(r.Path), err))
 			return
 		}
 		r.Body = b
@@ -199,7 +199,7 @@ func WithoutDedup() Option { return func(r *Request) { r.NoDedup = true } }
 func WithTimeout(d time.Duration) Option {
 	return func(r *Request) {
 		if d < 0 {
-			r.Fail(fmt.Errorf("requests: %s %s: negative timeout %s", r.MethodOrGet(), errors.RedactRawURL(r.Path), d))
+			r.Fail(fmt.Errorf("requests: %s %s: negative timeout %s", r.MethodOrGet(), redact.RawURL(r.Path), d))
 			return
 		}
 		r.Timeout = d

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // What a hostile input file must not make fetch do: send the token outside
@@ -37,7 +38,7 @@ func newLineParser(baseURL string, uploads *uploadGuard) (*lineParser, error) {
 // shows the URL without them.
 func checkBaseURL(baseURL string) error {
 	u, err := url.Parse(baseURL)
-	shown := errors.RedactRawURL(baseURL)
+	shown := redact.RawURL(baseURL)
 	switch {
 	case baseURL == "":
 		return fmt.Errorf("--base-url is required")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/courier-go/courier/errors"
 	"github.com/courier-go/courier/fleet"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // redisFlags are the flags that say how to reach Redis.
@@ -73,7 +74,7 @@ func (r *redisFlags) connect(cmd string, stderr io.Writer) (*redis.Client, error
 	ctx, cancel := context.WithTimeout(context.Background(), fleet.DefaultDialTimeout)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		where := errors.RedactRawURL(r.url)
+		where := redact.RawURL(r.url)
 		if !fleet.Unreachable(err) {
 			rdb.Close()
 			return nil, fmt.Errorf("redis at %s: %s", where, redisCause(err))

@@ -1,4 +1,4 @@
-package errors_test
+package redact_test
 
 import (
 	"net/url"
@@ -6,11 +6,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/courier-go/courier/errors"
+	"github.com/courier-go/courier/internal/redact"
 )
 
 // Every URL courier writes into an error, a log line or a span attribute
-// goes through RedactURL or RedactRawURL: user info, query and fragment
+// goes through redact.URL or redact.RawURL: user info, query and fragment
 // never come out, whether the URL parses or not.
 func TestRedactURL(t *testing.T) {
 	const secret = "hunter2"
@@ -48,13 +48,13 @@ func TestRedactURL(t *testing.T) {
 		{"empty", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := errors.RedactRawURL(tc.raw)
+			got := redact.RawURL(tc.raw)
 			assert.Equal(t, tc.want, got)
 			assert.NotContains(t, got, secret)
 			if u, err := url.Parse(tc.raw); err == nil {
-				assert.Equal(t, tc.want, errors.RedactURL(u), "RedactURL of the parsed URL")
+				assert.Equal(t, tc.want, redact.URL(u), "RedactURL of the parsed URL")
 			}
 		})
 	}
-	assert.Empty(t, errors.RedactURL(nil))
+	assert.Empty(t, redact.URL(nil))
 }

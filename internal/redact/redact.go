@@ -1,4 +1,7 @@
-package errors
+// Package redact is courier's one policy for every URL it writes into an
+// error, a log line or a span attribute: no user info, no query, no
+// fragment, whether the URL parses or not.
+package redact
 
 import (
 	"net/url"
@@ -10,19 +13,19 @@ import (
 // carry credentials (https://user:pass@host, ?api_key=...,
 // redis://:password@host), so neither is ever written, in any form.
 
-// unparsable is what [RedactRawURL] gives for a string that is neither a URL
+// unparsable is what [RawURL] gives for a string that is neither a URL
 // nor shaped like one.
 const unparsable = "<unparsable URL>"
 
-// RedactURL returns u as a string for an error message, a log line or a span
+// URL returns u as a string for an error message, a log line or a span
 // attribute, without the parts of a URL that carry secrets: it removes the
 // user info (user name and password alike), the whole query (names and
 // values) and the fragment, and keeps the scheme, host, port and path. A nil
 // u gives "". A secret written into the path itself is not recognised.
 //
-// Every URL in courier's errors ([HTTPError.URL], [RequestError.URL]) has
-// been through RedactURL or [RedactRawURL].
-func RedactURL(u *url.URL) string {
+// Every URL in courier's errors (errors.HTTPError.URL,
+// errors.RequestError.URL) has been through URL or [RawURL].
+func URL(u *url.URL) string {
 	if u == nil {
 		return ""
 	}
@@ -33,7 +36,7 @@ func RedactURL(u *url.URL) string {
 	return c.String()
 }
 
-// RedactRawURL is [RedactURL] for a URL or a path held in a string: one
+// RawURL is [URL] for a URL or a path held in a string: one
 // quoted by another library's error, typed by a user, or a request's path
 // (which may be a whole URL). A string that does not parse is cut down by
 // hand, erring on the side of removing too much:
@@ -45,9 +48,9 @@ func RedactURL(u *url.URL) string {
 //   - a string shaped like neither a URL nor a path (no "scheme://", no
 //     leading '/') may be a secret typed in the wrong place: it is
 //     replaced whole by "<unparsable URL>".
-func RedactRawURL(raw string) string {
+func RawURL(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
-		return RedactURL(u)
+		return URL(u)
 	}
 	authority, rest := "", raw
 	if scheme, after, ok := strings.Cut(raw, "://"); ok && isScheme(scheme) {
