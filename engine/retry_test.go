@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -181,10 +182,25 @@ func TestPOSTRetriedOnConnectionRefused(t *testing.T) {
 func TestRateLimitPacesEveryAttempt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		arr := newArrivals()
-		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) { arr.note(r) }},
-			engine.Config{Workers: 4, RateLimit: engine.RateLimit{PerSecond: 2, Burst: 1}})
+		var mu sync.Mutex
+		seen := map[string]int{}
+		// Each request's first attempt fails with a 503, so its retry
+		// goes at once (no backoff) unless the limiter paces it too.
+		e := pacedEngine(t, hosts{"a.test": func(w http.ResponseWriter, r *http.Request) {
+			arr.note(r)
+			mu.Lock()
+			seen[r.URL.RawQuery]++
+			first := seen[r.URL.RawQuery] == 1
+			mu.Unlock()
+			if first {
+				w.WriteHeader(503)
+			}
+		}}, engine.Config{Workers: 4, RateLimit: engine.RateLimit{PerSecond: 2, Burst: 1},
+			Retry: engine.Retry{Backoff: noBackoff}})
 		getAll(t, e, repeat("/x", 4)...)
-		assert.Equal(t, seconds(0, 0.5, 1, 1.5), arr.of("a.test/x"), "a burst of one, then one every 500ms")
+		assert.Equal(t, seconds(0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5), arr.of("a.test/x"),
+			"four first attempts and four retries: a burst of one, then one every 500ms")
+		assert.EqualValues(t, 4, e.Stats().Retries)
 	})
 }
 

@@ -142,11 +142,15 @@ func TestTelemetryOfARetriedRequest(t *testing.T) {
 		traceparents = append(traceparents, r.Header.Get("Traceparent"))
 		mu.Unlock()
 		if n == 1 {
-			return http.StatusServiceUnavailable
+			return http.StatusBadGateway // no Retry-After: the backoff decides
 		}
 		return 200
 	})
-	e := newEngine(t, rig.apply(engine.Config{BaseURL: rs.URL, Retry: fastRetry(), Auth: engine.Auth{AccessToken: "tok-secret"}}))
+	// A fixed backoff, so the retry event's delay is known.
+	retry := fastRetry()
+	retry.MaxDelay = 10 * time.Millisecond
+	retry.Backoff = func(int, time.Duration, time.Duration) time.Duration { return 3 * time.Millisecond }
+	e := newEngine(t, rig.apply(engine.Config{BaseURL: rs.URL, Retry: retry, Auth: engine.Auth{AccessToken: "tok-secret"}}))
 
 	resp, err := e.Get(context.Background(), "/items/7", requests.WithQuery("api_key", "query-secret"))
 	require.NoError(t, err)
@@ -166,7 +170,7 @@ func TestTelemetryOfARetriedRequest(t *testing.T) {
 	assert.Equal(t, []string{engine.EventRetry}, eventNames(span))
 	delay, ok := attrOf(span.Events()[0].Attributes, engine.AttrRetryDelay)
 	assert.True(t, ok, "the retry event carries its delay")
-	assert.GreaterOrEqual(t, delay.AsFloat64(), 0.0)
+	assert.InDelta(t, 0.003, delay.AsFloat64(), 1e-9, "the backoff's 3ms, in seconds")
 
 	tries := attempts[span.SpanContext().SpanID()]
 	require.Len(t, tries, 2, "one child span per attempt")
@@ -181,9 +185,9 @@ func TestTelemetryOfARetriedRequest(t *testing.T) {
 	require.NotNil(t, first)
 	require.NotNil(t, second, "the retry carries http.request.resend_count 1")
 	st, _ := attr(first, "http.response.status_code")
-	assert.Equal(t, int64(503), st.AsInt64())
+	assert.Equal(t, int64(502), st.AsInt64())
 	et, _ := attr(first, "error.type")
-	assert.Equal(t, "503", et.AsString())
+	assert.Equal(t, "502", et.AsString())
 	assert.Equal(t, codes.Error, first.Status().Code)
 
 	// Each attempt carried its own span's context.
@@ -196,7 +200,7 @@ func TestTelemetryOfARetriedRequest(t *testing.T) {
 
 	m := rig.metrics(t)
 	assert.Equal(t, int64(2), sum(t, m["courier.client.attempts"]))
-	assert.Equal(t, int64(1), sum(t, m["courier.client.retries"], engine.AttrRetryReason.String("503")))
+	assert.Equal(t, int64(1), sum(t, m["courier.client.retries"], engine.AttrRetryReason.String("502")))
 	h, ok := m["http.client.request.duration"]
 	require.True(t, ok && h.Kind == oteltest.Histogram, "the duration histogram")
 	counts := map[int64]uint64{}
@@ -210,7 +214,7 @@ func TestTelemetryOfARetriedRequest(t *testing.T) {
 			assert.NotContains(t, kv.Value.String(), "secret")
 		}
 	}
-	assert.Equal(t, map[int64]uint64{503: 1, 200: 1}, counts)
+	assert.Equal(t, map[int64]uint64{502: 1, 200: 1}, counts)
 }
 
 func attrOf(kvs []attribute.KeyValue, k attribute.Key) (attribute.Value, bool) {
