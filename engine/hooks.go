@@ -87,8 +87,9 @@ func (h *hooks) flush(final bool) {
 func (h *hooks) call(k hook) {
 	defer func() {
 		if v := recover(); v != nil {
-			h.panics.Add(1)
+			// Logged, then counted: a panic that Stats shows is in the log.
 			h.log.Error().Str("hook", k.name).Interface("panic", v).Bytes("stack", debug.Stack()).Msg("panic in hook")
+			h.panics.Add(1)
 		}
 	}()
 	k.fn()
