@@ -27,7 +27,9 @@ import (
 //	P lines    a stream: one entry per input line that is a request, with
 //	           the ID "N-0" for line N (so adding a line twice is refused
 //	           by Redis itself) and the fields hash, text and keys
-//	P results  a hash: line number -> the stored result; first one wins
+//	P results  a hash: line number -> the stored result; first one wins;
+//	           and for a line done page by page ([Batch.WorkPages]), its
+//	           pages and its progress (see [Pager])
 //	P meta     a hash: total (entries added), last (highest line added),
 //	           sealed (the total, once every line is in), keys ("1" when
 //	           POST/PATCH lines get idempotency keys), done, failed,
@@ -414,6 +416,11 @@ func (b *Batch) Status(ctx context.Context) (Status, error) {
 type Result struct {
 	Line int
 	Data []byte
+	// Pages, for a line done page by page ([Batch.WorkPages]) that has
+	// its result, holds the pages stored before it, in order: the line's
+	// pages are Pages, then Data (its last page, or empty when the pages
+	// ended on one stored before it). Nil for a line of one result.
+	Pages [][]byte
 }
 
 // Results returns up to count lines of the batch that come after line
@@ -449,20 +456,24 @@ func (b *Batch) Results(ctx context.Context, after, count int) ([]Result, error)
 		if len(out) == 0 {
 			return nil
 		}
-		fields := make([]string, len(out))
-		for i, r := range out {
-			fields[i] = strconv.Itoa(r.Line)
+		// Each line's result, and its progress when it was done page
+		// by page.
+		fields := make([]string, 0, 2*len(out))
+		for _, r := range out {
+			fields = append(fields, strconv.Itoa(r.Line), strconv.Itoa(r.Line)+".p")
 		}
 		vals, err := b.rdb.HMGet(ctx, b.keys.results, fields...).Result()
 		if err != nil {
 			return err
 		}
-		for i, v := range vals {
-			if s, ok := v.(string); ok {
+		progress := make([]any, len(out))
+		for i := range out {
+			if s, ok := vals[2*i].(string); ok {
 				out[i].Data = []byte(s)
 			}
+			progress[i] = vals[2*i+1]
 		}
-		return nil
+		return b.pagesOf(ctx, out, progress)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fleet: batch %s: reading results: %w", b.name, err)

@@ -66,6 +66,15 @@ type Outcome struct {
 	Skip bool
 }
 
+// PageHandler does one line of a batch whose line is done page by page
+// (a crawl): it stores each page but the last with p's [Pager.Store] as
+// it goes, and returns the last as its [Outcome]. A worker that takes
+// over a line from one that died carries on from the pages stored (see
+// [Pager.Resume]). Like a [Handler] it is called from up to
+// [WorkerOptions.Concurrency] goroutines at once; p is its own, for that
+// call only.
+type PageHandler func(ctx context.Context, l Line, p *Pager) Outcome
+
 // Handler does one line of a batch. It is called from up to
 // [WorkerOptions.Concurrency] goroutines at once, so it must be safe for
 // concurrent use; ctx ends when the worker is stopped. A nil Handler is
@@ -88,13 +97,17 @@ type WorkStats struct {
 
 // storeScript stores results unless their lines have one already, and
 // acknowledges their entries, in one step: whichever worker comes first
-// wins, and a line is never acknowledged without a result. A batch whose
-// meta is gone (evicted, flushed) gets nothing written: the script fails
-// with GONE.
+// wins, and a line is never acknowledged without a result. A line stored
+// page by page (see [Pager]) is finished only by the worker that knows
+// every page stored before it: a result that expects another count of
+// pages than the line has (another worker took the line over and moved
+// it on) is neither stored nor acknowledged. A batch whose meta is gone
+// (evicted, flushed) gets nothing written: the script fails with GONE.
 //
 // KEYS: results, lines, meta, workers. ARGV: TTL in ms, then per result,
-// line, result, failed flag and entry ID. Returns per result 1 when it was
-// stored, 0 when its line had one already.
+// line, result, failed flag, entry ID and the count of pages stored
+// before it. Returns per result 1 when it was stored, 0 when its line had
+// one already, 2 when its line's pages moved on (not acknowledged).
 var storeScript = redis.NewScript(aclPrelude + `
 local no = denied({'HSETNX', KEYS[1], '0', '0'}, {'XACK', KEYS[2], 'workers', '0-1'},
   {'HINCRBY', KEYS[3], 'done', '0'}, {'PEXPIRE', KEYS[1], ARGV[1]}, {'PEXPIRE', KEYS[2], ARGV[1]},
@@ -104,16 +117,23 @@ if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[2]) == 0 then
   return redis.error_reply('GONE the batch has no meta or no stream')
 end
 local stored, ids, done, failed = {}, {}, 0, 0
-for i = 2, #ARGV, 4 do
-  local fresh = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i+1])
-  stored[#stored+1] = fresh
-  ids[#ids+1] = ARGV[i+3]
-  if fresh == 1 then
-    done = done + 1
-    if ARGV[i+2] == '1' then failed = failed + 1 end
+for i = 2, #ARGV, 5 do
+  local p = redis.call('HGET', KEYS[1], ARGV[i] .. '.p')
+  local have = 0
+  if p then have = tonumber(string.match(p, '^(%d+)')) end
+  if have ~= tonumber(ARGV[i+4]) and redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+    stored[#stored+1] = 2
+  else
+    local fresh = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i+1])
+    stored[#stored+1] = fresh
+    ids[#ids+1] = ARGV[i+3]
+    if fresh == 1 then
+      done = done + 1
+      if ARGV[i+2] == '1' then failed = failed + 1 end
+    end
   end
 end
-redis.call('XACK', KEYS[2], 'workers', unpack(ids))
+if #ids > 0 then redis.call('XACK', KEYS[2], 'workers', unpack(ids)) end
 if done > 0 then redis.call('HINCRBY', KEYS[3], 'done', done) end
 if failed > 0 then redis.call('HINCRBY', KEYS[3], 'failed', failed) end
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
@@ -184,7 +204,7 @@ func (b *Batch) goneError(err error) error {
 type worker struct {
 	b      *Batch
 	opts   WorkerOptions
-	handle Handler
+	handle PageHandler
 
 	mu   sync.Mutex          // protects held
 	held map[string]struct{} // entry IDs being handled
@@ -244,6 +264,22 @@ type worker struct {
 func (b *Batch) Work(ctx context.Context, opts WorkerOptions, handle Handler) (WorkStats, error) {
 	if handle == nil {
 		return WorkStats{}, fmt.Errorf("fleet: batch %s: Work needs a Handler, got nil", b.name)
+	}
+	return b.WorkPages(ctx, opts, func(ctx context.Context, l Line, _ *Pager) Outcome { return handle(ctx, l) })
+}
+
+// WorkPages is [Batch.Work] for lines done page by page: handle stores
+// each page of its line but the last with [Pager.Store] as it goes, each
+// with the line's progress, while the worker holds the line, and returns
+// the last page as its [Outcome], which finishes the line ([Status.Done]
+// counts it once, however many pages it had). A worker that dies
+// mid-line leaves its pages stored; the worker that takes the line over
+// gets them from [Pager.Resume] and carries on after them, so a page
+// stored is never fetched again. [Batch.Results] gives a line's pages in
+// order.
+func (b *Batch) WorkPages(ctx context.Context, opts WorkerOptions, handle PageHandler) (WorkStats, error) {
+	if handle == nil {
+		return WorkStats{}, fmt.Errorf("fleet: batch %s: WorkPages needs a PageHandler, got nil", b.name)
 	}
 	if opts.Name == "" {
 		opts.Name = defaultWorkerName()
@@ -440,9 +476,19 @@ func (w *worker) run(ctx context.Context) error {
 					w.count(func(s *WorkStats) { s.Skipped++ })
 					return // still held: leave hands it back
 				}
-				out := w.handle(ctx, l)
+				pg := &Pager{w: w, id: m.ID, line: l.N}
+				out := w.handle(ctx, l, pg)
 				<-running // the next line may start while this one is stored
-				w.store(ctx, m.ID, l, out)
+				if pg.lost {
+					// Another worker has the line now: it is not this
+					// one's to store, renew or hand back.
+					w.mu.Lock()
+					delete(w.held, m.ID)
+					w.mu.Unlock()
+					w.count(func(s *WorkStats) { s.Late++ })
+					return
+				}
+				w.store(ctx, m.ID, l, out, pg.stored)
 			}()
 		}
 	}
@@ -543,6 +589,7 @@ type storeReq struct {
 	id    string
 	line  int
 	out   Outcome
+	pages int   // pages of the line stored before this result
 	fresh bool  // stored first; set before done is closed
 	err   error // set before done is closed
 	done  chan struct{}
@@ -552,12 +599,12 @@ type storeReq struct {
 // is under way are stored together by one script call after it (a group
 // commit): one round trip for many lines when Redis is the bottleneck, and
 // no wait when it is not.
-func (w *worker) store(ctx context.Context, id string, l Line, out Outcome) {
+func (w *worker) store(ctx context.Context, id string, l Line, out Outcome, pages int) {
 	if out.Skip {
 		w.count(func(s *WorkStats) { s.Skipped++ })
 		return // still held: leave hands it back
 	}
-	r := &storeReq{id: id, line: l.N, out: out, done: make(chan struct{})}
+	r := &storeReq{id: id, line: l.N, out: out, pages: pages, done: make(chan struct{})}
 	w.flush.Lock()
 	w.flush.queue = append(w.flush.queue, r)
 	if !w.flush.busy {
@@ -605,10 +652,10 @@ func (w *worker) storeBatch(ctx context.Context, reqs []*storeReq) {
 	for len(reqs) > 0 {
 		chunk := reqs[:min(64, len(reqs))]
 		reqs = reqs[len(chunk):]
-		args := make([]any, 0, 1+4*len(chunk))
+		args := make([]any, 0, 1+5*len(chunk))
 		args = append(args, w.b.ttl())
 		for _, r := range chunk {
-			args = append(args, r.line, r.out.Data, boolFlag(r.out.Failed), r.id)
+			args = append(args, r.line, r.out.Data, boolFlag(r.out.Failed), r.id, r.pages)
 		}
 		// The results are worth storing even when the worker is
 		// stopping; while Redis is away it keeps trying for a lease at
