@@ -72,6 +72,7 @@ type Pager struct {
 	// owned by the handler's goroutine, and read by run after it returns.
 	stored int
 	lost   bool
+	failed error // a read or a store Redis did not do: the line is released
 }
 
 // Resume reads the line's progress: how many of its pages are stored
@@ -90,7 +91,8 @@ func (p *Pager) Resume(ctx context.Context) (stored int, state []byte, err error
 		return 0, nil, nil
 	}
 	if err != nil {
-		return 0, nil, fmt.Errorf("fleet: batch %s: line %d: reading its progress: %w", b.name, p.line, err)
+		p.failed = fmt.Errorf("fleet: batch %s: line %d: reading its progress: %w", b.name, p.line, err)
+		return 0, nil, p.failed
 	}
 	n, st, ok := parseProgress(v)
 	if !ok {
@@ -115,7 +117,10 @@ func parseProgress(v string) (pages int, state []byte, ok bool) {
 // only while this worker holds the line; it renews the line's lease. It
 // fails with [ErrLeaseLost] when the line is another worker's now, and
 // with [ErrBatchGone] when the batch's keys are gone. While Redis is
-// unreachable it waits for it, for up to [WorkerOptions.StoreWait].
+// unreachable it waits for it, for up to [WorkerOptions.StoreWait]; a
+// page it could not store releases the line for another try when the
+// handler returns, as a result that could not be stored does (see
+// [Batch.Work]), and the handler should return then.
 // The line's last page is not stored here: it is the handler's Outcome.
 func (p *Pager) Store(ctx context.Context, data, state []byte) error {
 	w := p.w
@@ -132,11 +137,12 @@ func (p *Pager) Store(ctx context.Context, data, state []byte) error {
 		return err
 	})
 	if err != nil {
-		if err = w.b.goneError(err); errors.Is(err, ErrBatchGone) {
-			w.stop(err)
-			return err
+		if err = w.b.goneError(err); !errors.Is(err, ErrBatchGone) {
+			err = fmt.Errorf("fleet: batch %s: line %d: storing page %d: %w", w.b.name, p.line, p.stored+1, err)
 		}
-		return fmt.Errorf("fleet: batch %s: line %d: storing page %d: %w", w.b.name, p.line, p.stored+1, err)
+		p.failed = err
+		w.stored(err)
+		return err
 	}
 	if ok != 1 {
 		p.lost = true

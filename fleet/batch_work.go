@@ -488,6 +488,10 @@ func (w *worker) run(ctx context.Context) error {
 					w.count(func(s *WorkStats) { s.Late++ })
 					return
 				}
+				if pg.failed != nil {
+					w.notStored(m.ID, l.N, pg.failed)
+					return
+				}
 				w.store(ctx, m.ID, l, out, pg.stored)
 			}()
 		}
@@ -629,13 +633,7 @@ func (w *worker) store(ctx context.Context, id string, l Line, out Outcome, page
 	delete(w.held, id)
 	w.mu.Unlock()
 	if r.err != nil {
-		w.count(func(s *WorkStats) { s.NotStored++ })
-		if !errors.Is(r.err, ErrBatchGone) {
-			w.handBack(id)
-		}
-		if w.opts.OnStoreError != nil {
-			w.opts.OnStoreError(l.N, r.err)
-		}
+		w.notStored(id, l.N, r.err)
 		return
 	}
 	w.count(func(s *WorkStats) {
@@ -645,6 +643,22 @@ func (w *worker) store(ctx context.Context, id string, l Line, out Outcome, page
 			s.Late++
 		}
 	})
+}
+
+// notStored releases line n's entry id, whose result or page could not
+// be stored, for another try, and tells OnStoreError. The entry is no
+// longer in held.
+func (w *worker) notStored(id string, n int, err error) {
+	w.mu.Lock()
+	delete(w.held, id)
+	w.mu.Unlock()
+	w.count(func(s *WorkStats) { s.NotStored++ })
+	if !errors.Is(err, ErrBatchGone) {
+		w.handBack(id)
+	}
+	if w.opts.OnStoreError != nil {
+		w.opts.OnStoreError(n, err)
+	}
 }
 
 // storeBatch stores reqs, at most 64 per script call, and closes their done.
