@@ -130,7 +130,25 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 	)
 	var sum summary
 	var sumMu sync.Mutex // protects sum
-	handle := func(ctx context.Context, l fleet.Line) fleet.Outcome {
+	// skip reports whether a request's error leaves the line to another
+	// worker rather than answering it.
+	skip := func(ctx context.Context, err error) bool {
+		switch {
+		case err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled):
+			return true // stopping: another worker will do it
+		case errors.Is(err, errors.ErrSessionExpired):
+			// This worker's tokens are no good; others may have good ones.
+			expiredOnce.Do(func() { expired = true; stop() })
+			return true
+		}
+		return false
+	}
+	count := func(res *result, err error) {
+		sumMu.Lock()
+		sum.add(res, err, exitOK) // the exit status comes from the batch's counts
+		sumMu.Unlock()
+	}
+	handle := func(ctx context.Context, l fleet.Line, pg *fleet.Pager) fleet.Outcome {
 		line, _ := p.parse(l.N, l.Text)
 		if line.req == nil { // a line Add would not have taken
 			line.req = requests.New("GET", "/")
@@ -140,13 +158,11 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 			setIdempotencyKey(&line, batchKey(b.Name(), l.N, l.Hash))
 		}
 		start := time.Now()
+		if o.crawl.strategy != nil && line.err == nil {
+			return crawlBatchLine(ctx, e, &o.crawl, lineMeta{in: line, start: start}, l.Hash, pg, skip, count)
+		}
 		resp, err := e.Do(ctx, line.req)
-		switch {
-		case err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled):
-			return fleet.Outcome{Skip: true} // stopping: another worker will do it
-		case errors.Is(err, errors.ErrSessionExpired):
-			// This worker's tokens are no good; others may have good ones.
-			expiredOnce.Do(func() { expired = true; stop() })
+		if skip(ctx, err) {
 			return fleet.Outcome{Skip: true}
 		}
 		res := describe(lineMeta{in: line, start: start}, engine.Result{Response: resp, Err: err})
@@ -155,9 +171,7 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 			res = result{Line: res.Line, ID: res.ID, Method: res.Method, Path: res.Path, Status: res.Status, Error: "encoding the result: " + jerr.Error()}
 			data, _ = marshalResult(checkpointLine{result: res, Hash: l.Hash})
 		}
-		sumMu.Lock()
-		sum.add(&res, err, exitOK) // the exit status comes from the batch's counts
-		sumMu.Unlock()
+		count(&res, err)
 		return fleet.Outcome{Data: data, Failed: res.Error != ""}
 	}
 
@@ -165,8 +179,14 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 	follow := followBatch(workCtx, b, bar)
 	start := time.Now()
 	var reportMu sync.Mutex // one report line at a time
-	ws, werr := b.Work(workCtx, fleet.WorkerOptions{
-		Concurrency: o.concurrency, Lease: o.batch.lease, WaitForBatch: o.batch.waitForBatch,
+	concurrency := o.concurrency
+	if o.crawl.strategy != nil {
+		// As a local crawl: lines at once, each with its window of pages
+		// ahead, never more pages together than --concurrency.
+		concurrency, o.crawl.window = crawlLines(o.concurrency)
+	}
+	ws, werr := b.WorkPages(workCtx, fleet.WorkerOptions{
+		Concurrency: concurrency, Lease: o.batch.lease, WaitForBatch: o.batch.waitForBatch,
 		OnStoreError: func(line int, err error) {
 			reportMu.Lock()
 			defer reportMu.Unlock()
@@ -203,6 +223,64 @@ func runBatchFetch(ctx context.Context, o *fetchOptions, fs *pflag.FlagSet, cfg 
 		return exitFailed
 	}
 	return exitOK
+}
+
+// crawlBatchLine crawls one line of a batch with --paginate: it carries
+// on after the pages the line's earlier workers stored (from the next
+// page's URL stored with the last), stores each page but the last with
+// the URL of the one after it, and returns the last as the line's result.
+// Each page is the output line a local crawl writes to its checkpoint.
+// skip says whether an error leaves the line to another worker; count
+// adds a page to the summary.
+func crawlBatchLine(ctx context.Context, e *engine.Engine, o *crawlOptions, m lineMeta, hash string, pg *fleet.Pager,
+	skip func(context.Context, error) bool, count func(*result, error)) fleet.Outcome {
+	stored, state, err := pg.Resume(ctx)
+	if err != nil {
+		return fleet.Outcome{Skip: true} // Redis away: the line waits for a worker that can read it
+	}
+	first := m.in.req
+	if stored > 0 {
+		if len(state) == 0 {
+			// The last page stored ended the crawl but for an error that
+			// a worker died before storing: the line is done.
+			return fleet.Outcome{}
+		}
+		first = resumeAt(first, string(state))
+	}
+	max := 0
+	if o.maxPages > 0 {
+		if max = o.maxPages - stored; max <= 0 {
+			return fleet.Outcome{}
+		}
+	}
+	p := o.strategy(max)
+	var enc resultEncoder
+	i := 0
+	for resp, err := range e.Pages(ctx, first, p) {
+		if skip(ctx, err) {
+			return fleet.Outcome{Skip: true}
+		}
+		i++
+		page := newPage(p, resp, err, i, max)
+		r := pageResult(m, page, stored+i)
+		data, jerr := enc.encode(&r, true, hash)
+		if jerr != nil {
+			r = result{Line: r.Line, ID: r.ID, Page: r.Page, Method: r.Method, Path: r.Path, Status: r.Status, Next: r.Next,
+				Error: "encoding the result: " + jerr.Error()}
+			data, _ = enc.encode(&r, true, hash)
+		}
+		data = data[:len(data)-1] // the newline
+		count(&r, err)
+		if !page.more {
+			return fleet.Outcome{Data: data, Failed: r.Error != ""}
+		}
+		if err := pg.Store(ctx, data, []byte(page.next)); err != nil {
+			return fleet.Outcome{Skip: true} // the line is another worker's now, or Redis is away
+		}
+		m.start = time.Now()
+	}
+	// The crawl ended on a page stored already (its plan ran out).
+	return fleet.Outcome{}
 }
 
 func marshalResult(v any) ([]byte, error) {

@@ -17,7 +17,8 @@ import (
 const collectUsage = `Usage: courier collect --redis URL [--fleet NAME | --base-url URL] --batch NAME [--out FILE] [--wait]
 
 Writes the results of a batch on Redis in input order, as the JSON Lines
-courier fetch --resume writes, each as soon as it and every line before it
+courier fetch --resume writes (with --paginate, a line per page, in page
+order), each as soon as it and every line before it
 are done. Without --wait it stops at the first line not done yet; with
 --wait it follows the batch to its end. Exit status: 0 when every line is
 written and got a 2xx, 1 when some failed or (without --wait) the batch is
@@ -120,9 +121,17 @@ func collect(ctx context.Context, b *fleet.Batch, out io.Writer, wait, exists bo
 				stalled = true
 				break
 			}
-			w.Write(r.Data)
-			if err := w.WriteByte('\n'); err != nil {
-				return written, fmt.Errorf("writing results: %w", err)
+			// A line of pages (fetch --paginate) has an output line
+			// per page, in order.
+			for _, p := range r.Pages {
+				w.Write(p)
+				w.WriteByte('\n')
+			}
+			if len(r.Data) > 0 || len(r.Pages) == 0 {
+				w.Write(r.Data)
+				if err := w.WriteByte('\n'); err != nil {
+					return written, fmt.Errorf("writing results: %w", err)
+				}
 			}
 			written++
 			after = r.Line

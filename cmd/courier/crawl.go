@@ -166,6 +166,9 @@ type page struct {
 	resp *requests.Response
 	err  error
 	next string // the next page's URL, "" at the end
+	// more is set when the crawl yields another page after this one (or
+	// an error in its place: a next link that cannot be followed).
+	more bool
 }
 
 // crawler runs a --paginate fetch, resumable or not.
@@ -227,11 +230,7 @@ func (c *crawler) run(ctx context.Context, e *engine.Engine, src *input, out io.
 				cancel()
 				continue
 			}
-			r := describe(j.meta, engine.Result{Response: p.resp, Err: p.err})
-			r.Page, r.Next = n, p.next
-			if p.resp != nil && p.resp.Request != nil {
-				r.Path = pagePath(p.resp.Request.Path)
-			}
+			r := pageResult(j.meta, p, n)
 			n++
 			code = sum.add(&r, p.err, code)
 			if err := c.write(out, &enc, &r, hashed, j.hash); err != nil {
@@ -264,6 +263,18 @@ func (c *crawler) write(out io.Writer, enc *resultEncoder, r *result, hashed boo
 		return fmt.Errorf("writing results: %w", err)
 	}
 	return nil
+}
+
+// pageResult is page n's output line: the input line's, with the page's
+// number, its path and the next page's URL. Local crawls and a batch's
+// workers both write it.
+func pageResult(m lineMeta, p page, n int) result {
+	r := describe(m, engine.Result{Response: p.resp, Err: p.err})
+	r.Page, r.Next = n, p.next
+	if p.resp != nil && p.resp.Request != nil {
+		r.Path = pagePath(p.resp.Request.Path)
+	}
+	return r
 }
 
 // pagePath is a page's URL as an output line shows it: the path and
@@ -330,9 +341,7 @@ func (c *crawler) read(ctx context.Context, e *engine.Engine, src *input, sem ch
 			if last.next == "" || last.failed || line.err != nil {
 				continue // the line is done
 			}
-			resumed := *first
-			resumed.Path, resumed.Query = last.next, nil
-			first, j.page = &resumed, last.page+1
+			first, j.page = resumeAt(first, last.next), last.page+1
 		}
 		if line.err != nil {
 			if !send(j) {
@@ -381,12 +390,7 @@ func (c *crawler) crawl(ctx context.Context, e *engine.Engine, first *requests.R
 	n := 0
 	for resp, err := range e.Pages(ctx, first, p) {
 		n++
-		pg := page{resp: resp, err: err}
-		if err == nil && (max == 0 || n < max) {
-			if next, nerr := p.Next(resp); nerr == nil && next != nil {
-				pg.next = nextURL(next)
-			}
-		}
+		pg := newPage(p, resp, err, n, max)
 		select {
 		case pages <- pg:
 		case <-ctx.Done():
@@ -398,6 +402,28 @@ func (c *crawler) crawl(ctx context.Context, e *engine.Engine, first *requests.R
 			return
 		}
 	}
+}
+
+// newPage is the n-th page a crawl bounded to max pages (0: none)
+// yielded, with the URL of the page after it, if any.
+func newPage(p paginate.Paginator, resp *requests.Response, err error, n, max int) page {
+	pg := page{resp: resp, err: err}
+	if err == nil && (max == 0 || n < max) {
+		next, nerr := p.Next(resp)
+		if nerr == nil && next != nil {
+			pg.next = nextURL(next)
+		}
+		pg.more = nerr != nil || next != nil
+	}
+	return pg
+}
+
+// resumeAt is the first request of a crawl that carries on at next, the
+// URL a checkpoint kept: first's, with next for its path and query.
+func resumeAt(first *requests.Request, next string) *requests.Request {
+	resumed := *first
+	resumed.Path, resumed.Query = next, nil
+	return &resumed
 }
 
 // nextURL is the absolute URL of a next page's request, as the

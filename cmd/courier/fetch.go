@@ -156,9 +156,6 @@ func (o *fetchOptions) run(ctx context.Context, args []string, stdin io.Reader, 
 		return fail(exitUsage, "%v", err)
 	}
 	if o.batch.wanted() {
-		if o.crawl.strategy != nil {
-			return fail(exitUsage, "--paginate does not run in a --batch yet")
-		}
 		return runBatchFetch(ctx, o, fs, cfg, fm, parser, stdin, stderr)
 	}
 	inPath := fs.Arg(0) // "" or "-" for stdin
