@@ -126,7 +126,7 @@ func TestBatchPagesAWorkerThatLosesItsLineMidwayStoresNoMore(t *testing.T) {
 			}
 			h.fetched[fmt.Sprintf("%d.%d", l.N, k)]++
 			h.mu.Unlock()
-			require.NoError(t, p.Store(ctx, []byte(fmt.Sprintf("line %d page %d", l.N, k)), []byte(strconv.Itoa(k+1))))
+			assert.NoError(t, p.Store(ctx, []byte(fmt.Sprintf("line %d page %d", l.N, k)), []byte(strconv.Itoa(k+1))))
 		}
 		close(stalled)
 		<-wake
