@@ -144,7 +144,16 @@ func startDemo(courier, dir string) (*exec.Cmd, string, error) {
 				}
 			}()
 			cmd.Args = append(cmd.Args, m[1]) // remember the URL
-			return cmd, tokens, nil
+			// The session's tokens are written once it listens, just
+			// after the URL is printed.
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if fi, err := os.Stat(tokens); err == nil && fi.Size() > 0 {
+					return cmd, tokens, nil
+				}
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, "", fmt.Errorf("serve-demo wrote no %s", tokens)
 		}
 	}
 	cmd.Process.Kill()
@@ -162,7 +171,7 @@ func fleetRounds(courier string, rds *redisServer, api *exec.Cmd, tokenFile, dir
 	os.WriteFile(input, []byte(sb.String()), 0o600)
 	run := func(args ...string) *exec.Cmd {
 		cmd := exec.Command(courier, args...)
-		cmd.Stderr = nil
+		cmd.Stderr = os.Stderr // a failing command says why
 		if err := cmd.Start(); err != nil {
 			panic(err)
 		}
@@ -199,7 +208,7 @@ func fleetRounds(courier string, rds *redisServer, api *exec.Cmd, tokenFile, dir
 			collect = append(collect, time.Since(start).Seconds())
 			cmdsPerLine = append(cmdsPerLine, float64(rds.commands()-cmds0-2)/float64(lines))
 			cpuPerLine = append(cpuPerLine, float64(rds.cpu()-cpu0)/float64(time.Microsecond)/float64(lines))
-			wait(run("batch", "rm", "--redis", rds.url(), name))
+			wait(run("batch", "rm", "--redis", rds.url(), "--base-url", base, name))
 		}
 		if round%2 == 0 {
 			one()
