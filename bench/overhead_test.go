@@ -157,3 +157,17 @@ func cpuPerOp(b *testing.B) func() {
 		b.ReportMetric(float64(r1.Nvcsw-r0.Nvcsw)/float64(b.N), "sleeps/op")
 	}
 }
+
+// BenchmarkRoundTripperNoop is one request at a time through the engine's
+// http.Client, as an SDK built on net/http sends it.
+func BenchmarkRoundTripperNoop(b *testing.B) {
+	c := noopEngine(b, 1).HTTPClient()
+	b.ReportAllocs()
+	defer cpuPerOp(b)()
+	for b.Loop() {
+		req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://api.test/items/1", nil)
+		if err := consume(c.Do(req)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

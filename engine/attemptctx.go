@@ -20,12 +20,19 @@ import (
 // still looks at an old attempt's context never sees a newer one's state.
 type attemptCtx struct {
 	parent context.Context // the call's base: values only, never cancelled
+	// noFollow makes Value answer for the noFollow key: set on the context
+	// a streamed answer is read on (see follow).
+	noFollow bool
 
 	mu       sync.Mutex // protects the fields below
 	deadline time.Time  // zero until the worker arms its timer
 	done     chan struct{}
 	err      error
 	afters   []func() // registered by AfterFunc; nil entries were stopped
+	after1   [1]func() // backing for the first one: the transport registers one per request
+	// follower is a context that ends when this one does, until it stops
+	// following (see follow); cancelled in line, without a goroutine.
+	follower *attemptCtx
 }
 
 // closedChan is the Done channel of an attemptCtx cancelled before anyone
@@ -53,7 +60,14 @@ func (a *attemptCtx) Err() error {
 	return a.err
 }
 
-func (a *attemptCtx) Value(key any) any { return a.parent.Value(key) }
+func (a *attemptCtx) Value(key any) any {
+	if a.noFollow {
+		if _, ok := key.(noFollow); ok {
+			return true
+		}
+	}
+	return a.parent.Value(key)
+}
 
 // AfterFunc arranges for f to run in its own goroutine once a is
 // cancelled, as context.AfterFunc does. The context package uses it to
@@ -65,6 +79,9 @@ func (a *attemptCtx) AfterFunc(f func()) (stop func() bool) {
 	if a.err != nil {
 		go f()
 		return func() bool { return false }
+	}
+	if a.afters == nil {
+		a.afters = a.after1[:0]
 	}
 	i := len(a.afters)
 	a.afters = append(a.afters, f)
@@ -92,13 +109,46 @@ func (a *attemptCtx) cancel(err error) {
 	} else {
 		close(a.done)
 	}
-	afters := a.afters
+	afters, follower := a.afters, a.follower
+	a.follower = nil
 	a.mu.Unlock()
+	if follower != nil {
+		follower.cancel(err)
+	}
 	for _, f := range afters {
 		if f != nil {
 			go f()
 		}
 	}
+}
+
+// follow makes a end when p does, until unfollow: the context a streamed
+// answer is read on follows its attempt's until the headers are in. A p
+// ended already ends a at once.
+func (a *attemptCtx) follow(p *attemptCtx) {
+	p.mu.Lock()
+	err := p.err
+	if err == nil {
+		p.follower = a
+	}
+	p.mu.Unlock()
+	if err != nil {
+		a.cancel(err)
+	}
+}
+
+// unfollow detaches a from p, and reports whether p had not ended by then
+// (if it had, it ended a too).
+func (a *attemptCtx) unfollow(p *attemptCtx) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return false
+	}
+	if p.follower == a {
+		p.follower = nil
+	}
+	return true
 }
 
 // expire cancels a with DeadlineExceeded if its deadline has passed.

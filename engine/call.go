@@ -34,7 +34,9 @@ type call struct {
 	sameOrigin bool            // url has the base URL's origin: the token may go
 	key        string          // dedup key, "" when not shared
 	base       context.Context // the first waiter's values, never cancelled
-	stream     *streamed       // set when the answer is handed over alive
+	stream     *streamed       // set when the answer is handed over alive: to streamed1
+	streamed1  streamed        // saving an allocation
+	live1      *liveResponse   // a streamed call's first answer, allocated with it (newLive)
 	cached     *cacheLookup    // the cache's part in it (cache.go); nil: none
 	admitted   time.Time
 	seq        uint64 // order of admission

@@ -25,7 +25,7 @@ import (
 type Engine struct {
 	s         *settings
 	client    *http.Client      // the caller's client, with the redirect guard
-	transport http.RoundTripper // middleware chain around client.Do
+	transport http.RoundTripper // middleware chain around the client (sender)
 	pacer     *pacer            // holds, buckets and back-off per host
 	breakers  *breakers         // circuit breakers per host; nil: none
 	hedger    *hedger           // hedged attempts; nil: none
@@ -54,7 +54,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{s: s, log: s.Logger, finished: make(chan struct{}), killed: make(chan struct{})}
 	e.client = guardedClient(s)
-	var rt http.RoundTripper = RoundTripperFunc(e.client.Do)
+	var rt http.RoundTripper = newSender(e.client)
 	for i := len(s.Middleware) - 1; i >= 0; i-- {
 		rt = s.Middleware[i](rt)
 	}
@@ -91,6 +91,47 @@ func New(cfg Config) (*Engine, error) {
 		}
 	})
 	return e, nil
+}
+
+// sender is the bottom of the middleware chain: the engine's client, which
+// follows redirects, guarded. A streamed attempt, whose redirects go back
+// to its caller, goes to the client's transport directly when the client
+// would add nothing else to it: no cookie jar, no timeout of its own, no
+// credentials in the URL. It then skips the client's copies of the
+// request and its headers.
+type sender struct {
+	client *http.Client
+	direct http.RoundTripper // nil: always through the client
+}
+
+func newSender(c *http.Client) sender {
+	s := sender{client: c}
+	if c.Jar == nil && c.Timeout == 0 {
+		s.direct = c.Transport
+		if s.direct == nil {
+			s.direct = http.DefaultTransport
+		}
+	}
+	return s
+}
+
+func (s sender) RoundTrip(r *http.Request) (*http.Response, error) {
+	if s.direct == nil || r.URL.User != nil || r.Context().Value(noFollow{}) == nil {
+		return s.client.Do(r)
+	}
+	resp, err := s.direct.RoundTrip(r)
+	switch {
+	case err != nil:
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close() // as http.Client does with a transport that returns both
+		}
+		return nil, err
+	case resp == nil:
+		return nil, fmt.Errorf("http: RoundTripper implementation (%T) returned a nil *Response with a nil error", s.direct)
+	case resp.Body == nil:
+		resp.Body = http.NoBody
+	}
+	return resp, nil
 }
 
 // guardedClient returns a copy of the configured client (or a tuned default)

@@ -47,9 +47,15 @@ type Future struct {
 }
 
 func newFuture(ctx context.Context, req *requests.Request) *Future {
-	f := &Future{req: req, ctx: ctx}
-	f.wg.Add(1)
+	f := &Future{}
+	f.init(ctx, req)
 	return f
+}
+
+// init sets up a zero Future for req, submitted with ctx.
+func (f *Future) init(ctx context.Context, req *requests.Request) {
+	f.req, f.ctx = req, ctx
+	f.wg.Add(1)
 }
 
 // Done returns a channel that is closed when the future resolves.

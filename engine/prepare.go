@@ -26,23 +26,34 @@ var errNilContext = errors.New("courier: nil Context")
 // has already failed.
 func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future, ok bool) {
 	f = newFuture(ctx, req)
+	return f, e.prepareIn(f, nil)
+}
+
+// prepareIn checks f's request and fills in the call f starts; it reports
+// false when f has failed already. abs, when not nil, is the request's
+// absolute URL parsed already (RoundTrip's): it is used as it is.
+func (e *Engine) prepareIn(f *Future, abs *url.URL) bool {
+	ctx, req := f.ctx, f.req
 	e.stats.submitted.Add(1)
 	if ctx == nil {
 		e.settle(f, nil, errNilContext)
-		return f, false
+		return false
 	}
 	if err := req.Err(); err != nil {
 		e.settle(f, nil, err)
-		return f, false
+		return false
 	}
 	if err := checkHeaders(req.Header); err != nil {
 		e.settle(f, nil, fmt.Errorf("courier: %s %s: %w", req.MethodOrGet(), redactRef(req.Path), err))
-		return f, false
+		return false
 	}
-	u, err := e.resolve(req)
-	if err != nil {
+	var u url.URL
+	var err error
+	if abs != nil && abs.IsAbs() && (abs.Scheme == "http" || abs.Scheme == "https") && len(req.Query) == 0 {
+		u = *abs
+	} else if u, err = e.resolve(req); err != nil {
 		e.settle(f, nil, err)
-		return f, false
+		return false
 	}
 	c := &f.own
 	c.req = req
@@ -52,9 +63,9 @@ func (e *Engine) prepare(ctx context.Context, req *requests.Request) (f *Future,
 	e.tel.startRequest(f)
 	if err := ctx.Err(); err != nil {
 		e.settle(f, nil, err)
-		return f, false
+		return false
 	}
-	return f, true
+	return true
 }
 
 // resolve returns the request's absolute URL with its query merged.

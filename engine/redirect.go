@@ -124,16 +124,17 @@ func refreshClient(base *http.Client) *http.Client {
 	return &c
 }
 
-// hopHeader returns a copy of r's header for the engine to send. When r is
-// a hop of redirects that a client above the engine's RoundTripper follows
+// hopHeader returns r's header for the engine to send: r's own, which the
+// engine only reads (every attempt copies it), unless r is a hop of
+// redirects that a client above the engine's RoundTripper follows
 // (r.Response is the redirect that made it) and the chain has left its
-// first request's origin, the sensitive headers are not copied: whatever
-// that client's redirect policy, credentials stay on their origin.
+// first request's origin. Then it is a copy without the sensitive headers:
+// whatever that client's redirect policy, credentials stay on their origin.
 func (s *settings) hopHeader(r *http.Request) http.Header {
-	h := r.Header.Clone()
 	if r.Response == nil || r.Response.Request == nil {
-		return h
+		return r.Header
 	}
+	h := r.Header.Clone()
 	var origins []string // of every hop, the latest first
 	for hop := r; hop != nil && hop.URL != nil; {
 		origins = append(origins, origin(hop.URL))

@@ -102,6 +102,14 @@ type streamed struct {
 // returns redirects to the caller instead of following them.
 type noFollow struct{}
 
+// rtRequest is what RoundTrip allocates for one request, at once: its
+// future and the engine's view of the request.
+type rtRequest struct {
+	f    Future
+	req  requests.Request
+	live liveResponse // the answer of the call's first attempt (call.live1)
+}
+
 // RoundTrip sends r through the engine and returns its answer with the body
 // unread.
 func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -110,8 +118,9 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		closeRequestBody(r)
 		return nil, fmt.Errorf("courier: RoundTrip: request has no URL")
 	}
-	req := &requests.Request{Method: r.Method, Path: r.URL.String(), Header: e.s.hopHeader(r)}
-	st := &streamed{}
+	x := &rtRequest{req: requests.Request{Method: r.Method, Path: r.URL.String(), Header: e.s.hopHeader(r)}}
+	req := &x.req
+	st := streamed{}
 	var body *callerBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &callerBody{first: r.Body, get: r.GetBody, size: -1}
@@ -125,10 +134,13 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		st.host = r.Host
 	}
 	ctx := r.Context()
-	f, ok := e.prepare(ctx, req)
-	if ok {
+	f := &x.f
+	f.init(ctx, req)
+	if e.prepareIn(f, r.URL) {
 		c := &f.own
-		c.stream = st
+		c.streamed1 = st
+		c.stream = &c.streamed1
+		c.live1 = &x.live
 		if st.host != "" {
 			// Another Host is another request: it joins no other. The
 			// token goes with it only when both the server it is sent to
@@ -156,43 +168,55 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // liveResponse is an answer whose body has not been read: the worker hands
 // it to the dispatcher, which hands it to the call's future or releases it.
+// Once handed over it is the body its caller reads.
 type liveResponse struct {
-	resp   *http.Response
-	cancel context.CancelFunc // ends the context the response was read on
+	// ctx is the context the answer is read on: it follows the attempt's
+	// until the headers are in, then only the reader (closing the body,
+	// or the end of its request's context) or a release ends it.
+	ctx  attemptCtx
+	resp *http.Response
+	r    requests.Response // the engine's view of resp, saving an allocation
+
+	// Set by handOver.
+	rc     io.ReadCloser   // the upstream body
+	caller context.Context // the request's context, which bounds the body
+	stop   func() bool     // stops watching caller; nil when it cannot end
+	once   sync.Once
 }
 
 // release gives up a live response nobody will read. It never waits: the
 // context is cancelled first, so closing the body does not drain it.
 func (l *liveResponse) release() {
-	l.cancel()
+	l.ctx.cancel(context.Canceled)
 	l.resp.Body.Close()
 }
 
 // handOver returns the response for r's caller, whose context now bounds
-// the body.
+// the body. The response is l's own: the caller's from now on.
 func (l *liveResponse) handOver(r *http.Request) *http.Response {
-	resp := *l.resp
+	resp := l.resp
 	resp.Request = r
-	resp.Body = &callerRespBody{rc: l.resp.Body, stop: context.AfterFunc(r.Context(), l.cancel), cancel: l.cancel}
-	return &resp
+	l.rc, l.caller = resp.Body, r.Context()
+	if l.caller.Done() != nil {
+		l.stop = context.AfterFunc(l.caller, l.callerEnded)
+	}
+	resp.Body = l
+	return resp
 }
 
-// callerRespBody is a streamed body as its reader sees it: closing it ends
-// the attempt's context, and so does the end of the request's context.
-type callerRespBody struct {
-	rc     io.ReadCloser
-	stop   func() bool
-	cancel context.CancelFunc
-	once   sync.Once
-}
+func (l *liveResponse) callerEnded() { l.ctx.cancel(context.Cause(l.caller)) }
 
-func (b *callerRespBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
+// Read and Close make l the body its caller reads: closing it ends the
+// context the answer is read on.
+func (l *liveResponse) Read(p []byte) (int, error) { return l.rc.Read(p) }
 
-func (b *callerRespBody) Close() error {
-	err := b.rc.Close()
-	b.once.Do(func() {
-		b.stop()
-		b.cancel()
+func (l *liveResponse) Close() error {
+	err := l.rc.Close()
+	l.once.Do(func() {
+		if l.stop != nil {
+			l.stop()
+		}
+		l.ctx.cancel(context.Canceled)
 	})
 	return err
 }
@@ -262,40 +286,51 @@ func closeRequestBody(r *http.Request) {
 // whole.
 const retainLimit = 64 << 10
 
+// newLive starts the answer of a streamed call's attempt: its context
+// takes its values from actx, the attempt's, and follows it (the per-attempt
+// timeout, or the call being abandoned) until attemptStreamed has the
+// headers. The attempt's request is made on it. The attempt that uses the
+// call's first context (which serves one sent attempt only) uses the
+// call's first answer too.
+func newLive(c *call, actx *attemptCtx) *liveResponse {
+	l := c.live1
+	if l == nil || actx != &c.ctx1 {
+		l = &liveResponse{}
+	}
+	l.ctx.parent, l.ctx.noFollow = actx, true
+	l.ctx.follow(actx)
+	return l
+}
+
 // attemptStreamed sends a streamed call's attempt and reports its answer
-// alive. hreq carries the attempt's context, which bounds the wait for the
-// headers (the per-attempt timeout, or the call being abandoned); once the
-// headers are in, the body is read on a context of its own that only the
-// reader, or a release, ends.
+// alive. hreq carries the context of l, made by newLive: it bounds the
+// wait for the headers; once they are in, the body is read on it until
+// only the reader, or a release, ends it.
 //
 // pace is the attempt's turn with the pacer, which learns from the answer;
 // carried says the attempt carried the current token (or none, the session
 // having none), so that a 401 is about that token.
-func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request, gen uint64, start time.Time, pace paceTicket, carried bool) {
+func (e *Engine) attemptStreamed(c *call, j job, o *outcome, l *liveResponse, hreq *http.Request, gen uint64, start time.Time, pace paceTicket, carried bool) {
 	s, req := e.s, c.req
-	actx := hreq.Context()
-	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithoutCancel(actx), noFollow{}, true))
-	unlink := context.AfterFunc(actx, func() { cancel(context.Cause(actx)) })
 	fail := func(err error) {
-		unlink()
-		cancel(nil)
+		l.ctx.cancel(context.Canceled)
 		o.resp, o.live, o.authFailed = nil, nil, false
 		o.err = e.requestError(c, j.attempt, err)
 		o.retry = e.retryPolicy(Attempt{Request: req, Number: j.attempt, Err: err, NotSent: notSent(err)})
 		e.logAttempt(c, j.attempt, 0, start, gen, o.err)
 		e.finalIfOneShot(c, o)
 	}
-	sreq := hreq.WithContext(ctx)
 	if c.stream.host != "" {
-		sreq.Host = c.stream.host
+		hreq.Host = c.stream.host
 	}
-	hresp, err := e.transport.RoundTrip(sreq)
+	hresp, err := e.transport.RoundTrip(hreq)
 	if err != nil {
 		fail(err)
 		return
 	}
 	e.pacer.observe(pace, hresp.StatusCode, hresp.Header)
-	resp := &requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
+	l.r = requests.Response{Status: hresp.StatusCode, Header: hresp.Header, Attempts: j.attempt, Request: req}
+	resp := &l.r
 	o.resp = resp
 	if !resp.OK() && hresp.StatusCode/100 != 3 {
 		// Redirects are not followed here: the answer is from hreq's URL.
@@ -309,16 +344,16 @@ func (e *Engine) attemptStreamed(c *call, j job, o *outcome, hreq *http.Request,
 		}
 		o.err = statusError(c, j.attempt, resp, after)
 	}
-	if !unlink() {
+	if !l.ctx.unfollow(j.ctx) {
 		// The attempt timed out or was abandoned before the answer was in.
-		cancel(nil)
 		hresp.Body.Close()
-		fail(context.Cause(actx))
+		fail(j.ctx.Err())
 		return
 	}
 	// From here on only the reader, or a release, ends the body's context.
 	e.logAttempt(c, j.attempt, resp.Status, start, gen, nil)
-	o.live = &liveResponse{resp: hresp, cancel: func() { cancel(nil) }}
+	l.resp = hresp
+	o.live = l
 	e.finalIfOneShot(c, o)
 }
 

@@ -164,7 +164,15 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	t.arm(ctx, e.attemptTimeout(req), now)
 	defer t.disarm()
 
-	hreq, err := e.newHTTPRequest(ctx, c)
+	// A streamed answer is read on a context of its own, which follows
+	// the attempt's only until the headers are in (roundtrip.go).
+	var live *liveResponse
+	var reqCtx context.Context = ctx
+	if c.stream != nil {
+		live = newLive(c, ctx)
+		reqCtx = &live.ctx
+	}
+	hreq, err := e.newHTTPRequest(reqCtx, c)
 	if err != nil {
 		o.err = e.requestError(c, sent, err)
 		return o
@@ -181,7 +189,7 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	hreq = e.tel.startAttempt(&span, hreq, c, j.attempt)
 	sentNow = true
 	if c.stream != nil {
-		e.attemptStreamed(c, j, &o, hreq, snap.gen, start, pace, carried)
+		e.attemptStreamed(c, j, &o, live, hreq, snap.gen, start, pace, carried)
 		return o
 	}
 
