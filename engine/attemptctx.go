@@ -28,7 +28,7 @@ type attemptCtx struct {
 	deadline time.Time  // zero until the worker arms its timer
 	done     chan struct{}
 	err      error
-	afters   []func() // registered by AfterFunc; nil entries were stopped
+	afters   []func()  // registered by AfterFunc; nil entries were stopped
 	after1   [1]func() // backing for the first one: the transport registers one per request
 	// follower is a context that ends when this one does, until it stops
 	// following (see follow); cancelled in line, without a goroutine.
