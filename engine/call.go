@@ -104,6 +104,9 @@ type job struct {
 	// fast marks a first attempt on the fast path (gate.go): the dispatcher
 	// has not seen the call, and the worker ends it with endFast.
 	fast bool
+	// at, when set, is the time the attempt starts, read just before by
+	// whoever runs it (a caller running its own attempt).
+	at time.Time
 }
 
 // outcome is a worker's report of one attempt, sent by value to the

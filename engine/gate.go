@@ -316,6 +316,7 @@ func fastJob(f *Future) job {
 func (e *Engine) runFast(s *slot, f *Future) {
 	e.stats.inFlight.Add(1)
 	j := fastJob(f)
+	j.at = f.own.admitted // admitted a moment ago, on this goroutine
 	o := e.attempt(j, &s.timer)
 	e.endFast(s, j, o)
 }

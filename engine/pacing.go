@@ -479,7 +479,8 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 	// them) only counts: the time the attempt started will do for it.
 	now := tk.at
 	throttled := status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable
-	if throttled || hasRateLimitFields(h) {
+	rl := hasRateLimitFields(h)
+	if throttled || rl {
 		now = p.clock.Now()
 	}
 	// A Retry-After holds the key, or the request's path alone; a quota
@@ -499,7 +500,10 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 	if !pathHold {
 		keyHold = hold
 	}
-	q, hasQuota := ParseRateLimit(h, now)
+	q, hasQuota := Quota{Remaining: -1, Limit: -1}, false
+	if rl {
+		q, hasQuota = parseRateLimit(h, now)
+	}
 	var capped time.Duration
 
 	p.mu.Lock()

@@ -70,6 +70,11 @@ func ParseRateLimit(h http.Header, now time.Time) (Quota, bool) {
 		// Most answers carry none: skip the parsers and their allocations.
 		return Quota{Remaining: -1, Limit: -1}, false
 	}
+	return parseRateLimit(h, now)
+}
+
+// parseRateLimit is ParseRateLimit for an h that has rate-limit fields.
+func parseRateLimit(h http.Header, now time.Time) (Quota, bool) {
 	q, ok := parseIETFRateLimit(h)
 	for _, prefix := range []string{"Ratelimit-", "X-Ratelimit-"} {
 		if ok {

@@ -112,7 +112,10 @@ func (e *Engine) attempt(j job, t *attemptTimer) (o outcome) {
 	o.c = c
 	// One reading of the clock serves the pacer, the attempt's deadline and
 	// its duration, unless the pacer makes the attempt wait.
-	start := s.Clock.Now()
+	start := j.at
+	if start.IsZero() {
+		start = s.Clock.Now()
+	}
 	var span attemptSpan
 	var brk breakerTicket // the attempt's pass through its host's breaker (breaker.go)
 	sentNow := false      // the attempt reached the transport
