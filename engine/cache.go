@@ -130,7 +130,7 @@ const DefaultCacheBytes = 64 << 20
 // what the attempt needs (see cacheLookup).
 func (e *Engine) fromCache(f *Future) bool {
 	cache := e.s.Cache
-	c := &f.own
+	c := &f.w.own
 	if cache == nil || c.stream != nil || c.req.Output != nil {
 		return false
 	}

@@ -84,7 +84,7 @@ func (t *dedupTable) remove(c *call) {
 // reports false when f must take the slow path (the gate closed, no place
 // free, or the key's call is the dispatcher's).
 func (e *Engine) submitShared(f *Future, callerRuns bool) bool {
-	c := &f.own
+	c := &f.w.own
 	sh := e.d.dedup.shard(c.key)
 	sh.mu.Lock()
 	if e.d.gate.word.Load() != gateOpen {
@@ -107,7 +107,7 @@ func (e *Engine) submitShared(f *Future, callerRuns bool) bool {
 	e.admitFast(f)
 	if f.ctx.Done() != nil {
 		// The attempt ends when its last waiter leaves, not its first.
-		f.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(c, f) })
+		f.w.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(c, f) })
 	}
 	e.stats.inFlight.Add(1)
 	if !callerRuns && !e.d.gate.send(s, f) {
@@ -131,7 +131,7 @@ func (e *Engine) submitShared(f *Future, callerRuns bool) bool {
 func (e *Engine) joinShared(lead *call, f *Future) {
 	lead.fwait = append(lead.fwait, f)
 	if f.ctx.Done() != nil {
-		f.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(lead, f) })
+		f.w.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(lead, f) })
 	}
 	e.stats.dedupHits.Add(1)
 	e.tel.dedupJoined(f, lead)
@@ -189,8 +189,8 @@ func (t *dedupTable) takeShared(c *call, adopt bool) []*Future {
 // answer: one gets resp, the others copies.
 func (e *Engine) resolveShared(c *call, ws []*Future, resp *requests.Response, err error) {
 	for _, f := range ws {
-		if f.stopWatch != nil {
-			f.stopWatch()
+		if f.w.stopWatch != nil {
+			f.w.stopWatch()
 		}
 		if !f.win() {
 			continue

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -62,8 +61,8 @@ type (
 // Who talks to it, and how:
 //   - Submit reserves a place in the queue and delivers its future to the
 //     mailbox (mailbox.go); when the queue is full it waits to hand the
-//     future over on admit instead. TrySubmit, leaving waiters, backoff
-//     timers and the engine's methods post messages to the mailbox.
+//     future over instead (admission.go). TrySubmit, leaving waiters,
+//     backoff timers and the engine's methods post messages to the mailbox.
 //   - A worker gets a job in its slot, runs the attempt, and delivers one
 //     report to the mailbox. Until the dispatcher has taken it, the worker
 //     is not idle and the call is not given to another worker.
@@ -79,17 +78,13 @@ type dispatcher struct {
 
 	// Set by newDispatcher; read by anyone.
 	mb      *mailbox
-	admit   chan *Future  // a Submit waiting for room sends; the dispatcher receives
 	stopped chan struct{} // closed by the dispatcher when it exits
-	queue   *queue        // its room is shared (queue.reserve); the rest is the dispatcher's
+	adm     *admission    // how submissions get a place (admission.go says who touches what)
+	queue   *queue        // the dispatcher's; its bound is adm's
 	dedup   *dedupTable   // shared with the fast path, under its shards' locks (dedup.go)
 	// gate is the admission gate and the places it lends (gate.go says
 	// who may touch what).
 	gate gate
-	// waiting counts the Submits waiting for room on admit: each counts
-	// itself, and is uncounted by the dispatcher as it receives it, or by
-	// itself as it leaves; the dispatcher keeps a place while it is not 0.
-	waiting atomic.Int32
 
 	// Owned by the dispatcher goroutine: written and read by it alone.
 	mail          mail    // the latest take from the mailbox, being handled
@@ -99,7 +94,6 @@ type dispatcher struct {
 	liveN         int
 	parked        map[*call]struct{}
 	running       int  // jobs handed out whose report has not been taken
-	spare         bool // a place reserved for a Submit waiting on admit
 	paused        bool // session expired (the token actor said so): fail new submissions
 	closing       bool // Shutdown called: refuse new submissions, drain
 	killed        bool // Close called: refuse everything, exit
@@ -128,13 +122,13 @@ func newDispatcher(e *Engine) *dispatcher {
 		e:       e,
 		gen:     firstGen,
 		mb:      newMailbox(),
-		admit:   make(chan *Future),
 		stopped: make(chan struct{}),
-		queue:   newQueue(e.s.QueueSize),
+		adm:     newAdmission(e.s.QueueSize),
 		dedup:   newDedupTable(),
 		parked:  make(map[*call]struct{}),
 		budget:  newBudget(e.s.Retry.Budget),
 	}
+	d.queue = newQueue(d.adm, e.s.QueueSize)
 	d.live.prev, d.live.next = &d.live, &d.live
 	for range e.s.Workers {
 		w := &slot{jobs: make(chan job, 1)}
@@ -238,30 +232,20 @@ func (d *dispatcher) unlink(c *call) {
 func (d *dispatcher) post(m any) bool { return d.mb.post(m) }
 
 // submit hands f, prepared by Submit, to the dispatcher: into the mailbox
-// when the queue has room, else over admit once it has, or f fails when
-// ctx ends or the engine stops first. While the session is expired or the
-// engine shuts down, admit takes it at once, to fail it.
+// when the queue has room, else over the admission's hand-over once it
+// has, or f fails when ctx ends or the engine stops first. While the
+// session is expired or the engine shuts down, the hand-over takes it at
+// once, to fail it.
 func (d *dispatcher) submit(ctx context.Context, f *Future) {
-	if d.queue.reserve() {
+	if d.adm.reserve() {
 		if !d.mb.post(f) {
-			d.queue.release()
+			d.adm.release()
 			d.e.settle(f, nil, errors.ErrClosed)
 		}
 		return
 	}
-	// Counted while it waits: the dispatcher uncounts it as it receives f
-	// (so that it never keeps a place for a Submit it has already
-	// admitted), and it uncounts itself if it leaves.
-	d.waiting.Add(1)
-	d.mb.poke() // a sleeping dispatcher keeps no place for a waiter
-	select {
-	case d.admit <- f:
-	case <-ctx.Done():
-		d.waiting.Add(-1)
-		d.e.settle(f, nil, ctx.Err())
-	case <-d.stopped:
-		d.waiting.Add(-1)
-		d.e.settle(f, nil, errors.ErrClosed)
+	if err := d.adm.await(ctx, f, d.mb, d.stopped); err != nil {
+		d.e.settle(f, nil, err)
 	}
 }
 
@@ -269,12 +253,7 @@ func (d *dispatcher) run() {
 	defer d.exit()
 	for {
 		d.mb.take(&d.mail)
-		if d.spare && d.waiting.Load() == 0 {
-			// The Submit it was kept for has left (its ctx ended): give
-			// the place back before anyone is refused for want of it.
-			d.queue.release()
-			d.spare = false
-		}
+		d.adm.tidy()
 		d.handleMail()
 		if d.killed {
 			return
@@ -286,19 +265,11 @@ func (d *dispatcher) run() {
 		if out := d.steer(); d.closing && d.liveN == 0 && d.running == 0 && out == 0 {
 			return
 		}
-		// A Submit waits for room on admit: keep a place for it while
-		// there is one. A paused or closing engine takes it at once, to
-		// fail it.
-		if !d.spare && d.waiting.Load() > 0 && d.queue.reserve() {
-			d.spare = true
-		}
-		var (
-			admit  chan *Future
-			demand chan uint64
-		)
-		if d.spare || d.paused || d.closing {
-			admit = d.admit
-		}
+		// A Submit waits for room: keep a place for it while there is
+		// one. A paused or closing engine takes it at once, to fail it.
+		d.adm.keep()
+		admit := d.adm.offer(d.paused || d.closing)
+		var demand chan uint64
 		if d.demandPending {
 			demand = d.e.actor.demands
 		}
@@ -306,9 +277,9 @@ func (d *dispatcher) run() {
 		// draining. Stay up if a Submit began waiting for room after the
 		// check above.
 		eager := d.queue.live() > 0 || d.closing
-		var waiters *atomic.Int32
-		if admit == nil && !d.queue.full() {
-			waiters = &d.waiting
+		var waiters *admission
+		if admit == nil && !d.adm.full() {
+			waiters = d.adm
 		}
 		if !d.mb.sleep(eager, d.running, waiters) {
 			continue
@@ -320,10 +291,7 @@ func (d *dispatcher) run() {
 		select {
 		case <-d.mb.wake:
 		case f := <-admit:
-			d.waiting.Add(-1) // see submit
-			reserved := d.spare
-			d.spare = false
-			d.onSubmit(f, reserved)
+			d.onSubmit(f, d.adm.received())
 		case demand <- d.demandGen:
 			d.demandPending = false
 		}
@@ -356,10 +324,7 @@ func (d *dispatcher) exit() {
 	d.mb.close()
 	d.mb.take(&d.mail)
 	d.handleMail()
-	if d.spare {
-		d.queue.release()
-		d.spare = false
-	}
+	d.adm.close()
 	close(d.stopped)
 	g := &d.gate
 	g.mu.Lock()
@@ -397,18 +362,18 @@ func (d *dispatcher) onMessage(m any) {
 		d.onEvent(m)
 	case trySubmitMsg:
 		shared := false
-		if m.f.own.key != "" {
-			_, shared = d.dedup.lookup(m.f.own.key)
+		if m.f.w.own.key != "" {
+			_, shared = d.dedup.lookup(m.f.w.own.key)
 		}
 		switch {
 		case d.closing:
 			m.reply <- errors.ErrClosed
 		case d.paused:
 			m.reply <- errors.ErrSessionExpired
-		case m.f.own.key != "" && shared:
+		case m.f.w.own.key != "" && shared:
 			m.reply <- nil
 			d.onSubmit(m.f, false) // joins: takes no place
-		case !d.queue.reserve():
+		case !d.adm.reserve():
 			m.reply <- errors.ErrQueueFull
 		default:
 			m.reply <- nil
@@ -440,7 +405,7 @@ func (d *dispatcher) onMessage(m any) {
 }
 
 // onSubmit admits f. reserved says f holds a place in the queue (see
-// queue.reserve), which it takes or gives back.
+// admission.reserve), which it takes or gives back.
 func (d *dispatcher) onSubmit(f *Future, reserved bool) {
 	var err error
 	switch {
@@ -453,15 +418,15 @@ func (d *dispatcher) onSubmit(f *Future, reserved bool) {
 	}
 	if err != nil {
 		if reserved {
-			d.queue.release()
+			d.adm.release()
 		}
 		d.e.settle(f, nil, err)
 		return
 	}
-	if key := f.own.key; key != "" && d.join(f, reserved) {
+	if key := f.w.own.key; key != "" && d.join(f, reserved) {
 		return
 	}
-	c := &f.own
+	c := &f.w.own
 	c.base, c.admitted, c.seq = f.ctx, d.e.s.Clock.Now(), d.admitted
 	d.admitted++
 	c.w1[0] = f
@@ -471,7 +436,7 @@ func (d *dispatcher) onSubmit(f *Future, reserved bool) {
 		// values but not its cancellation.
 		c.base = context.WithoutCancel(c.base)
 	}
-	f.call = c
+	f.w.call = c
 	d.link(c)
 	if reserved {
 		d.queue.pushReserved(c)
@@ -487,19 +452,19 @@ func (d *dispatcher) onSubmit(f *Future, reserved bool) {
 // body has one reader), it enters f's own call in the table, in the same
 // step. A call on the fast path gets f in its fwait (dedup.go).
 func (d *dispatcher) join(f *Future, reserved bool) bool {
-	key := f.own.key
+	key := f.w.own.key
 	sh := d.dedup.shard(key)
 	sh.mu.Lock()
 	c, ok := sh.m[key]
 	if !ok {
-		if f.own.stream == nil {
-			sh.m[key] = &f.own
+		if f.w.own.stream == nil {
+			sh.m[key] = &f.w.own
 		}
 		sh.mu.Unlock()
 		return false
 	}
 	if reserved {
-		d.queue.release()
+		d.adm.release()
 	}
 	if c.fastShared {
 		d.e.joinShared(c, f)
@@ -508,7 +473,7 @@ func (d *dispatcher) join(f *Future, reserved bool) bool {
 	}
 	sh.mu.Unlock()
 	c.waiters = append(c.waiters, f)
-	f.call = c
+	f.w.call = c
 	d.watch(f)
 	d.e.stats.dedupHits.Add(1)
 	d.e.tel.dedupJoined(f, c)
@@ -520,11 +485,11 @@ func (d *dispatcher) watch(f *Future) {
 	if f.ctx.Done() == nil {
 		return // it never ends
 	}
-	f.stopWatch = context.AfterFunc(f.ctx, func() { d.post(leaveMsg{f}) })
+	f.w.stopWatch = context.AfterFunc(f.ctx, func() { d.post(leaveMsg{f}) })
 }
 
 func (d *dispatcher) onLeave(f *Future) {
-	c := f.call
+	c := f.w.call
 	// The worker running c may be resolving f (its job's first waiter)
 	// right now: whoever wins the claim resolves f, and a lost claim here
 	// means f already has its answer and stays.

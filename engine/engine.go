@@ -161,7 +161,7 @@ func (e *Engine) Submit(ctx context.Context, req *requests.Request) *Future {
 	if !ok || e.fromCache(f) {
 		return f
 	}
-	if shared(&f.own) {
+	if shared(&f.w.own) {
 		if e.d.gate.word.Load() == gateOpen && e.submitShared(f, false) {
 			return f
 		}
@@ -189,7 +189,7 @@ func (e *Engine) fastEligible(f *Future) bool {
 	if e.d.gate.word.Load() != gateOpen {
 		return false
 	}
-	if key := f.own.key; key != "" {
+	if key := f.w.own.key; key != "" {
 		// A streamed call joins a call in flight but is never joined.
 		_, inFlight := e.d.dedup.lookup(key)
 		return !inFlight
@@ -202,7 +202,7 @@ func (e *Engine) fastEligible(f *Future) bool {
 // call that others may join runs in a worker's place when its caller's
 // context can end, so that the caller may leave while they wait.
 func (e *Engine) do(ctx context.Context, f *Future) {
-	if shared(&f.own) {
+	if shared(&f.w.own) {
 		if e.d.gate.word.Load() != gateOpen || !e.submitShared(f, f.ctx.Done() == nil) {
 			e.d.submit(ctx, f)
 		}

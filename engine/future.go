@@ -16,14 +16,25 @@ import (
 // [Engine.Submit]; the zero value is not usable. Future is safe for
 // concurrent use; any number of goroutines may await it.
 type Future struct {
-	// Set by Submit before the dispatcher sees the future; read-only after.
+	// A Future is three things in one allocation, each with one owner:
+	//   - the request as submitted (req, ctx, span): set by Submit before
+	//     anyone else sees the future, read-only after;
+	//   - its result: written once, by whoever resolve.go's table lets
+	//     win it, read by the Future's methods after the publication;
+	//   - the engine's record of it as one waiter on a call (w): the
+	//     Future's methods never read it.
 	req  *requests.Request
 	ctx  context.Context // the submitter's; its end makes this waiter leave
 	span trace.Span      // the request's span; nil unless the engine traces
 
-	// Written once, by whoever wins resolved: resolve.go's table says who
-	// may, and when. resp and err are read only after waiting on wg or
-	// done.
+	result
+	w waiter
+}
+
+// result is a Future's outcome and its publication (resolve.go). resp,
+// err and live are written once, by the goroutine that won resolved, and
+// read only after waiting on wg or done.
+type result struct {
 	resolved atomic.Bool
 	resp     *requests.Response
 	err      error
@@ -34,15 +45,20 @@ type Future struct {
 	// end): most futures are awaited without one.
 	done      chan struct{}
 	published bool
+}
 
-	// Owned by the dispatcher goroutine, except that settle calls
-	// stopWatch, which is safe from any goroutine, once it was set.
+// waiter is the engine's record of a Future as one waiter on a call: the
+// call it waits on and the watch on its context. It belongs to the
+// dispatcher goroutine, or, on the fast path, to the entrant holding the
+// call's place (gate.go) and to the dedup shard's lock for a shared call
+// (dedup.go); stopWatch, once set, is safe to call from any goroutine.
+type waiter struct {
 	stopWatch func() bool // stops the ctx watcher
-	call      *call       // the call f waits on: own, or the one it joined
+	call      *call       // the call the future waits on: own, or the one it joined
 
 	// own is the call this future starts when it is not merged into one in
 	// flight, filled in by Submit (see prepare) and admitted by the
-	// dispatcher: one allocation for both.
+	// dispatcher or the fast path: one allocation for both.
 	own call
 }
 

@@ -170,7 +170,7 @@ func (d *dispatcher) steer() int {
 	g := &d.gate
 	want := !d.paused && !d.closing && !d.refreshing && !d.demandPending &&
 		!(d.stale != 0 && d.stale == d.gen) &&
-		d.queue.live() == 0 && d.waiting.Load() == 0 && !d.spare
+		d.queue.live() == 0 && d.adm.quiet()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !want || g.blocks > 0 || g.dead {
@@ -209,7 +209,7 @@ func (d *dispatcher) fastFutures() []*Future {
 // already. The caller has closed the gate, so nobody joins them meanwhile.
 func (d *dispatcher) failFast(err error) {
 	for _, f := range d.fastFutures() {
-		c := &f.own
+		c := &f.w.own
 		ws := []*Future{f}
 		if shared(c) {
 			ws = d.dedup.takeShared(c, false)
@@ -242,7 +242,7 @@ func (d *dispatcher) onAdopt(m adoptMsg) {
 	if m.unblock {
 		defer g.unblock() // after the 401 is known: refreshing holds the gate
 	}
-	f, c, o := m.f, &m.f.own, &m.o
+	f, c, o := m.f, &m.f.w.own, &m.o
 	ws := []*Future{f}
 	if shared(c) {
 		// In the table's regime from now on, with every waiter it had.
@@ -265,8 +265,8 @@ func (d *dispatcher) onAdopt(m adoptMsg) {
 	c.attempts = 1
 	c.live = o.live
 	d.link(c)
-	for _, w := range ws {
-		w.call = c
+	for _, wf := range ws {
+		wf.w.call = c
 	}
 	if !shared(c) {
 		d.watch(f) // a shared call's waiters keep their watchers (leaveShared)
@@ -288,7 +288,7 @@ func (d *dispatcher) onAdopt(m adoptMsg) {
 // which runs its first attempt on the fast path. Its caller sets f's
 // watcher (watchAlone, or leaveShared's).
 func (e *Engine) admitFast(f *Future) {
-	c := &f.own
+	c := &f.w.own
 	c.base, c.admitted = f.ctx, e.s.Clock.Now()
 	if c.base.Done() != nil {
 		c.base = context.WithoutCancel(c.base)
@@ -301,14 +301,14 @@ func (e *Engine) admitFast(f *Future) {
 // which nobody can join.
 func (e *Engine) watchAlone(f *Future) {
 	if f.ctx.Done() != nil {
-		ctx := &f.own.ctx1
-		f.stopWatch = context.AfterFunc(f.ctx, func() { ctx.cancel(context.Canceled) })
+		ctx := &f.w.own.ctx1
+		f.w.stopWatch = context.AfterFunc(f.ctx, func() { ctx.cancel(context.Canceled) })
 	}
 }
 
 // fastJob is the job of a fast-path call's first attempt.
 func fastJob(f *Future) job {
-	return job{c: &f.own, attempt: 1, ctx: &f.own.ctx1, first: f, fast: true}
+	return job{c: &f.w.own, attempt: 1, ctx: &f.w.own.ctx1, first: f, fast: true}
 }
 
 // runFast runs f's first attempt in place s, taken by the caller (Do, a
@@ -316,7 +316,7 @@ func fastJob(f *Future) job {
 func (e *Engine) runFast(s *slot, f *Future) {
 	e.stats.inFlight.Add(1)
 	j := fastJob(f)
-	j.at = f.own.admitted // admitted a moment ago, on this goroutine
+	j.at = f.w.own.admitted // admitted a moment ago, on this goroutine
 	o := e.attempt(j, &s.timer)
 	e.endFast(s, j, o)
 }
@@ -331,8 +331,8 @@ func (e *Engine) endFast(s *slot, j job, o outcome) {
 		e.endShared(s, f, o)
 		return
 	}
-	if f.stopWatch != nil {
-		f.stopWatch()
+	if f.w.stopWatch != nil {
+		f.w.stopWatch()
 	}
 	if !e.final(c, &o) && f.ctx.Err() == nil {
 		unblock := o.authFailed
@@ -380,7 +380,7 @@ func (e *Engine) endFast(s *slot, j job, o outcome) {
 // endShared is endFast for a call in the dedup table: every waiter still
 // there gets a final outcome; any other goes to the dispatcher with them.
 func (e *Engine) endShared(s *slot, f *Future, o outcome) {
-	c := &f.own
+	c := &f.w.own
 	if !e.final(c, &o) {
 		unblock := o.authFailed
 		if unblock {

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"sync"
-	"sync/atomic"
 )
 
 // mailbox is the dispatcher's inbox. Anyone delivers to it: Submit its
@@ -128,13 +127,13 @@ func (m *mailbox) take(b *mail) {
 
 // sleep prepares the dispatcher to wait on wake, and reports false, not
 // sleeping, if there is mail, or waiters (when given) counts a Submit that
-// began waiting for room (see dispatcher.submit: it counts itself, then
+// began waiting for room (see admission.await: it counts itself, then
 // pokes). eager asks for lazy reports at once; out is how many jobs are
 // out, each to be reported.
-func (m *mailbox) sleep(eager bool, out int, waiters *atomic.Int32) bool {
+func (m *mailbox) sleep(eager bool, out int, waiters *admission) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.reports)+len(m.msgs) > 0 || (waiters != nil && waiters.Load() > 0) {
+	if len(m.reports)+len(m.msgs) > 0 || (waiters != nil && waiters.waiting.Load() > 0) {
 		return false
 	}
 	m.asleep, m.eager, m.out = true, eager, out

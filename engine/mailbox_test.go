@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -65,12 +64,12 @@ func TestMailboxLazyReportsWaitUnlessTheDispatcherIsEager(t *testing.T) {
 // one that went to sleep just before.
 func TestMailboxStaysUpForAWaitingSubmit(t *testing.T) {
 	m := newMailbox()
-	var waiting atomic.Int32
-	waiting.Add(1)
-	assert.False(t, m.sleep(false, 2, &waiting), "a waiter counted before the check keeps it up")
-	waiting.Add(-1)
-	require.True(t, m.sleep(false, 2, &waiting))
-	waiting.Add(1)
+	a := newAdmission(1)
+	a.waiting.Add(1)
+	assert.False(t, m.sleep(false, 2, a), "a waiter counted before the check keeps it up")
+	a.waiting.Add(-1)
+	require.True(t, m.sleep(false, 2, a))
+	a.waiting.Add(1)
 	m.poke()
 	assert.Equal(t, 1, tokens(m), "a waiter counted after the check wakes it")
 }

@@ -55,7 +55,7 @@ func (e *Engine) prepareIn(f *Future, abs *url.URL) bool {
 		e.settle(f, nil, err)
 		return false
 	}
-	c := &f.own
+	c := &f.w.own
 	c.req = req
 	c.url = u
 	c.sameOrigin = e.sameOrigin(&c.url)

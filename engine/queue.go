@@ -1,20 +1,15 @@
 package engine
 
-import "sync/atomic"
-
 // queue is the bounded FIFO of calls waiting for a worker, with room at the
 // front for replays after a token refresh. The ring is owned by the
-// dispatcher goroutine; room is shared (see reserve).
+// dispatcher goroutine; its bound is the admission's (admission.go), told
+// of every call that enters or leaves.
 //
-// The bound applies to admissions (see full): requests already admitted
-// (retries, replays) always re-enter, growing the ring if they must, so
-// admitted work is never dropped.
+// The bound applies to admissions: requests already admitted (retries,
+// replays) always re-enter, growing the ring if they must, so admitted work
+// is never dropped.
 type queue struct {
-	// room is the bound less the live calls in the ring and the places
-	// reserved for admissions on their way (see reserve). Submit reserves
-	// and releases from any goroutine; every other change is the
-	// dispatcher's. Re-entries may take it below zero.
-	room atomic.Int64
+	a *admission
 
 	// Owned by the dispatcher goroutine.
 	buf  []*call
@@ -23,28 +18,9 @@ type queue struct {
 	dead int // entries already resolved (see discard)
 }
 
-func newQueue(limit int) *queue {
-	q := &queue{buf: make([]*call, min(limit, 1024))}
-	q.room.Store(int64(limit))
-	return q
+func newQueue(a *admission, limit int) *queue {
+	return &queue{a: a, buf: make([]*call, min(limit, 1024))}
 }
-
-// reserve takes a place for an admission, if there is one: the caller then
-// admits with pushReserved or gives the place back with release. Safe from
-// any goroutine.
-func (q *queue) reserve() bool {
-	if q.room.Add(-1) >= 0 {
-		return true
-	}
-	q.room.Add(1)
-	return false
-}
-
-// release gives back a place that reserve took. Safe from any goroutine.
-func (q *queue) release() { q.room.Add(1) }
-
-// full reports whether an admission would have to wait.
-func (q *queue) full() bool { return q.room.Load() <= 0 }
 
 func (q *queue) grow() {
 	if q.n < len(q.buf) {
@@ -59,11 +35,11 @@ func (q *queue) grow() {
 
 // pushBack adds c at the back, taking a place.
 func (q *queue) pushBack(c *call) {
-	q.room.Add(-1)
+	q.a.take()
 	q.pushReserved(c)
 }
 
-// pushReserved adds c at the back in a place reserve took for it.
+// pushReserved adds c at the back in a place admission.reserve took for it.
 func (q *queue) pushReserved(c *call) {
 	q.grow()
 	q.buf[(q.head+q.n)%len(q.buf)] = c
@@ -72,7 +48,7 @@ func (q *queue) pushReserved(c *call) {
 
 // pushFront adds c at the front, taking a place.
 func (q *queue) pushFront(c *call) {
-	q.room.Add(-1)
+	q.a.take()
 	q.grow()
 	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
 	q.buf[q.head] = c
@@ -92,7 +68,7 @@ func (q *queue) peek() *call {
 func (q *queue) popFront() *call {
 	c := q.pop()
 	if c != nil {
-		q.room.Add(1)
+		q.a.give()
 	}
 	return c
 }
@@ -113,7 +89,7 @@ func (q *queue) pop() *call {
 // place is given back at once.
 func (q *queue) discard() {
 	q.dead++
-	q.room.Add(1)
+	q.a.give()
 }
 
 // live returns how many calls in the queue still wait for a worker.
@@ -134,7 +110,7 @@ func (q *queue) drain() []*call {
 	for q.n > 0 {
 		if c := q.pop(); c.state != stateDone {
 			out = append(out, c)
-			q.room.Add(1)
+			q.a.give()
 		}
 	}
 	q.dead = 0

@@ -26,7 +26,8 @@ func popAll(q *queue) []uint64 {
 }
 
 func TestQueueIsFIFOWithReplaysAtTheFront(t *testing.T) {
-	q := newQueue(10)
+	a := newAdmission(10)
+	q := newQueue(a, 10)
 	cs := newCalls(5)
 	for _, c := range cs[:3] {
 		q.pushBack(c)
@@ -42,41 +43,44 @@ func TestQueueIsFIFOWithReplaysAtTheFront(t *testing.T) {
 // retries and replays re-enter past the bound, growing the ring, so work
 // already admitted is never dropped.
 func TestQueueBoundCountsAdmissionsNotReentries(t *testing.T) {
-	q := newQueue(2)
+	a := newAdmission(2)
+	q := newQueue(a, 2)
 	cs := newCalls(5)
 	q.pushBack(cs[0])
-	assert.False(t, q.full())
+	assert.False(t, a.full())
 	q.pushBack(cs[1])
-	require.True(t, q.full(), "two admitted fill a queue of two")
+	require.True(t, a.full(), "two admitted fill a queue of two")
 	q.pushFront(cs[2])
 	q.pushBack(cs[3])
 	q.pushFront(cs[4])
 	assert.Equal(t, 5, q.live(), "re-entries grow the ring past the bound")
 	assert.Equal(t, []uint64{4, 2, 0, 1, 3}, popAll(q))
-	assert.False(t, q.full())
+	assert.False(t, a.full())
 }
 
 // TestQueueDiscardFreesRoomAtOnce: a queued call resolved while waiting
 // (its waiters left) stops counting against the bound at once and is
 // skipped when it reaches the front.
 func TestQueueDiscardFreesRoomAtOnce(t *testing.T) {
-	q := newQueue(2)
+	a := newAdmission(2)
+	q := newQueue(a, 2)
 	cs := newCalls(3)
 	q.pushBack(cs[0])
 	q.pushBack(cs[1])
-	require.True(t, q.full())
+	require.True(t, a.full())
 	cs[0].state = stateDone
 	q.discard()
-	assert.False(t, q.full(), "the resolved call no longer takes room")
+	assert.False(t, a.full(), "the resolved call no longer takes room")
 	q.pushBack(cs[2])
-	assert.True(t, q.full())
+	assert.True(t, a.full())
 	assert.Same(t, cs[1], q.peek(), "peek skips the resolved call at the front")
 	assert.Equal(t, []uint64{1, 2}, popAll(q))
 	assert.Equal(t, 0, q.live())
 }
 
 func TestQueueDrainReturnsLiveCallsFrontFirst(t *testing.T) {
-	q := newQueue(8)
+	a := newAdmission(8)
+	q := newQueue(a, 8)
 	cs := newCalls(4)
 	for _, c := range cs {
 		q.pushBack(c)
@@ -93,7 +97,8 @@ func TestQueueDrainReturnsLiveCallsFrontFirst(t *testing.T) {
 // TestQueueWrapsAndGrowsInOrder pushes and pops across the ring's end many
 // times, growing it while wrapped, and checks the order never changes.
 func TestQueueWrapsAndGrowsInOrder(t *testing.T) {
-	q := newQueue(4)
+	a := newAdmission(4)
+	q := newQueue(a, 4)
 	next, want := uint64(0), uint64(0)
 	for round := range 50 {
 		for range round%7 + 1 {

@@ -70,8 +70,8 @@ var doubleResolves atomic.Int64
 
 // settle resolves f and counts it; OnError sees it if it failed.
 func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
-	if f.stopWatch != nil {
-		f.stopWatch()
+	if f.w.stopWatch != nil {
+		f.w.stopWatch()
 	}
 	if !f.claim() {
 		return
@@ -83,8 +83,8 @@ func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
 // moment (its job's first waiter, on a 2xx answer): losing that claim is
 // expected, not a second resolution, and the worker's answer stands.
 func (e *Engine) settleRaced(f *Future, resp *requests.Response, err error) {
-	if f.stopWatch != nil {
-		f.stopWatch()
+	if f.w.stopWatch != nil {
+		f.w.stopWatch()
 	}
 	if f.win() {
 		e.deliver(f, resp, err)

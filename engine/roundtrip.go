@@ -137,7 +137,7 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	f := &x.f
 	f.init(ctx, req)
 	if e.prepareIn(f, r.URL) {
-		c := &f.own
+		c := &f.w.own
 		c.streamed1 = st
 		c.stream = &c.streamed1
 		c.live1 = &x.live

@@ -174,7 +174,7 @@ func (t *telemetry) startRequest(f *Future) {
 	}
 	m := f.req.MethodOrGet()
 	f.ctx, f.span = t.tracer.Start(f.ctx, m, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(urlAttrs(m, &f.own.url)...))
+		trace.WithAttributes(urlAttrs(m, &f.w.own.url)...))
 }
 
 // endRequest closes f's request span with the result.

@@ -75,8 +75,8 @@ func (e *Engine) worker(w *slot) {
 			o.live.release() // the engine was closed: nobody takes it
 		}
 		if first != nil {
-			if f := j.first; f.stopWatch != nil {
-				f.stopWatch()
+			if f := j.first; f.w.stopWatch != nil {
+				f.w.stopWatch()
 			}
 			e.deliver(j.first, first, nil)
 		}
