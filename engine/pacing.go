@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -35,15 +36,29 @@ type pacer struct {
 	// configured and adaptation is off.
 	active bool
 
-	mu      sync.Mutex // protects keys, sweepAt and pathHolds, and every keyPace
-	keys    map[LimitKey]*keyPace
+	mu   sync.Mutex // protects keys, sweepAt and pathHolds, and every keyPace
+	keys map[LimitKey]*keyPace
+	// plain is the latest key found plain (see keyPace.plainAt): its
+	// attempts and answers are counted without mu. Written under mu,
+	// whenever a key's state may have changed; read by anyone.
+	plain   atomic.Pointer[plainKey]
 	sweepAt int
 	// pathHolds are the holds this engine placed on single paths (see
 	// [HoldScope]), by their key, so that each is counted once.
 	pathHolds map[LimitKey]time.Time
 }
 
-// keyPace is one limit key's adaptive state; protected by pacer.mu.
+// plainKey is a key whose state nothing but counting changes while it
+// stays plain: no pace, no quota known, nothing to learn. Immutable.
+type plainKey struct {
+	key   LimitKey
+	kp    *keyPace
+	epoch uint64
+}
+
+// keyPace is one limit key's adaptive state; protected by pacer.mu, but
+// for its counters (started, oks, used), which are atomic so that a plain
+// key's attempts count them without it.
 type keyPace struct {
 	configured Rate // PerSecond 0: no configured limit
 
@@ -62,7 +77,7 @@ type keyPace struct {
 	// at the first attempt after it (the end of the hold), so that the
 	// 2xx answers still in flight at the 429 count too.
 	seen    time.Time
-	oks     int64
+	oks     atomic.Int64
 	learnAt time.Time
 
 	// The quotas the answers announced: quota is the key's own, named
@@ -76,10 +91,33 @@ type keyPace struct {
 	named      map[string]*quotaState
 	resources  map[string]string
 	policyRate float64 // RateLimit-Policy's quota per second, 0 unknown
-	started    uint64
+	started    atomic.Uint64
 
-	holdUntil time.Time // the latest hold this engine placed
-	used      time.Time // last attempt or answer, for forgetting idle keys
+	holdUntil time.Time    // the latest hold this engine placed
+	used      atomic.Int64 // last attempt or answer (Unix ns), for forgetting idle keys
+}
+
+// plainAt reports whether kp is plain at now, with p.mu held: not paced
+// (no configured or learned rate), nothing to learn, no quota known
+// (none announced, or its reset passed). An attempt then only takes a
+// number and an answer that neither throttles nor speaks of a quota only
+// counts; time passing never ends it, only a change under p.mu does.
+func (kp *keyPace) plainAt(now time.Time) bool {
+	return kp.rate <= 0 && kp.learnAt.IsZero() && len(kp.resources) == 0 && !kp.quota.until.After(now)
+}
+
+// publish makes kp, k's state, the plain key when it is plain at now, or
+// withdraws it when it was and is not. With p.mu held.
+func (p *pacer) publish(k LimitKey, kp *keyPace, now time.Time) {
+	if kp.plainAt(now) {
+		if pk := p.plain.Load(); pk == nil || pk.kp != kp || pk.epoch != kp.epoch {
+			p.plain.Store(&plainKey{key: k, kp: kp, epoch: kp.epoch})
+		}
+		return
+	}
+	if pk := p.plain.Load(); pk != nil && pk.kp == kp {
+		p.plain.Store(nil)
+	}
 }
 
 // quotaState is one quota as the latest answer announced it: left
@@ -257,8 +295,11 @@ func (p *pacer) state(k LimitKey, configured Rate, now time.Time) *keyPace {
 	if kp == nil {
 		if len(p.keys) >= p.sweepAt {
 			for k, kp := range p.keys {
-				if now.Sub(kp.used) > idlePaceAfter && !kp.holdUntil.After(now) {
+				if now.UnixNano()-kp.used.Load() > int64(idlePaceAfter) && !kp.holdUntil.After(now) {
 					delete(p.keys, k)
+					if pk := p.plain.Load(); pk != nil && pk.kp == kp {
+						p.plain.Store(nil)
+					}
 				}
 			}
 			p.sweepAt = max(64, 2*len(p.keys))
@@ -266,7 +307,7 @@ func (p *pacer) state(k LimitKey, configured Rate, now time.Time) *keyPace {
 		kp = &keyPace{configured: configured, rate: configured.PerSecond, ceiling: configured.PerSecond, seen: now}
 		p.keys[k] = kp
 	}
-	kp.used = now
+	kp.used.Store(now.UnixNano())
 	return kp
 }
 
@@ -305,8 +346,7 @@ func (p *pacer) claim(kp *keyPace, path string, now time.Time, tk *paceTicket) (
 			capped = p.capSpent(st, now)
 		}
 	}
-	tk.kp, tk.epoch, tk.seq = kp, kp.epoch, kp.started
-	kp.started++
+	tk.kp, tk.epoch, tk.seq = kp, kp.epoch, kp.started.Add(1)-1
 	return 0, true, capped
 }
 
@@ -376,11 +416,18 @@ func (p *pacer) wait(ctx context.Context, u *url.URL, now time.Time) (tk paceTic
 			return tk, d, nil
 		}
 	}
+	if pk := p.plain.Load(); pk != nil && pk.key == key && p.global.PerSecond <= 0 {
+		// A plain key: what the locked path would do, without the lock.
+		pk.kp.used.Store(now.UnixNano())
+		tk.kp, tk.epoch, tk.seq = pk.kp, pk.epoch, pk.kp.started.Add(1)-1
+		return tk, 0, nil
+	}
 	p.mu.Lock()
 	kp := p.state(key, configured, now)
 	p.learn(kp, now)
 	d, ok, capped := p.claim(kp, u.Path, now, &tk)
 	lim, paced := kp.limit()
+	p.publish(key, kp, now)
 	p.mu.Unlock()
 	if capped > 0 {
 		p.logCapped(key, capped)
@@ -482,6 +529,14 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 	rl := hasRateLimitFields(h)
 	if throttled || rl {
 		now = p.clock.Now()
+	} else if pk := p.plain.Load(); pk != nil && pk.kp == tk.kp {
+		// A plain key's answer that changes nothing but its counts: what
+		// the locked path below would do, without the lock.
+		tk.kp.used.Store(now.UnixNano())
+		if status >= 200 && status < 300 {
+			tk.kp.oks.Add(1)
+		}
+		return
 	}
 	// A Retry-After holds the key, or the request's path alone; a quota
 	// at zero holds the key, or, when it is a named resource's, the
@@ -508,12 +563,12 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 
 	p.mu.Lock()
 	kp := tk.kp
-	kp.used = now
+	kp.used.Store(now.UnixNano())
 	if hasQuota {
 		if q.Remaining >= 0 && q.Reset > 0 {
 			// Attempts started after this one may each spend one more
 			// (claim): they are discounted.
-			left, until := q.Remaining-int64(kp.started-tk.seq-1), now.Add(q.Reset)
+			left, until := q.Remaining-int64(kp.started.Load()-tk.seq-1), now.Add(q.Reset)
 			st := p.quotaOf(kp, q.Resource, tk.path)
 			switch d := until.Sub(st.until); {
 			case st.until.After(now) && d > -time.Second && d < time.Second:
@@ -557,7 +612,7 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 	}
 	switch {
 	case status >= 200 && status < 300:
-		kp.oks++
+		kp.oks.Add(1)
 		p.recover(kp)
 	case status == http.StatusTooManyRequests && tk.epoch == kp.epoch:
 		p.backOff(kp, now, later(keyHold, hold), hasQuota)
@@ -570,7 +625,8 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 		kp.holdUntil = keyHold
 		if kp.learnAt.IsZero() {
 			// Learning starts afresh when the hold ends.
-			kp.seen, kp.oks = keyHold, 0
+			kp.seen = keyHold
+			kp.oks.Store(0)
 		} else {
 			kp.learnAt = keyHold // learn when the longer hold ends
 		}
@@ -586,6 +642,7 @@ func (p *pacer) observe(tk paceTicket, status int, h http.Header) {
 			pathHold = false
 		}
 	}
+	p.publish(tk.key, kp, now)
 	p.mu.Unlock()
 	if newHold {
 		p.lim.Hold(tk.key, keyHold)
@@ -655,11 +712,12 @@ func (p *pacer) learn(kp *keyPace, now time.Time) {
 	if kp.learnAt.IsZero() || now.Before(kp.learnAt) {
 		return
 	}
-	if span := kp.learnAt.Sub(kp.seen).Seconds(); kp.oks > 0 && span > 0 && kp.rate <= 0 {
-		kp.ceiling = max(float64(kp.oks)/span, p.adapt.MinPerSecond)
+	if span := kp.learnAt.Sub(kp.seen).Seconds(); kp.oks.Load() > 0 && span > 0 && kp.rate <= 0 {
+		kp.ceiling = max(float64(kp.oks.Load())/span, p.adapt.MinPerSecond)
 		kp.rate, kp.learned = kp.ceiling, true
 	}
-	kp.seen, kp.oks, kp.learnAt = kp.learnAt, 0, time.Time{}
+	kp.seen, kp.learnAt = kp.learnAt, time.Time{}
+	kp.oks.Store(0)
 }
 
 // recover restores kp's rate additively after a 2xx. A learned ceiling
@@ -679,7 +737,8 @@ func (p *pacer) recover(kp *keyPace) {
 	kp.cleanRun++
 	if float64(kp.cleanRun) >= max(100, 60*kp.ceiling) {
 		kp.rate, kp.ceiling, kp.learned, kp.cleanRun = 0, 0, false, 0
-		kp.seen, kp.oks = kp.used, 0
+		kp.seen = time.Unix(0, kp.used.Load())
+		kp.oks.Store(0)
 	}
 }
 
