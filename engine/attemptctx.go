@@ -20,9 +20,6 @@ import (
 // still looks at an old attempt's context never sees a newer one's state.
 type attemptCtx struct {
 	parent context.Context // the call's base: values only, never cancelled
-	// noFollow makes Value answer for the noFollow key: set on the context
-	// a streamed answer is read on (see follow).
-	noFollow bool
 
 	mu       sync.Mutex // protects the fields below
 	deadline time.Time  // zero until the worker arms its timer
@@ -60,14 +57,7 @@ func (a *attemptCtx) Err() error {
 	return a.err
 }
 
-func (a *attemptCtx) Value(key any) any {
-	if a.noFollow {
-		if _, ok := key.(noFollow); ok {
-			return true
-		}
-	}
-	return a.parent.Value(key)
-}
+func (a *attemptCtx) Value(key any) any { return a.parent.Value(key) }
 
 // AfterFunc arranges for f to run in its own goroutine once a is
 // cancelled, as context.AfterFunc does. The context package uses it to

@@ -31,34 +31,36 @@ type call struct {
 	// Read-only once admitted.
 	req        *requests.Request
 	url        url.URL         // absolute
-	sameOrigin bool            // url has the base URL's origin: the token may go
 	key        string          // dedup key, "" when not shared
 	base       context.Context // the first waiter's values, never cancelled
-	stream     *streamed       // set when the answer is handed over alive: to streamed1
-	streamed1  streamed        // saving an allocation
-	live1      *liveResponse   // a streamed call's first answer, allocated with it (newLive)
+	stream     *streamed       // set when the answer is handed over alive
 	cached     *cacheLookup    // the cache's part in it (cache.go); nil: none
 	admitted   time.Time
 	seq        uint64 // order of admission
+	sameOrigin bool   // url has the base URL's origin: the token may go
 
-	// Owned by the dispatcher goroutine.
-	waiters  []*Future
-	w1       [1]*Future // backing for the first waiter, saving an allocation
-	state    callState
-	attempts int // attempts sent so far
-	retries  int // attempts that were retries
-	// retryCost is what the call's retries took from the retry budget,
-	// refunded when it succeeds.
-	retryCost int
+	// Owned by the dispatcher goroutine. The small fields come first,
+	// next to sameOrigin, so that they share its word: a queued call's
+	// size counts (memory per queued request, bench/).
+	state callState
 	// replays counts the times the call was replayed after its token was
 	// replaced; replayAttempt is the number of the latest replay attempt.
 	// A 401 on a replay attempt once maxReplays is reached is final, so a
 	// server that rejects every token never loops through refreshes.
-	replays       int
-	replayAttempt int
-	gen           uint64 // token generation of the latest attempt
-	timer         Timer  // backoff timer while in stateBackoff
-	prev, next    *call  // links in the dispatcher's live list
+	replays int8
+	// fastShared is under the lock of the call's dedup shard (see fwait).
+	fastShared    bool
+	attempts      int32 // attempts sent so far
+	replayAttempt int32
+	waiters       []*Future
+	w1            [1]*Future // backing for the first waiter, saving an allocation
+	retries       int        // attempts that were retries
+	// retryCost is what the call's retries took from the retry budget,
+	// refunded when it succeeds.
+	retryCost  int
+	gen        uint64 // token generation of the latest attempt
+	timer      Timer  // backoff timer while in stateBackoff
+	prev, next *call  // links in the dispatcher's live list
 	// slot is the worker running the call's attempt and ctx that attempt's
 	// context. Both are set when the dispatcher hands out the job and
 	// cleared when it reads the worker's report. The dispatcher cancels
@@ -76,11 +78,10 @@ type call struct {
 	// finish hands it to the future or the report's handling releases it.
 	live *liveResponse
 
-	// Under the lock of the call's dedup shard (dedup.go): fastShared is
-	// set while the call is in the table and on the fast path, and fwait
-	// then holds its waiters, its leader first.
-	fastShared bool
-	fwait      []*Future
+	// Under the lock of the call's dedup shard (dedup.go): fastShared
+	// (above) is set while the call is in the table and on the fast path,
+	// and fwait then holds its waiters, its leader first.
+	fwait []*Future
 }
 
 // maxReplays bounds how many times one request is replayed after a token

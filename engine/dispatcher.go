@@ -163,7 +163,7 @@ func (d *dispatcher) assign() {
 		}
 		c.ctx.parent = c.base
 		c.first = c.waiters[0]
-		w.jobs <- job{c: c, attempt: c.attempts, ctx: c.ctx, first: c.first}
+		w.jobs <- job{c: c, attempt: int(c.attempts), ctx: c.ctx, first: c.first}
 	}
 }
 
@@ -588,7 +588,7 @@ func (d *dispatcher) between(c *call, err error) error {
 	if c.attempts == 0 {
 		return err
 	}
-	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: redact.URL(&c.url), Attempts: c.attempts, Err: err}
+	return &errors.RequestError{Method: c.req.MethodOrGet(), URL: redact.URL(&c.url), Attempts: int(c.attempts), Err: err}
 }
 
 func (d *dispatcher) expire(cause error) {
@@ -754,7 +754,7 @@ func (d *dispatcher) scheduleRetry(c *call, o *outcome) {
 	d.e.tel.retryScheduled(c, o, wait)
 	if log := d.e.log; log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel {
 		// The dispatcher does no I/O: the hook goroutine writes the line.
-		method, path, attempt, cause := c.req.MethodOrGet(), c.url.Path, c.attempts, o.err
+		method, path, attempt, cause := c.req.MethodOrGet(), c.url.Path, int(c.attempts), o.err
 		d.e.hooks.push("log", func() {
 			log.Debug().Str("method", method).Str("path", path).
 				Int("attempt", attempt).Dur("wait", wait).AnErr("cause", cause).Msg("retry scheduled")

@@ -91,6 +91,9 @@ type roundTripper struct{ e *Engine }
 
 // streamed marks a call whose answer is handed over alive. Immutable.
 type streamed struct {
+	// live1 is the answer of the call's first attempt, allocated with the
+	// request (see newLive).
+	live1 *liveResponse
 	// oneShot is set when the request's body cannot be sent a second time.
 	oneShot bool
 	// host is the caller's Host override (http.Request.Host), sent as the
@@ -102,11 +105,23 @@ type streamed struct {
 // returns redirects to the caller instead of following them.
 type noFollow struct{}
 
+// liveCtx is the context a streamed answer is read on: an attemptCtx that
+// follows the attempt's (see newLive), and marks the request noFollow.
+type liveCtx struct{ attemptCtx }
+
+func (l *liveCtx) Value(key any) any {
+	if _, ok := key.(noFollow); ok {
+		return true
+	}
+	return l.attemptCtx.Value(key)
+}
+
 // rtRequest is what RoundTrip allocates for one request, at once: its
 // future and the engine's view of the request.
 type rtRequest struct {
 	f    Future
 	req  requests.Request
+	st   streamed     // the call's stream
 	live liveResponse // the answer of the call's first attempt (call.live1)
 }
 
@@ -119,8 +134,7 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("courier: RoundTrip: request has no URL")
 	}
 	x := &rtRequest{req: requests.Request{Method: r.Method, Path: r.URL.String(), Header: e.s.hopHeader(r)}}
-	req := &x.req
-	st := streamed{}
+	req, st := &x.req, &x.st
 	var body *callerBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &callerBody{first: r.Body, get: r.GetBody, size: -1}
@@ -138,9 +152,8 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	f.init(ctx, req)
 	if e.prepareIn(f, r.URL) {
 		c := &f.w.own
-		c.streamed1 = st
-		c.stream = &c.streamed1
-		c.live1 = &x.live
+		st.live1 = &x.live
+		c.stream = st
 		if st.host != "" {
 			// Another Host is another request: it joins no other. The
 			// token goes with it only when both the server it is sent to
@@ -173,7 +186,7 @@ type liveResponse struct {
 	// ctx is the context the answer is read on: it follows the attempt's
 	// until the headers are in, then only the reader (closing the body,
 	// or the end of its request's context) or a release ends it.
-	ctx  attemptCtx
+	ctx  liveCtx
 	resp *http.Response
 	r    requests.Response // the engine's view of resp, saving an allocation
 
@@ -293,11 +306,11 @@ const retainLimit = 64 << 10
 // call's first context (which serves one sent attempt only) uses the
 // call's first answer too.
 func newLive(c *call, actx *attemptCtx) *liveResponse {
-	l := c.live1
+	l := c.stream.live1
 	if l == nil || actx != &c.ctx1 {
 		l = &liveResponse{}
 	}
-	l.ctx.parent, l.ctx.noFollow = actx, true
+	l.ctx.parent = actx
 	l.ctx.follow(actx)
 	return l
 }

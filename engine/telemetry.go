@@ -285,7 +285,7 @@ func (t *telemetry) retryScheduled(c *call, o *outcome, wait time.Duration) {
 	if t.tracer == nil {
 		return
 	}
-	ev := trace.WithAttributes(AttrRetryDelay.Float64(wait.Seconds()), reason, AttrAttempt.Int(c.attempts+1))
+	ev := trace.WithAttributes(AttrRetryDelay.Float64(wait.Seconds()), reason, AttrAttempt.Int(int(c.attempts)+1))
 	for _, f := range c.waiters {
 		if span := f.span; span != nil {
 			span.AddEvent(EventRetry, ev)
