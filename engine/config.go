@@ -213,50 +213,60 @@ type settings struct {
 	systemClock bool
 }
 
+// validate checks c, section by section, naming every problem it finds,
+// and returns it with every default applied.
 func (c Config) validate() (*settings, error) {
 	s := &settings{Config: c}
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-
-	u, err := url.Parse(c.BaseURL)
-	switch {
-	case c.BaseURL == "":
-		bad("BaseURL is empty")
-	case err != nil:
-		bad("BaseURL %q: %v", redactRef(c.BaseURL), redactErr(err))
-	case u.Scheme != "http" && u.Scheme != "https":
-		bad("BaseURL %q: scheme must be http or https", redactRef(c.BaseURL))
-	case u.Host == "":
-		bad("BaseURL %q: no host", redactRef(c.BaseURL))
-	default:
-		s.base = u
-		s.origin = origin(u)
-	}
-	nonNeg := func(name string, v int64) {
-		if v < 0 {
-			bad("%s is negative (%d)", name, v)
-		}
-	}
-	nonNeg("Workers", int64(c.Workers))
-	nonNeg("QueueSize", int64(c.QueueSize))
-	nonNeg("Timeout", int64(c.Timeout))
-	nonNeg("MaxResponseBytes", c.MaxResponseBytes)
-	nonNeg("Retry.MaxAttempts", int64(c.Retry.MaxAttempts))
-	nonNeg("Retry.BaseDelay", int64(c.Retry.BaseDelay))
-	nonNeg("Retry.MaxDelay", int64(c.Retry.MaxDelay))
-	nonNeg("Retry.MaxRetryAfter", int64(c.Retry.MaxRetryAfter))
-	nonNeg("Retry.Budget.Capacity", int64(c.Retry.Budget.Capacity))
-	nonNeg("Retry.Budget.RetryCost", int64(c.Retry.Budget.RetryCost))
-	nonNeg("Retry.Budget.TimeoutCost", int64(c.Retry.Budget.TimeoutCost))
-	nonNeg("Retry.Budget.Refund", int64(c.Retry.Budget.Refund))
-	nonNeg("Auth.RefreshBefore", int64(c.Auth.RefreshBefore))
-	nonNeg("Auth.LockLease", int64(c.Auth.LockLease))
+	s.base, s.origin = checkBaseURL(c.BaseURL, bad)
+	c.checkEngine(bad)
+	c.Retry.check(bad)
+	s.refreshURL = c.Auth.check(s.base, bad)
 	c.RateLimit.check(bad)
 	c.Breaker.check(bad)
 	c.Hedge.check(bad)
-	if c.Retry.BaseDelay > 0 && c.Retry.MaxDelay > 0 && c.Retry.BaseDelay > c.Retry.MaxDelay {
-		bad("Retry.BaseDelay (%s) is above Retry.MaxDelay (%s)", c.Retry.BaseDelay, c.Retry.MaxDelay)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("courier: invalid config: %s", strings.Join(problems, "; "))
 	}
+	s.engineDefaults()
+	s.Retry.defaults()
+	s.authDefaults()
+	return s, nil
+}
+
+// nonNeg reports a negative v as a problem of the field name.
+func nonNeg(bad func(string, ...any), name string, v int64) {
+	if v < 0 {
+		bad("%s is negative (%d)", name, v)
+	}
+}
+
+// checkBaseURL parses the base URL; nil when it is not usable.
+func checkBaseURL(raw string, bad func(string, ...any)) (*url.URL, string) {
+	u, err := url.Parse(raw)
+	switch {
+	case raw == "":
+		bad("BaseURL is empty")
+	case err != nil:
+		bad("BaseURL %q: %v", redactRef(raw), redactErr(err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		bad("BaseURL %q: scheme must be http or https", redactRef(raw))
+	case u.Host == "":
+		bad("BaseURL %q: no host", redactRef(raw))
+	default:
+		return u, origin(u)
+	}
+	return nil, ""
+}
+
+// checkEngine checks the engine's own fields: its sizes and bounds, its
+// middleware and headers.
+func (c Config) checkEngine(bad func(string, ...any)) {
+	nonNeg(bad, "Workers", int64(c.Workers))
+	nonNeg(bad, "QueueSize", int64(c.QueueSize))
+	nonNeg(bad, "Timeout", int64(c.Timeout))
+	nonNeg(bad, "MaxResponseBytes", c.MaxResponseBytes)
 	for i, m := range c.Middleware {
 		if m == nil {
 			bad("Middleware[%d] is nil", i)
@@ -277,8 +287,78 @@ func (c Config) validate() (*settings, error) {
 			}
 		}
 	}
+}
 
-	a := c.Auth
+// engineDefaults applies the engine's defaults to a checked config, and
+// copies what it shares by reference: the engine keeps copies of its own,
+// so a caller changing them afterwards changes nothing and races with no
+// worker.
+func (s *settings) engineDefaults() {
+	s.Headers = s.Config.Headers.Clone()
+	s.Breaker.Hosts = maps.Clone(s.Breaker.Hosts)
+	s.Breaker.Routes = slices.Clone(s.Breaker.Routes)
+	s.Hedge.Hosts = maps.Clone(s.Hedge.Hosts)
+	s.Hedge.Routes = slices.Clone(s.Hedge.Routes)
+	s.Workers = cmp.Or(s.Workers, DefaultWorkers)
+	s.QueueSize = cmp.Or(s.QueueSize, DefaultQueueSize)
+	s.Timeout = cmp.Or(s.Timeout, DefaultTimeout)
+	s.MaxResponseBytes = cmp.Or(s.MaxResponseBytes, DefaultMaxResponseBytes)
+	if s.Clock == nil {
+		s.Clock = SystemClock
+	}
+	_, s.systemClock = s.Clock.(systemClock)
+	if s.Slog != nil {
+		l := slogLogger(s.Slog)
+		s.Logger = &l
+	}
+	if s.Logger == nil {
+		nop := zerolog.Nop()
+		s.Logger = &nop
+	}
+}
+
+// check checks the retry settings.
+func (r Retry) check(bad func(string, ...any)) {
+	nonNeg(bad, "Retry.MaxAttempts", int64(r.MaxAttempts))
+	nonNeg(bad, "Retry.BaseDelay", int64(r.BaseDelay))
+	nonNeg(bad, "Retry.MaxDelay", int64(r.MaxDelay))
+	nonNeg(bad, "Retry.MaxRetryAfter", int64(r.MaxRetryAfter))
+	nonNeg(bad, "Retry.Budget.Capacity", int64(r.Budget.Capacity))
+	nonNeg(bad, "Retry.Budget.RetryCost", int64(r.Budget.RetryCost))
+	nonNeg(bad, "Retry.Budget.TimeoutCost", int64(r.Budget.TimeoutCost))
+	nonNeg(bad, "Retry.Budget.Refund", int64(r.Budget.Refund))
+	if r.BaseDelay > 0 && r.MaxDelay > 0 && r.BaseDelay > r.MaxDelay {
+		bad("Retry.BaseDelay (%s) is above Retry.MaxDelay (%s)", r.BaseDelay, r.MaxDelay)
+	}
+}
+
+// defaults applies the retry defaults to checked settings.
+func (r *Retry) defaults() {
+	r.MaxAttempts = cmp.Or(r.MaxAttempts, DefaultMaxAttempts)
+	if r.Policy == nil {
+		r.Policy = DefaultRetryPolicy
+	}
+	if r.Backoff == nil {
+		r.Backoff = DefaultBackoff
+	}
+	r.BaseDelay = cmp.Or(r.BaseDelay, DefaultBaseDelay)
+	if r.MaxDelay == 0 {
+		r.MaxDelay = max(DefaultMaxDelay, r.BaseDelay)
+	}
+	r.MaxRetryAfter = cmp.Or(r.MaxRetryAfter, DefaultMaxRetryAfter)
+	b := &r.Budget
+	b.Capacity = cmp.Or(b.Capacity, DefaultBudgetCapacity)
+	b.RetryCost = cmp.Or(b.RetryCost, DefaultRetryCost)
+	b.TimeoutCost = cmp.Or(b.TimeoutCost, DefaultTimeoutCost)
+	b.Refund = cmp.Or(b.Refund, DefaultRefund)
+}
+
+// check checks the session's settings and returns the refresh endpoint
+// resolved against base (nil without Auth.Refresh, or when base is not
+// usable).
+func (a Auth) check(base *url.URL, bad func(string, ...any)) (refreshURL *url.URL) {
+	nonNeg(bad, "Auth.RefreshBefore", int64(a.RefreshBefore))
+	nonNeg(bad, "Auth.LockLease", int64(a.LockLease))
 	if a.Header != "" && !validHeaderName(a.Header) {
 		bad("Auth.Header %q is not a valid header name", a.Header)
 	}
@@ -296,103 +376,57 @@ func (c Config) validate() (*settings, error) {
 		bad("%s are both set; choose one", strings.Join(providers, " and "))
 	}
 	if r := a.Refresh; r != nil {
-		switch {
-		case r.Path == "":
-			bad("Auth.Refresh.Path is empty")
-		case s.base != nil:
-			u, err := refreshEndpoint(s.base, r.Path)
-			if err != nil {
-				bad("Auth.Refresh.Path %q: %v", redactRef(r.Path), err)
-			}
-			s.refreshURL = u
-		}
-		if r.Method != "" && !validHeaderName(r.Method) {
-			bad("Auth.Refresh.Method %q is not an HTTP method", r.Method)
-		}
-		if r.ClientAuth != ClientAuthBasic && r.ClientAuth != ClientAuthPost {
-			bad("Auth.Refresh.ClientAuth %d is unknown", r.ClientAuth)
-		}
-		switch r.Grant {
-		case "", GrantRefreshToken:
-		case GrantClientCredentials:
-			if r.ClientID == "" {
-				bad("Auth.Refresh.Grant is client_credentials but ClientID is empty")
-			}
-		default:
-			bad("Auth.Refresh.Grant %q is unknown: want refresh_token or client_credentials", r.Grant)
-		}
-		for i, sc := range r.Scopes {
-			if sc == "" || strings.ContainsAny(sc, " \t\r\n\"\\") {
-				bad("Auth.Refresh.Scopes[%d] %q is not a scope token", i, sc)
-			}
-		}
-		if r.ClientAuth == ClientAuthPost && !r.Form && r.ClientID != "" && r.Grant != GrantClientCredentials {
-			bad("Auth.Refresh.ClientAuth is ClientAuthPost but Form is off: client credentials go in the form")
-		}
-		nonNeg("Auth.Refresh.MaxAttempts", int64(r.MaxAttempts))
+		refreshURL = r.check(base, bad)
 	}
-	if len(problems) > 0 {
-		return nil, fmt.Errorf("courier: invalid config: %s", strings.Join(problems, "; "))
-	}
+	return refreshURL
+}
 
-	// Maps are shared by reference: New keeps copies of its own, so a
-	// caller changing them afterwards changes nothing and races with no
-	// worker.
-	s.Headers = c.Headers.Clone()
-	s.Breaker.Hosts = maps.Clone(c.Breaker.Hosts)
-	s.Breaker.Routes = slices.Clone(c.Breaker.Routes)
-	s.Hedge.Hosts = maps.Clone(c.Hedge.Hosts)
-	s.Hedge.Routes = slices.Clone(c.Hedge.Routes)
-	if s.Workers == 0 {
-		s.Workers = DefaultWorkers
+// check checks the refresh endpoint's settings and returns its URL.
+func (r *RefreshConfig) check(base *url.URL, bad func(string, ...any)) (endpoint *url.URL) {
+	switch {
+	case r.Path == "":
+		bad("Auth.Refresh.Path is empty")
+	case base != nil:
+		u, err := refreshEndpoint(base, r.Path)
+		if err != nil {
+			bad("Auth.Refresh.Path %q: %v", redactRef(r.Path), err)
+		}
+		endpoint = u
 	}
-	if s.QueueSize == 0 {
-		s.QueueSize = DefaultQueueSize
+	if r.Method != "" && !validHeaderName(r.Method) {
+		bad("Auth.Refresh.Method %q is not an HTTP method", r.Method)
 	}
-	if s.Timeout == 0 {
-		s.Timeout = DefaultTimeout
+	if r.ClientAuth != ClientAuthBasic && r.ClientAuth != ClientAuthPost {
+		bad("Auth.Refresh.ClientAuth %d is unknown", r.ClientAuth)
 	}
-	if s.MaxResponseBytes == 0 {
-		s.MaxResponseBytes = DefaultMaxResponseBytes
+	switch r.Grant {
+	case "", GrantRefreshToken:
+	case GrantClientCredentials:
+		if r.ClientID == "" {
+			bad("Auth.Refresh.Grant is client_credentials but ClientID is empty")
+		}
+	default:
+		bad("Auth.Refresh.Grant %q is unknown: want refresh_token or client_credentials", r.Grant)
 	}
-	r := &s.Retry
-	if r.MaxAttempts == 0 {
-		r.MaxAttempts = DefaultMaxAttempts
+	for i, sc := range r.Scopes {
+		if sc == "" || strings.ContainsAny(sc, " \t\r\n\"\\") {
+			bad("Auth.Refresh.Scopes[%d] %q is not a scope token", i, sc)
+		}
 	}
-	if r.Policy == nil {
-		r.Policy = DefaultRetryPolicy
+	if r.ClientAuth == ClientAuthPost && !r.Form && r.ClientID != "" && r.Grant != GrantClientCredentials {
+		bad("Auth.Refresh.ClientAuth is ClientAuthPost but Form is off: client credentials go in the form")
 	}
-	if r.Backoff == nil {
-		r.Backoff = DefaultBackoff
-	}
-	if r.BaseDelay == 0 {
-		r.BaseDelay = DefaultBaseDelay
-	}
-	if r.MaxDelay == 0 {
-		r.MaxDelay = max(DefaultMaxDelay, r.BaseDelay)
-	}
-	if r.MaxRetryAfter == 0 {
-		r.MaxRetryAfter = DefaultMaxRetryAfter
-	}
-	b := &r.Budget
-	b.Capacity = cmp.Or(b.Capacity, DefaultBudgetCapacity)
-	b.RetryCost = cmp.Or(b.RetryCost, DefaultRetryCost)
-	b.TimeoutCost = cmp.Or(b.TimeoutCost, DefaultTimeoutCost)
-	b.Refund = cmp.Or(b.Refund, DefaultRefund)
-	if s.Clock == nil {
-		s.Clock = SystemClock
-	}
-	_, s.systemClock = s.Clock.(systemClock)
-	if s.Slog != nil {
-		l := slogLogger(s.Slog)
-		s.Logger = &l
-	}
-	if s.Logger == nil {
-		nop := zerolog.Nop()
-		s.Logger = &nop
-	}
-	if s.Auth.AuthFailed == nil {
-		s.Auth.AuthFailed = DefaultAuthFailed
+	nonNeg(bad, "Auth.Refresh.MaxAttempts", int64(r.MaxAttempts))
+	return endpoint
+}
+
+// authDefaults applies the session's defaults to checked settings: the
+// header and scheme, the credentials' header names, and a copy of the
+// refresh endpoint's settings with their defaults.
+func (s *settings) authDefaults() {
+	a := &s.Auth
+	if a.AuthFailed == nil {
+		a.AuthFailed = DefaultAuthFailed
 	}
 	s.authHeader = http.CanonicalHeaderKey(a.Header)
 	if s.authHeader == "" {
@@ -429,10 +463,7 @@ func (c Config) validate() (*settings, error) {
 		if cp.Parser == nil {
 			cp.Parser = FieldTokenParser(cp.AccessTokenField, cp.RefreshTokenField)
 		}
-		if cp.MaxAttempts == 0 {
-			cp.MaxAttempts = DefaultRefreshAttempts
-		}
-		s.Auth.Refresh = &cp
+		cp.MaxAttempts = cmp.Or(cp.MaxAttempts, DefaultRefreshAttempts)
+		a.Refresh = &cp
 	}
-	return s, nil
 }
