@@ -107,7 +107,7 @@ func (e *Engine) submitShared(f *Future, callerRuns bool) bool {
 	e.admitFast(f)
 	if f.ctx.Done() != nil {
 		// The attempt ends when its last waiter leaves, not its first.
-		f.w.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(c, f) })
+		watch(f, func() { e.leaveShared(c, f) })
 	}
 	e.stats.inFlight.Add(1)
 	if !callerRuns && !e.d.gate.send(s, f) {
@@ -131,7 +131,7 @@ func (e *Engine) submitShared(f *Future, callerRuns bool) bool {
 func (e *Engine) joinShared(lead *call, f *Future) {
 	lead.fwait = append(lead.fwait, f)
 	if f.ctx.Done() != nil {
-		f.w.stopWatch = context.AfterFunc(f.ctx, func() { e.leaveShared(lead, f) })
+		watch(f, func() { e.leaveShared(lead, f) })
 	}
 	e.stats.dedupHits.Add(1)
 	e.tel.dedupJoined(f, lead)

@@ -485,7 +485,7 @@ func (d *dispatcher) watch(f *Future) {
 	if f.ctx.Done() == nil {
 		return // it never ends
 	}
-	f.w.stopWatch = context.AfterFunc(f.ctx, func() { d.post(leaveMsg{f}) })
+	watch(f, func() { d.post(leaveMsg{f}) })
 }
 
 func (d *dispatcher) onLeave(f *Future) {

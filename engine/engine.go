@@ -332,7 +332,10 @@ func (e *Engine) Stream(ctx context.Context, reqs iter.Seq[*requests.Request], w
 		}
 		var reader conc.WaitGroup
 		defer reader.Wait() // last: after cancel has released the reader
-		ctx, cancel := context.WithCancel(ctx)
+		// The requests' context, watched by one table (streamCtx).
+		sc := newStreamCtx(ctx)
+		ctx := context.Context(sc)
+		cancel := func() { sc.cancel(context.Canceled) }
 		defer cancel()
 		w := newStreamWindow(window)
 		reader.Go(func() {

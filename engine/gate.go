@@ -302,7 +302,7 @@ func (e *Engine) admitFast(f *Future) {
 func (e *Engine) watchAlone(f *Future) {
 	if f.ctx.Done() != nil {
 		ctx := &f.w.own.ctx1
-		f.w.stopWatch = context.AfterFunc(f.ctx, func() { ctx.cancel(context.Canceled) })
+		watch(f, func() { ctx.cancel(context.Canceled) })
 	}
 }
 
