@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -85,6 +86,10 @@ type dispatcher struct {
 	// gate is the admission gate and the places it lends (gate.go says
 	// who may touch what).
 	gate gate
+	// terminating counts the TerminateSession calls under way: while it is
+	// not 0 the dispatcher hands out no queued request (assign), since the
+	// session's end is on its way to fail them.
+	terminating atomic.Int32
 
 	// Owned by the dispatcher goroutine: written and read by it alone.
 	mail          mail    // the latest take from the mailbox, being handled
@@ -142,6 +147,9 @@ func newDispatcher(e *Engine) *dispatcher {
 // assign hands queued calls to idle workers, front of the queue first, to
 // the worker that went idle last (its connection and caches are warm).
 func (d *dispatcher) assign() {
+	if d.terminating.Load() > 0 {
+		return
+	}
 	for len(d.idle) > 0 {
 		c := d.queue.peek()
 		if c == nil || d.waitsForToken(c) {

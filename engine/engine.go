@@ -520,6 +520,13 @@ func (e *Engine) TerminateSession() {
 	// token being cleared.
 	e.d.gate.block()
 	defer e.d.gate.unblock()
+	// Nor does the dispatcher hand out a queued request meanwhile: what is
+	// pending now fails, it is not sent with the token being cleared.
+	e.d.terminating.Add(1)
+	defer func() {
+		e.d.terminating.Add(-1)
+		e.d.mb.poke() // it may have left work queued for this
+	}()
 	done, failed := make(chan struct{}), make(chan struct{})
 	e.actor.ask(clearTokensMsg{done: done, failed: failed}, done)
 	select {
