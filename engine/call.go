@@ -33,6 +33,7 @@ type call struct {
 	url        url.URL         // absolute
 	key        string          // dedup key, "" when not shared
 	base       context.Context // the first waiter's values, never cancelled
+	detached   detachedCtx     // base when that waiter's context can end (detach)
 	stream     *streamed       // set when the answer is handed over alive
 	cached     *cacheLookup    // the cache's part in it (cache.go); nil: none
 	admitted   time.Time

@@ -439,11 +439,9 @@ func (d *dispatcher) onSubmit(f *Future, reserved bool) {
 	d.admitted++
 	c.w1[0] = f
 	c.waiters = c.w1[:1]
-	if c.base.Done() != nil {
-		// The call outlives any one waiter: it keeps the first one's
-		// values but not its cancellation.
-		c.base = context.WithoutCancel(c.base)
-	}
+	// The call outlives any one waiter: it keeps the first one's values
+	// but not its cancellation.
+	c.base = detach(&c.detached, c.base)
 	f.w.call = c
 	d.link(c)
 	if reserved {

@@ -290,9 +290,7 @@ func (d *dispatcher) onAdopt(m adoptMsg) {
 func (e *Engine) admitFast(f *Future) {
 	c := &f.w.own
 	c.base, c.admitted = f.ctx, e.s.Clock.Now()
-	if c.base.Done() != nil {
-		c.base = context.WithoutCancel(c.base)
-	}
+	c.base = detach(&c.detached, c.base)
 	c.ctx1.parent = c.base
 	c.ctx = nil
 }
