@@ -171,3 +171,38 @@ func BenchmarkRoundTripperNoop(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEngineNoopDedup is EngineNoop with dedup on (the default GET):
+// one call at a time, so none is merged and what shows is the table's cost.
+func BenchmarkEngineNoopDedup(b *testing.B) {
+	e := noopEngine(b, 1)
+	ctx := context.Background()
+	b.ReportAllocs()
+	defer cpuPerOp(b)()
+	for b.Loop() {
+		if _, err := e.Do(ctx, requests.New("GET", "/items/1")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStreamNoop sends every call through one Stream, its window the
+// default, 16 workers.
+func BenchmarkStreamNoop(b *testing.B) {
+	e := noopEngine(b, 16)
+	b.ReportAllocs()
+	defer cpuPerOp(b)()
+	reqs := func(yield func(*requests.Request) bool) {
+		for range b.N {
+			if !yield(requests.New("GET", "/items/1", requests.WithoutDedup())) {
+				return
+			}
+		}
+	}
+	b.ResetTimer()
+	for res := range e.Stream(context.Background(), reqs, 0) {
+		if res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+}
