@@ -107,7 +107,7 @@ func (e *Engine) submitShared(f *Future, callerRuns bool) bool {
 	e.admitFast(f)
 	if f.ctx.Done() != nil {
 		// The attempt ends when its last waiter leaves, not its first.
-		watch(f, func() { e.leaveShared(c, f) })
+		watch(onEnd{kind: endShared, e: e, f: f, c: c})
 	}
 	e.stats.inFlight.Add(1)
 	if !callerRuns && !e.d.gate.send(s, f) {
@@ -131,7 +131,7 @@ func (e *Engine) submitShared(f *Future, callerRuns bool) bool {
 func (e *Engine) joinShared(lead *call, f *Future) {
 	lead.fwait = append(lead.fwait, f)
 	if f.ctx.Done() != nil {
-		watch(f, func() { e.leaveShared(lead, f) })
+		watch(onEnd{kind: endShared, e: e, f: f, c: lead})
 	}
 	e.stats.dedupHits.Add(1)
 	e.tel.dedupJoined(f, lead)
@@ -189,9 +189,7 @@ func (t *dedupTable) takeShared(c *call, adopt bool) []*Future {
 // answer: one gets resp, the others copies.
 func (e *Engine) resolveShared(c *call, ws []*Future, resp *requests.Response, err error) {
 	for _, f := range ws {
-		if f.w.stopWatch != nil {
-			f.w.stopWatch()
-		}
+		f.w.stop.stop()
 		if !f.win() {
 			continue
 		}

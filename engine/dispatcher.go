@@ -491,7 +491,7 @@ func (d *dispatcher) watch(f *Future) {
 	if f.ctx.Done() == nil {
 		return // it never ends
 	}
-	watch(f, func() { d.post(leaveMsg{f}) })
+	watch(onEnd{kind: endLeave, e: d.e, f: f})
 }
 
 func (d *dispatcher) onLeave(f *Future) {

@@ -51,10 +51,10 @@ type result struct {
 // call it waits on and the watch on its context. It belongs to the
 // dispatcher goroutine, or, on the fast path, to the entrant holding the
 // call's place (gate.go) and to the dedup shard's lock for a shared call
-// (dedup.go); stopWatch, once set, is safe to call from any goroutine.
+// (dedup.go); stop, once set, is safe to call from any goroutine.
 type waiter struct {
-	stopWatch func() bool // stops the ctx watcher
-	call      *call       // the call the future waits on: own, or the one it joined
+	stop watchStop // stops the ctx watcher (watch)
+	call *call     // the call the future waits on: own, or the one it joined
 
 	// own is the call this future starts when it is not merged into one in
 	// flight, filled in by Submit (see prepare) and admitted by the

@@ -299,8 +299,7 @@ func (e *Engine) admitFast(f *Future) {
 // which nobody can join.
 func (e *Engine) watchAlone(f *Future) {
 	if f.ctx.Done() != nil {
-		ctx := &f.w.own.ctx1
-		watch(f, func() { ctx.cancel(context.Canceled) })
+		watch(onEnd{kind: endAlone, e: e, f: f})
 	}
 }
 
@@ -329,9 +328,7 @@ func (e *Engine) endFast(s *slot, j job, o outcome) {
 		e.endShared(s, f, o)
 		return
 	}
-	if f.w.stopWatch != nil {
-		f.w.stopWatch()
-	}
+	f.w.stop.stop()
 	if !e.final(c, &o) && f.ctx.Err() == nil {
 		unblock := o.authFailed
 		if unblock {

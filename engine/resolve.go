@@ -70,9 +70,7 @@ var doubleResolves atomic.Int64
 
 // settle resolves f and counts it; OnError sees it if it failed.
 func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
-	if f.w.stopWatch != nil {
-		f.w.stopWatch()
-	}
+	f.w.stop.stop()
 	if !f.claim() {
 		return
 	}
@@ -83,9 +81,7 @@ func (e *Engine) settle(f *Future, resp *requests.Response, err error) {
 // moment (its job's first waiter, on a 2xx answer): losing that claim is
 // expected, not a second resolution, and the worker's answer stands.
 func (e *Engine) settleRaced(f *Future, resp *requests.Response, err error) {
-	if f.w.stopWatch != nil {
-		f.w.stopWatch()
-	}
+	f.w.stop.stop()
 	if f.win() {
 		e.deliver(f, resp, err)
 	}

@@ -75,9 +75,7 @@ func (e *Engine) worker(w *slot) {
 			o.live.release() // the engine was closed: nobody takes it
 		}
 		if first != nil {
-			if f := j.first; f.w.stopWatch != nil {
-				f.w.stopWatch()
-			}
+			j.first.w.stop.stop()
 			e.deliver(j.first, first, nil)
 		}
 	}
