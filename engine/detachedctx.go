@@ -48,16 +48,21 @@ func detach(d *detachedCtx, ctx context.Context) context.Context {
 
 // keyProbe is a context that notes the key it is asked for and has no
 // values, cancelled without a cause: context.Cause asks it for its Err and
-// for the cancel key.
-type keyProbe struct {
-	context.Context // nil: only Value and Err are called
-	key             any
-}
+// for the cancel key. Every method is its own, so that a context package
+// that asks for more than that still finds a whole context.
+type keyProbe struct{ key any }
 
-func (p *keyProbe) Value(key any) any { p.key = key; return nil }
-func (p *keyProbe) Err() error        { return context.Canceled }
+func (*keyProbe) Deadline() (deadline time.Time, ok bool) { return }
+func (*keyProbe) Done() <-chan struct{}                   { return closedChan }
+func (*keyProbe) Err() error                              { return context.Canceled }
+func (p *keyProbe) Value(key any) any                     { p.key = key; return nil }
 
-var cancelCtxKey = func() any {
+var cancelCtxKey = func() (key any) {
+	defer func() {
+		if recover() != nil {
+			key = nil // detach falls back to context.WithoutCancel
+		}
+	}()
 	var p keyProbe
 	_ = context.Cause(&p)
 	return p.key
