@@ -40,6 +40,7 @@ Run 'courier COMMAND --help' for a command's flags.
 `
 
 func main() {
+	startHeapFloor() // for the process's life: os.Exit ends it
 	ctx, stop := notifyContext(context.Background(), exitAtOnce, os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
