@@ -122,6 +122,12 @@ type outcome struct {
 	// settled is the job's first waiter when the worker resolved it with
 	// resp; the dispatcher resolves the call's other waiters.
 	settled *Future
+	// pristine is resp as it came, kept by value when the worker handed
+	// resp itself to the settled waiter of a call others may have joined
+	// (shared): the dispatcher copies it for them, never resp, which is
+	// the settled waiter's own from then on.
+	pristine requests.Response
+	shared   bool
 
 	retry      bool          // the retry policy asked for another try
 	authFailed bool          // the answer rejected the token

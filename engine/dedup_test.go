@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -95,6 +96,55 @@ func TestDedupMergesIdenticalGETs(t *testing.T) {
 		}
 		assert.EqualValues(t, 1, g.calls.Load(), "one upstream call for all")
 	})
+}
+
+// TestDedupEveryWaiterOwnsItsResponse: the first submitter and its
+// followers each get a Response of their own, naming their own request,
+// so what one waiter does with its answer the moment it has it never
+// shows in another's (nor races with the engine copying it for them).
+func TestDedupEveryWaiterOwnsItsResponse(t *testing.T) {
+	for _, followers := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d followers", followers), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				g := newGatedAPI()
+				e := virtualEngine(t, g.config())
+				firstReq := requests.New("GET", "/items/1")
+				first := e.Submit(context.Background(), firstReq)
+				synctest.Wait()
+				reqs := make([]*requests.Request, followers)
+				futures := make([]*engine.Future, followers)
+				for i := range futures {
+					reqs[i] = requests.New("GET", "/items/1")
+					futures[i] = e.Submit(context.Background(), reqs[i])
+				}
+				synctest.Wait()
+				require.EqualValues(t, followers, e.Stats().DedupHits)
+
+				close(g.release)
+				resp, err := first.Await(context.Background())
+				require.NoError(t, err)
+				assert.Same(t, firstReq, resp.Request)
+				// The first waiter makes the answer its own at once.
+				resp.Status, resp.Attempts, resp.Request = 0, 99, nil
+				for i, f := range futures {
+					got, err := f.Await(context.Background())
+					require.NoError(t, err, "follower %d", i)
+					assert.NotSame(t, resp, got, "follower %d", i)
+					assert.Equal(t, 200, got.Status, "follower %d", i)
+					assert.Equal(t, 1, got.Attempts, "follower %d", i)
+					assert.Same(t, reqs[i], got.Request, "follower %d names its own request", i)
+					got.Status = 0
+				}
+				for i, f := range futures {
+					got, _ := f.Await(context.Background())
+					for j, g := range futures[:i] {
+						other, _ := g.Await(context.Background())
+						assert.NotSame(t, other, got, "followers %d and %d", j, i)
+					}
+				}
+			})
+		})
+	}
 }
 
 func TestDedupCancelsUpstreamWhenEveryWaiterLeaves(t *testing.T) {

@@ -549,8 +549,8 @@ func (d *dispatcher) finish(c *call, resp *requests.Response, err error) {
 	d.abandon(c)
 	for _, f := range waiters {
 		// resp is the dispatcher's alone (a worker that resolved the first
-		// waiter of a shared call gave it a copy): one waiter gets it, more
-		// get copies.
+		// waiter of a shared call kept the answer as it came for the
+		// others): one waiter gets it, more get copies.
 		r := resp
 		if resp != nil {
 			if len(waiters) > 1 {
@@ -712,10 +712,20 @@ func (d *dispatcher) onOutcome(o *outcome) {
 		d.demand(o.gen)
 	case o.err == nil:
 		d.budget.succeeded(c.retryCost)
+		resp := o.resp
 		if o.settled != nil {
 			d.drop(c, o.settled) // the worker resolved it
+			if o.shared {
+				// resp is the settled waiter's: the others get the
+				// answer as it came.
+				resp = nil
+				if len(c.waiters) > 0 {
+					cp := o.pristine
+					resp = &cp
+				}
+			}
 		}
-		d.finish(c, o.resp, nil)
+		d.finish(c, resp, nil)
 	case o.retry && c.retries+1 < s.Retry.MaxAttempts:
 		d.scheduleRetry(c, o)
 	default:

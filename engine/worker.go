@@ -65,7 +65,7 @@ func (e *Engine) worker(w *slot) {
 		var first *requests.Response
 		if o.err == nil && o.resp != nil && o.live == nil && j.first.win() {
 			o.settled = j.first
-			first = e.firstResponse(j, o.resp)
+			first = e.firstResponse(j, &o)
 		}
 		// A call nobody else can join (no dedup key) that the worker has
 		// resolved leaves the dispatcher nothing urgent: the report can
@@ -82,15 +82,20 @@ func (e *Engine) worker(w *slot) {
 }
 
 // firstResponse is the answer for the job's first waiter, resolved by the
-// worker. It is resp itself unless dedup followers may share the call:
-// the dispatcher gives them copies of resp, so the first waiter gets a copy
-// of its own.
-func (e *Engine) firstResponse(j job, resp *requests.Response) *requests.Response {
-	if j.c.key != "" || j.first.req != resp.Request {
+// worker: o.resp itself. When dedup followers may share the call, the
+// dispatcher gives them copies of the answer as it came, so the worker
+// keeps one in the outcome, by value, before the first waiter's
+// Request and Duration are set.
+func (e *Engine) firstResponse(j job, o *outcome) *requests.Response {
+	resp := o.resp
+	switch {
+	case j.c.key != "":
+		o.pristine, o.shared = *resp, true
+	case j.first.req != resp.Request:
 		cp := *resp
-		cp.Request = j.first.req
 		resp = &cp
 	}
+	resp.Request = j.first.req
 	resp.Duration = e.s.Clock.Now().Sub(j.c.admitted)
 	return resp
 }
