@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -57,18 +58,23 @@ func TestStreamCtxWatchAddedLateRunsAtOnce(t *testing.T) {
 }
 
 // TestStreamCtxEndsWithItsParent: the parent's end ends the stream's
-// context with the parent's error, and runs the watches.
+// context with the parent's error, and runs the watches. As with
+// context.AfterFunc, they run after Done is closed, on the goroutine that
+// watched the parent: synctest.Wait waits for it.
 func TestStreamCtxEndsWithItsParent(t *testing.T) {
-	parent, cancel := context.WithTimeout(context.Background(), time.Hour)
-	s := newStreamCtx(parent)
-	_, ended := watched(s)
-	cancel()
-	<-s.Done()
-	assert.True(t, ended(), "the parent's end did not run the watch")
-	assert.ErrorIs(t, s.Err(), context.Canceled)
-	d, ok := s.Deadline()
-	assert.True(t, ok, "the parent's deadline shows through")
-	assert.False(t, d.IsZero())
+	synctest.Test(t, func(t *testing.T) {
+		parent, cancel := context.WithTimeout(context.Background(), time.Hour)
+		s := newStreamCtx(parent)
+		_, ended := watched(s)
+		cancel()
+		<-s.Done()
+		synctest.Wait()
+		assert.True(t, ended(), "the parent's end did not run the watch")
+		assert.ErrorIs(t, s.Err(), context.Canceled)
+		d, ok := s.Deadline()
+		assert.True(t, ok, "the parent's deadline shows through")
+		assert.False(t, d.IsZero())
+	})
 }
 
 // A request whose context is not a Stream's is watched by a
