@@ -29,7 +29,7 @@ const heapFloorBytes = 64 << 20
 const goHeapMinimum = 4 << 20
 
 type heapFloor struct {
-	mu      sync.Mutex // held by adjust and stop
+	mu      sync.Mutex // protects the fields below; held by adjust and stop
 	floor   uint64
 	stopped bool
 	sample  []metrics.Sample
@@ -69,9 +69,10 @@ func (h *heapFloor) arm() {
 }
 
 // heapFloorSentinel is the object whose collection marks a cycle's end. It
-// has a size so that it is a heap object of its own (a zero-size one may
-// share an address, and never be collected).
-type heapFloorSentinel struct{ _ [16]byte }
+// is larger than the runtime's 16-byte tiny blocks, so it is a heap object
+// of its own: a tiny one shares its block with others, and its finalizer
+// may never run.
+type heapFloorSentinel struct{ _ [32]byte }
 
 // live is the heap the last collection left, in bytes. h.mu is held.
 func (h *heapFloor) live() uint64 {
