@@ -11,28 +11,43 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestFloorPercentCollectsAtTheFloorOrTwiceTheLiveHeap(t *testing.T) {
+// runtimeGoal is the Go runtime's heap goal at GOGC p, for a live heap of
+// live bytes and scan bytes of stacks and globals.
+func runtimeGoal(live, scan uint64, p int) uint64 {
+	return max(goHeapMinimum*uint64(p)/100, live+(live+scan)*uint64(p)/100)
+}
+
+func TestFloorPercentPutsTheNextCollectionAtTheFloor(t *testing.T) {
 	const mib = 1 << 20
+	const floor = 64 * mib
 	for _, c := range []struct {
-		live uint64
-		want int
+		live, scan uint64
+		want       int // 0: not pinned, only bounded
 	}{
-		{live: 0, want: 1500}, // before any collection: the runtime's 4 MiB minimum
-		{live: 1, want: 1500},
+		{live: 0, want: 1600}, // before any collection: the runtime's minimum, scaled up to the floor
+		{live: 1 * mib, scan: 256 << 10},
 		{live: 4 * mib, want: 1500}, // 4 MiB + 15 × 4 MiB = 64 MiB
+		{live: 4 * mib, scan: 4 * mib, want: 750},
 		{live: 16 * mib, want: 300},
-		{live: 32 * mib, want: 100}, // 2 × live reaches the floor
-		{live: 500 * mib, want: 100},
+		{live: 16 * mib, scan: 1 * mib},
+		{live: 30 * mib, scan: 2 * mib, want: 106},
+		{live: 32 * mib, want: 100}, // GOGC=100's goal reaches the floor
+		{live: 40 * mib, scan: 8 * mib, want: 100},
+		{live: 500 * mib, scan: 1 * mib, want: 100},
 	} {
-		got := floorPercent(64*mib, c.live)
-		assert.Equal(t, c.want, got, "live heap %d bytes", c.live)
-		// The runtime's goal: the live heap grown by GOGC percent, and
-		// never under its minimum scaled by GOGC.
-		base := max(c.live, goHeapMinimum)
-		goal := max(c.live+c.live*uint64(got)/100, goHeapMinimum*uint64(got)/100)
-		assert.LessOrEqual(t, goal, max(uint64(64*mib), 2*c.live), "live heap %d bytes: the heap stays within the floor", c.live)
-		assert.GreaterOrEqual(t, base+base*uint64(got)/100, min(uint64(64*mib), 2*c.live), "live heap %d bytes: no collection before the floor", c.live)
+		p := floorPercent(floor, c.live, c.scan)
+		if c.want != 0 {
+			assert.Equal(t, c.want, p, "live %d scan %d", c.live, c.scan)
+		}
+		bound := max(floor, runtimeGoal(c.live, c.scan, 100))
+		goal := runtimeGoal(c.live, c.scan, p)
+		assert.LessOrEqual(t, goal, bound, "live %d scan %d: GOGC %d lets the heap pass the floor", c.live, c.scan, p)
+		// p is rounded down: the goal falls short of the bound by less
+		// than one percent's worth of each term.
+		slack := (c.live+c.scan)/100 + goHeapMinimum/100 + 1
+		assert.GreaterOrEqual(t, goal+slack, bound, "live %d scan %d: GOGC %d collects before the floor", c.live, c.scan, p)
 	}
+	assert.Equal(t, heapFloorMaxPercent, floorPercent(1<<62, 0, 0), "GOGC stays an int32 for any floor")
 }
 
 // gcPercent reads GOGC without changing it, even for a moment: the
