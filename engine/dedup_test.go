@@ -99,9 +99,11 @@ func TestDedupMergesIdenticalGETs(t *testing.T) {
 }
 
 // TestDedupEveryWaiterOwnsItsResponse: the first submitter and its
-// followers each get a Response of their own, naming their own request,
-// so what one waiter does with its answer the moment it has it never
-// shows in another's (nor races with the engine copying it for them).
+// followers each get a Response value of their own, naming their own
+// request, so what one waiter does to its Response's fields the moment it
+// has it never shows in another's (nor races with the engine copying it
+// for them). The copies are of the fields: the Header map and the Body
+// bytes are shared, to be read, not changed.
 func TestDedupEveryWaiterOwnsItsResponse(t *testing.T) {
 	for _, followers := range []int{1, 3} {
 		t.Run(fmt.Sprintf("%d followers", followers), func(t *testing.T) {

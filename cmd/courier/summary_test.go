@@ -75,23 +75,21 @@ func TestFetchSummaryAfterSIGTERMCountsNeverSentLinesApart(t *testing.T) {
 	sent, notSent := summaryCount(t, stderr, "sent"), summaryCount(t, stderr, "not sent")
 	require.Eventually(t, func() bool { return float64(seen.Load()) >= sent }, 10*time.Second, 5*time.Millisecond,
 		"a line counted as sent never reached the server")
-	reached := float64(seen.Load())
 	assert.EqualValues(t, lines, summaryCount(t, stderr, "requests"))
 	assert.EqualValues(t, 1, summaryCount(t, stderr, "ok"))
 	assert.EqualValues(t, 1, summaryCount(t, stderr, "answered"))
 	assert.GreaterOrEqual(t, sent, 3.0, "line 1 and the two held by the server went out")
-	assert.LessOrEqual(t, sent, reached, "no line counts as sent that the server did not see")
 	assert.EqualValues(t, sent-1, summaryCount(t, stderr, "failed"), "only lines that went out and got no 2xx failed")
 	assert.EqualValues(t, lines-sent, notSent, "every other line was not sent")
-	assert.GreaterOrEqual(t, notSent, lines-reached)
 	elapsed := regexp.MustCompile(`(?m)^elapsed +(\S+)$`).FindStringSubmatch(stderr)
 	require.NotNil(t, elapsed, stderr)
 	d, err := time.ParseDuration(elapsed[1])
 	require.NoError(t, err)
-	if d > time.Millisecond {
+	if d > time.Millisecond && d < time.Second {
 		// elapsed is shown to the millisecond and throughput to the
 		// request per second: the run took d give or take half a
-		// millisecond, for one answer.
+		// millisecond, for one answer. From a second on, that precision
+		// cannot tell one answer from two.
 		lo, hi := 1/(d.Seconds()+0.0005)-0.5, 1/(d.Seconds()-0.0005)+0.5
 		rate := summaryCount(t, stderr, "throughput")
 		assert.True(t, lo <= rate && rate <= hi, "throughput %v counts the one answer in %v: want %.1f to %.1f", rate, d, lo, hi)
