@@ -47,13 +47,17 @@ func noopEngine(b *testing.B, workers int) *engine.Engine {
 
 // BenchmarkEngineNoop is one request at a time through the whole engine:
 // Submit, the dispatcher, a worker, the outcome, the future.
-func BenchmarkEngineNoop(b *testing.B) {
+func BenchmarkEngineNoop(b *testing.B) { benchDoOneAtATime(b, requests.WithoutDedup()) }
+
+// benchDoOneAtATime runs one Do at a time, of a GET made with opts, through
+// an engine with one worker.
+func benchDoOneAtATime(b *testing.B, opts ...requests.Option) {
 	e := noopEngine(b, 1)
 	ctx := context.Background()
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {
-		if _, err := e.Do(ctx, requests.New("GET", "/items/1", requests.WithoutDedup())); err != nil {
+		if _, err := e.Do(ctx, requests.New("GET", "/items/1", opts...)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -174,17 +178,7 @@ func BenchmarkRoundTripperNoop(b *testing.B) {
 
 // BenchmarkEngineNoopDedup is EngineNoop with dedup on (the default GET):
 // one call at a time, so none is merged and what shows is the table's cost.
-func BenchmarkEngineNoopDedup(b *testing.B) {
-	e := noopEngine(b, 1)
-	ctx := context.Background()
-	b.ReportAllocs()
-	defer cpuPerOp(b)()
-	for b.Loop() {
-		if _, err := e.Do(ctx, requests.New("GET", "/items/1")); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkEngineNoopDedup(b *testing.B) { benchDoOneAtATime(b) }
 
 // BenchmarkStreamNoop sends every call through one Stream, its window the
 // default, 16 workers.
