@@ -124,10 +124,9 @@ type outcome struct {
 	settled *Future
 	// pristine is resp as it came, kept by value when the worker handed
 	// resp itself to the settled waiter of a call others may have joined
-	// (shared): the dispatcher copies it for them, never resp, which is
-	// the settled waiter's own from then on.
+	// (one with a dedup key): the dispatcher copies it for them, never
+	// resp, which is the settled waiter's own from then on.
 	pristine requests.Response
-	shared   bool
 
 	retry      bool          // the retry policy asked for another try
 	authFailed bool          // the answer rejected the token

@@ -715,9 +715,9 @@ func (d *dispatcher) onOutcome(o *outcome) {
 		resp := o.resp
 		if o.settled != nil {
 			d.drop(c, o.settled) // the worker resolved it
-			if o.shared {
+			if c.key != "" {
 				// resp is the settled waiter's: the others get the
-				// answer as it came.
+				// answer as it came (worker.go, firstResponse).
 				resp = nil
 				if len(c.waiters) > 0 {
 					cp := o.pristine

@@ -90,7 +90,7 @@ func (e *Engine) firstResponse(j job, o *outcome) *requests.Response {
 	resp := o.resp
 	switch {
 	case j.c.key != "":
-		o.pristine, o.shared = *resp, true
+		o.pristine = *resp
 	case j.first.req != resp.Request:
 		cp := *resp
 		resp = &cp
