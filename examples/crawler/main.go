@@ -101,6 +101,7 @@ func run(ctx context.Context, w io.Writer, pages int) error {
 	// The same crawl again: the cache holds every answer with its ETag,
 	// so each page and item is revalidated, and the server answers 304.
 	futures = futures[:0]
+	merged := st.DedupHits
 	if _, err := crawl(); err != nil {
 		return err
 	}
@@ -110,7 +111,7 @@ func run(ctx context.Context, w io.Writer, pages int) error {
 		}
 	}
 	st = e.Stats()
-	fmt.Fprintf(w, "crawled again: %d answers revalidated (304), %d bytes served from the cache\n",
-		st.CacheRevalidations, st.CacheBytes)
+	fmt.Fprintf(w, "crawled again: %d answers revalidated (304), %d fetches merged, %d bytes served from the cache\n",
+		st.CacheRevalidations, st.DedupHits-merged, st.CacheBytes)
 	return e.Shutdown(ctx)
 }
